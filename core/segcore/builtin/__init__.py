@@ -1,0 +1,1 @@
+"""Core's own components, registered through the same ``segcore_register`` hook as any plugin."""

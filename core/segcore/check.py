@@ -1,0 +1,140 @@
+"""`segcore check`: build a pipeline's model on the meta device, verify every stage contract, count per stage."""
+
+from __future__ import annotations
+
+__all__ = ["StageRow", "check_model", "check_pipeline", "format_table"]
+
+
+from collections.abc import Sequence
+
+import torch
+from attrs import frozen
+from torch import Tensor, nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from .config import PipelineConfig
+from .errors import ContractError
+from .model import SegModel, build_model
+from .registry import Registry
+from .stages import Attention, FeatureInfo
+from .train import dataset_meta
+
+
+@frozen
+class StageRow:
+    """One stage: where it is in the pipeline, what it outputs, its size and cost.
+
+    MACs are multiply-accumulates of convolutions and matrix products (``torch.utils.flop_counter`` / 2); norms,
+    activations and resizes are not counted (thop and mmcv differ here: see BLOCKS.md 0.3).
+    """
+
+    path: str
+    component: str
+    channels: str
+    stride: str
+    params: int
+    macs: int
+
+
+def _sizes_ok(t: Tensor, stride: int, size: Sequence[int]) -> bool:
+    return all(abs(got - n / stride) < 1 for got, n in zip(t.shape[-2:], size))
+
+
+def _verify_maps(path: str, maps: Sequence[Tensor], info: Sequence[FeatureInfo], size: Sequence[int]) -> None:
+    if len(maps) != len(info):
+        raise ContractError(f"[{path}] declares {len(info)} feature maps but returned {len(maps)}")
+    for i, (m, fi) in enumerate(zip(maps, info)):
+        if m.shape[1] != fi.channels or not _sizes_ok(m, fi.stride, size):
+            raise ContractError(
+                f"[{path}] map {i} declares {fi.channels} channels at stride {fi.stride} "
+                f"(~{size[0] / fi.stride:.0f}x{size[1] / fi.stride:.0f} for a {size[0]}x{size[1]} input) but is "
+                f"{tuple(m.shape[1:])}"
+            )
+
+
+def check_model(model: SegModel, input_size: tuple[int, int], names: dict[str, str] | None = None) -> list[StageRow]:
+    """Run *model* (meta or real) on one (1, 3, H, W) input; check declared channels/strides against real shapes.
+
+    Returns a row per stage; raises ContractError naming the stage that broke its contract.
+    """
+    names = names or {}
+    device = next(model.parameters()).device
+    image = torch.zeros(1, 3, *input_size, device=device)
+    captured: dict[str, object] = {}
+    hooks = []
+    stages: dict[str, nn.Module] = {"model.backbone": model.backbone}
+    stages |= {f"model.enhancers[{i}]": e for i, e in enumerate(model.enhancers)}
+    stages |= {"model.decoder": model.decoder, "model.classifier": model.classifier}
+    stages |= {f"model.aux.{k}": v for k, v in model.aux.items()}
+    for path, module in stages.items():
+        hooks.append(module.register_forward_hook(lambda m, i, o, path=path: captured.__setitem__(path, o)))
+
+    def attention_hook(m: nn.Module, inputs: tuple[Tensor, ...], out: Tensor) -> None:
+        if out.shape != inputs[0].shape:
+            raise ContractError(f"attention {type(m).__name__} changed the shape {tuple(inputs[0].shape)} -> {tuple(out.shape)}")
+
+    hooks += [m.register_forward_hook(attention_hook) for m in model.modules() if isinstance(m, Attention)]
+    was_training = model.training
+    model.train(bool(model.aux))  # aux heads run only in training mode
+    try:
+        with FlopCounterMode(display=False) as counter:
+            out = model(image)
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    if out.logits.shape[-2:] != image.shape[-2:]:
+        raise ContractError(f"logits are {tuple(out.logits.shape)} for a {tuple(image.shape)} input")
+
+    _verify_maps("model.backbone", captured["model.backbone"], model.backbone.feature_info, input_size)
+    for i, enh in enumerate(model.enhancers):
+        _verify_maps(f"model.enhancers[{i}]", captured[f"model.enhancers[{i}]"], enh.feature_info, input_size)
+    dec = captured["model.decoder"]
+    _verify_maps("model.decoder", [dec], [FeatureInfo(model.decoder.out_channels, model.decoder.stride)], input_size)
+
+    flops = {k: sum(v.values()) for k, v in counter.get_flop_counts().items()}
+    prefix = type(model).__name__
+
+    def row(path: str, module: nn.Module, channels: str, stride: str) -> StageRow:
+        fqn = prefix + "." + path.removeprefix("model.").replace("[", ".").replace("]", "")
+        params = sum(p.numel() for p in module.parameters())
+        return StageRow(path, names.get(path, type(module).__name__), channels, stride, params, flops.get(fqn, 0) // 2)
+
+    def fmt(info: Sequence[FeatureInfo]) -> tuple[str, str]:
+        return ",".join(str(i.channels) for i in info), ",".join(str(i.stride) for i in info)
+
+    rows = [row("model.backbone", model.backbone, *fmt(model.backbone.feature_info))]
+    rows += [row(f"model.enhancers[{i}]", e, *fmt(e.feature_info)) for i, e in enumerate(model.enhancers)]
+    rows.append(row("model.decoder", model.decoder, str(model.decoder.out_channels), str(model.decoder.stride)))
+    rows.append(row("model.classifier", model.classifier, str(model.num_classes), str(model.decoder.stride)))
+    rows += [row(f"model.aux.{k}", v, str(model.num_classes), str(v.decoder.stride)) for k, v in model.aux.items()]
+    return rows
+
+
+def check_pipeline(cfg: PipelineConfig, registry: Registry, *, input_size: tuple[int, int] | None = None) -> list[StageRow]:
+    """Build *cfg*'s model on the meta device (no weights allocated) and check it at *input_size*."""
+    num_classes = cfg.model.num_classes or dataset_meta(cfg.data.dataset, registry).num_classes
+    with torch.device("meta"):
+        model = build_model(cfg.model, registry, num_classes=num_classes)
+    names = {"model.backbone": cfg.model.backbone.name, "model.decoder": cfg.model.decoder.name, "model.classifier": "conv1x1"}
+    names |= {f"model.enhancers[{i}]": e.name for i, e in enumerate(cfg.model.enhancers)}
+    names |= {f"model.aux.{k}": f"{v.decoder.name} (training only)" for k, v in cfg.model.aux.items()}
+    return check_model(model, input_size or cfg.run.input_size, names)
+
+
+def format_table(rows: Sequence[StageRow], input_size: tuple[int, int]) -> str:
+    head = ("stage", "component", "out channels", "stride", "params", "GMACs")
+    body = [(r.path, r.component, r.channels, r.stride, f"{r.params:,}", f"{r.macs / 1e9:.3f}") for r in rows]
+    total_p, total_m = sum(r.params for r in rows), sum(r.macs for r in rows)
+    inference = [r for r in rows if not r.path.startswith("model.aux.")]
+    body.append(("total", "", "", "", f"{total_p:,}", f"{total_m / 1e9:.3f}"))
+    if len(inference) != len(rows):
+        p = sum(r.params for r in inference)
+        m = sum(r.macs for r in inference)
+        body.append(("inference (no aux)", "", "", "", f"{p:,}", f"{m / 1e9:.3f}"))
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
+    line = lambda cells: "  ".join(str(c).ljust(w) if i < 2 else str(c).rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
+    title = f"input 1x3x{input_size[0]}x{input_size[1]}; MACs of convolutions and matrix products"
+    return "\n".join([title, line(head), line(["-" * w for w in widths]), *map(line, body)])
+
+

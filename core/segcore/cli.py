@@ -1,0 +1,116 @@
+"""The ``segcore`` command: run, check, list."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+
+from .errors import SegcoreError
+from .stages import STAGES
+
+
+def _registry():
+    from .plugins import load_registry
+
+    registry = load_registry()
+    for problem in registry.problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    return registry
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HxW like 512x1024, got {text!r}") from None
+    return h, w
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import attrs
+
+    from .config import load_pipeline
+    from .train import format_metrics, run_pipeline
+
+    registry = _registry()
+    cfg = load_pipeline(args.pipeline, registry=registry)
+    overrides = {k: v for k, v in (("device", args.device), ("out_dir", args.out_dir)) if v is not None}
+    if overrides:
+        cfg = attrs.evolve(cfg, run=attrs.evolve(cfg.run, **overrides))
+    metrics = run_pipeline(cfg, registry, progress=not args.quiet)
+    from .train import dataset_meta
+
+    print(format_metrics(metrics, dataset_meta(cfg.data.dataset, registry)))
+    if cfg.run.task == "train":
+        print(f"weights and metrics written to {cfg.run.out_dir}/")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from .check import check_pipeline, format_table
+    from .config import load_pipeline
+
+    start = time.perf_counter()
+    registry = _registry()
+    cfg = load_pipeline(args.pipeline, registry=registry)
+    size = args.input_size or cfg.run.input_size
+    rows = check_pipeline(cfg, registry, input_size=size)
+    print(format_table(rows, size))
+    print(f"ok: every stage keeps its contract (meta device, no weights allocated; {time.perf_counter() - start:.2f} s)")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    registry = _registry()
+    for stage in STAGES:
+        entries = registry.entries(stage)
+        print(f"{stage.__name__} ({len(entries)})")
+        width = max((len(e.name) for e in entries), default=0)
+        for e in entries:
+            slots = getattr(e.cls, "attention_slots", ())
+            extra = f"  slots: {', '.join(slots)}" if slots else ""
+            print(f"  {e.name:<{width}}  {e.plugin.name} ({e.plugin.dist or '?'} {e.plugin.version or ''}){extra}".rstrip())
+    presets = registry.presets()
+    if presets:
+        print(f"Preset ({len(presets)})")
+        for name, plugin in presets.items():
+            print(f"  {name}  {plugin.name} ({plugin.dist} {plugin.version})")
+    if registry.problems:
+        print(f"{len(registry.problems)} plugin(s) failed; see the warnings above")
+    return 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="segcore", description="Plugin-based semantic segmentation.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = sub.add_parser("run", help="run what the pipeline file's [run] section says (train or evaluate)")
+    p.add_argument("pipeline", help="pipeline TOML file")
+    p.add_argument("--device", help="override run.device (cpu, cuda, cuda:N, auto)")
+    p.add_argument("--out-dir", help="override run.out_dir")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("check", help="build the model on the meta device; print channels, strides, params, MACs")
+    p.add_argument("pipeline", help="pipeline TOML file")
+    p.add_argument("--input-size", type=_size, help="HxW to count MACs at (default: run.input_size)")
+    p.set_defaults(func=cmd_check)
+    p = sub.add_parser("list", help="every stage with its components and the plugin providing each")
+    p.set_defaults(func=cmd_list)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except SegcoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

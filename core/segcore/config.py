@@ -1,0 +1,375 @@
+"""Pipeline files: TOML -> frozen attrs classes through one cattrs converter, validated whole before building.
+
+Each component table (``[model.backbone]``, ``[[model.enhancers]]``, ``[model.decoder]``, ``[[loss]]``,
+``[data.dataset]``, attention slots) names its component with ``name``; the rest of the table is structured into
+the config class that component registered. Every problem in a file is reported at once, each with its TOML
+path, the bad value and the allowed choices.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AttentionSpec",
+    "AuxHeadConfig",
+    "BackboneSpec",
+    "ComponentSpec",
+    "DataConfig",
+    "DatasetSpec",
+    "DecoderSpec",
+    "EnhancerSpec",
+    "LossSpec",
+    "ModelConfig",
+    "PipelineConfig",
+    "RunConfig",
+    "TrainConfig",
+    "load_pipeline",
+    "make_converter",
+    "structure_pipeline",
+]
+
+import re
+import tomllib
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import attrs
+import cattrs
+from attrs import field, frozen
+from attrs.validators import ge, gt, in_, lt
+from cattrs.errors import AttributeValidationNote, ClassValidationError, ForbiddenExtraKeysError
+
+from .errors import ConfigError, SegcoreError, did_you_mean
+from .registry import Registry
+from .stages import Attention, Backbone, Dataset, Decoder, Enhancer, Loss
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+# -- component tables ---------------------------------------------------------------------------------------------
+
+
+@frozen
+class ComponentSpec:
+    """A component table: ``name`` picks the registered component, the other keys fill its config class."""
+
+    stage: ClassVar[type]
+    name: str
+    config: Any
+
+
+@frozen
+class AttentionSpec(ComponentSpec):
+    stage = Attention
+
+
+@frozen
+class BackboneSpec(ComponentSpec):
+    stage = Backbone
+
+
+@frozen
+class _WiredSpec(ComponentSpec):
+    """Enhancers and decoders: attention slots to fill, and the input channels the user expects (checked)."""
+
+    attention: Mapping[str, AttentionSpec] = field(factory=dict)
+    in_channels: tuple[int, ...] | None = None
+
+
+@frozen
+class EnhancerSpec(_WiredSpec):
+    stage = Enhancer
+
+
+@frozen
+class DecoderSpec(_WiredSpec):
+    stage = Decoder
+
+
+@frozen
+class LossSpec(ComponentSpec):
+    """A ``[[loss]]`` table; ``weight`` scales it in the total."""
+
+    stage = Loss
+    weight: float = field(default=1.0, validator=ge(0.0))
+
+
+@frozen
+class DatasetSpec(ComponentSpec):
+    stage = Dataset
+
+
+# -- pipeline sections --------------------------------------------------------------------------------------------
+
+
+@frozen
+class AuxHeadConfig:
+    """``[model.aux.<name>]``: a training-only head on some backbone levels, trained with the main losses × weight."""
+
+    decoder: DecoderSpec
+    in_index: tuple[int, ...] | None = None
+    weight: float = field(default=0.4, validator=ge(0.0))
+    dropout: float = field(default=0.1, validator=[ge(0.0), lt(1.0)])
+
+
+@frozen
+class ModelConfig:
+    """``[model]``: the stages, the classifier's dropout and the input normalisation."""
+
+    backbone: BackboneSpec
+    decoder: DecoderSpec
+    enhancers: tuple[EnhancerSpec, ...] = ()
+    aux: Mapping[str, AuxHeadConfig] = field(factory=dict)
+    num_classes: int | None = field(default=None, validator=attrs.validators.optional(gt(0)))
+    dropout: float = field(default=0.1, validator=[ge(0.0), lt(1.0)])
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+
+@frozen
+class DataConfig:
+    """``[data]``: the dataset and how batches are made."""
+
+    dataset: DatasetSpec
+    train_split: str = "train"
+    val_split: str = "val"
+    batch_size: int = field(default=8, validator=gt(0))
+    num_workers: int = field(default=0, validator=ge(0))
+    crop_size: tuple[int, int] | None = None
+    hflip: bool = True
+
+
+@frozen
+class TrainConfig:
+    """``[train]``: optimisation."""
+
+    epochs: int = field(default=10, validator=gt(0))
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = field(default=0.01, validator=gt(0.0))
+    momentum: float = field(default=0.9, validator=[ge(0.0), lt(1.0)])
+    weight_decay: float = field(default=5e-4, validator=ge(0.0))
+    schedule: Literal["poly", "cosine", "constant"] = "poly"
+    poly_power: float = field(default=0.9, validator=gt(0.0))
+    seed: int = 0
+    log_every: int = field(default=10, validator=gt(0))
+
+
+@frozen
+class RunConfig:
+    """``[run]``: what ``segcore run`` does, where it writes, on which device."""
+
+    task: Literal["train", "evaluate"] = "train"
+    out_dir: str = "runs/default"
+    device: str = field(default="auto", validator=lambda _, a, v: _check_device(v))
+    input_size: tuple[int, int] = (512, 512)  # what `segcore check` counts MACs at
+    checkpoint: str | None = None  # weights to evaluate (a model.safetensors)
+
+
+def _check_device(value: str) -> None:
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", value):
+        raise ValueError(f"run.device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {value!r}")
+
+
+@frozen
+class PipelineConfig:
+    """A whole pipeline file."""
+
+    model: ModelConfig
+    data: DataConfig
+    loss: tuple[LossSpec, ...] = ()
+    train: TrainConfig = TrainConfig()
+    run: RunConfig = RunConfig()
+
+
+# -- the converter ------------------------------------------------------------------------------------------------
+
+_TOP_ONLY = ("base",)
+
+
+def _strict(kind: type, accept: tuple[type, ...], what: str):
+    def hook(value: Any, _: type) -> Any:
+        if isinstance(value, bool) and kind is not bool or not isinstance(value, accept):
+            raise TypeError(f"expected {what}, got {value!r} ({type(value).__name__})")
+        return kind(value)
+
+    return hook
+
+
+def make_converter(registry: Registry) -> cattrs.Converter:
+    """The converter for pipeline files, with component tables looked up in *registry*."""
+    conv = cattrs.Converter(forbid_extra_keys=True)
+    # TOML has types: "3" is not an int and 1 is not a bool (cattrs would coerce both).
+    conv.register_structure_hook(int, _strict(int, (int,), "an integer"))
+    conv.register_structure_hook(float, _strict(float, (int, float), "a number"))
+    conv.register_structure_hook(bool, _strict(bool, (bool,), "true or false"))
+    conv.register_structure_hook(str, _strict(str, (str,), "a string"))
+
+    def structure_component(value: Any, spec_cls: type[ComponentSpec]) -> ComponentSpec:
+        kind = spec_cls.stage.__name__.lower()
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"expected a table like {{ name = \"...\" }} naming a {kind}, got {value!r}")
+        installed = ", ".join(e.name for e in registry.entries(spec_cls.stage)) or "none"
+        if "name" not in value:
+            raise ConfigError(f"missing key 'name': which {kind} to use; installed: {installed}")
+        name = value["name"]
+        if not isinstance(name, str):
+            raise ConfigError(f"name must be a string, got {name!r}; installed: {installed}")
+        entry = registry.get(spec_cls.stage, name)
+        own = {f.name: f for f in attrs.fields(spec_cls) if f.name not in ("name", "config")}
+        errors: list[Exception] = []
+        kwargs: dict[str, Any] = {}
+        for key, fld in own.items():
+            if key not in value:
+                continue
+            try:
+                kwargs[key] = conv.structure(value[key], fld.type)
+            except Exception as exc:
+                exc.__notes__ = [*getattr(exc, "__notes__", []), AttributeValidationNote(f"@ {key}", key, fld.type)]
+                errors.append(exc)
+        slots = getattr(entry.cls, "attention_slots", ())
+        for slot in kwargs.get("attention", {}):
+            if slot not in slots:
+                err = ConfigError(
+                    f"{kind} {name!r} has no attention slot {slot!r}{did_you_mean(slot, slots)}; "
+                    f"its slots: {', '.join(slots) or 'none'}"
+                )
+                err.__notes__ = [AttributeValidationNote("@ attention", "attention", None)]
+                errors.append(err)
+        rest = {k: v for k, v in value.items() if k != "name" and k not in own}
+        try:
+            config = conv.structure(rest, entry.config)
+        except ClassValidationError as exc:
+            errors.extend(exc.exceptions)
+        except Exception as exc:
+            errors.append(exc)
+        if errors:
+            raise ClassValidationError(f"While structuring {kind} {name!r}", errors, entry.config)
+        try:
+            return spec_cls(name=name, config=config, **kwargs)
+        except ValueError as exc:  # a validator of a core-level key (weight, ...)
+            raise ConfigError(str(exc)) from None
+
+    conv.register_structure_hook_func(
+        lambda t: isinstance(t, type) and issubclass(t, ComponentSpec), structure_component
+    )
+    return conv
+
+
+for _cls in (
+    AttentionSpec, BackboneSpec, EnhancerSpec, DecoderSpec, LossSpec, DatasetSpec,
+    AuxHeadConfig, ModelConfig, DataConfig, TrainConfig, RunConfig, PipelineConfig,
+):  # fmt: skip
+    attrs.resolve_types(_cls)
+
+
+# -- error messages -----------------------------------------------------------------------------------------------
+
+
+def _describe(exc: BaseException, type_: Any) -> str:
+    if isinstance(exc, SegcoreError) or (isinstance(exc, (ValueError, TypeError)) and type_ is None):
+        return str(exc)
+    if isinstance(exc, ForbiddenExtraKeysError):
+        allowed = ["name", *[a.name for a in attrs.fields(exc.cl)]] if attrs.has(exc.cl) else []
+        keys = sorted(exc.extra_fields)
+        return f"unknown key {', '.join(map(repr, keys))}{did_you_mean(keys[0], allowed)}; allowed: {', '.join(allowed)}"
+    if typing.get_origin(type_) is Literal:
+        return f"must be one of {', '.join(map(repr, typing.get_args(type_)))}"
+    if isinstance(exc, KeyError):
+        return "missing required key"
+    if isinstance(exc, TypeError) and str(exc).startswith("expected "):
+        return str(exc)
+    return cattrs.v.format_exception(exc, type_)
+
+
+def _lookup(raw: Any, path: str) -> tuple[bool, Any]:
+    """The raw TOML value at a dotted path like ``loss[0].weight`` (found, value)."""
+    node = raw
+    for part in re.findall(r"[^.\[\]]+|\[\d+\]", path):
+        if part.startswith("["):
+            i = int(part[1:-1])
+            if not isinstance(node, list) or i >= len(node):
+                return False, None
+            node = node[i]
+        elif isinstance(node, Mapping) and part in node:
+            node = node[part]
+        else:
+            return False, None
+    return True, node
+
+
+def _format_errors(exc: BaseException, raw: Mapping[str, Any], source: str) -> ConfigError:
+    lines = []
+    for msg in cattrs.transform_error(exc, path="", format_exception=_describe):
+        what, _, where = msg.rpartition(" @ ")
+        where = re.sub(r"\['([^']*)'\]", r".\1", where).lstrip(".")
+        found, value = _lookup(raw, where)
+        if found and not isinstance(value, (Mapping, list)) and "got " not in what:
+            what += f" (got {value!r})"
+        lines.append(f"  {where or '(top level)'}: {what}")
+    return ConfigError(f"{source}: invalid pipeline config\n" + "\n".join(lines))
+
+
+# -- loading ------------------------------------------------------------------------------------------------------
+
+
+def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """Tables merge key by key; anything else (values, arrays) in *over* replaces *base*'s.
+
+    A component table whose ``name`` changes is replaced whole, since its keys belong to another config class.
+    """
+    out = dict(base)
+    for key, value in over.items():
+        old = out.get(key)
+        same_component = "name" not in value or old.get("name") == value["name"] if isinstance(old, Mapping) else False
+        if isinstance(old, Mapping) and isinstance(value, Mapping) and same_component:
+            out[key] = _merge(old, value)
+        else:
+            out[key] = value
+    return out
+
+
+def read_toml(path: Path, *, registry: Registry, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Parse *path*, resolving ``base = "<preset or file>"`` (relative to the file), recursively."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such pipeline file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read pipeline file: {exc}") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}. See https://toml.io for the syntax.") from None
+    base = raw.pop("base", None)
+    if base is None:
+        return raw
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: base: must be a preset name or a path to a TOML file, got {base!r}")
+    if base.endswith(".toml"):
+        base_path = (path.parent / base).resolve()
+        if base_path in _seen:
+            raise ConfigError(f"{path}: base: {base!r} includes itself")
+        parent = read_toml(base_path, registry=registry, _seen=(*_seen, base_path))
+    else:
+        try:
+            parent = registry.preset(base)
+        except SegcoreError as exc:
+            raise ConfigError(f"{path}: base: {exc}") from None
+    return _merge(parent, raw)
+
+
+def structure_pipeline(raw: Mapping[str, Any], *, registry: Registry, source: str = "<pipeline>") -> PipelineConfig:
+    """Validate a parsed pipeline table whole; raise one ConfigError listing every problem."""
+    try:
+        return make_converter(registry).structure(raw, PipelineConfig)
+    except (cattrs.BaseValidationError, SegcoreError, ValueError, TypeError) as exc:
+        raise _format_errors(exc, raw, source) from None
+
+
+def load_pipeline(path: str | Path, *, registry: Registry) -> PipelineConfig:
+    """Read, merge its bases and validate pipeline file *path*."""
+    raw = read_toml(Path(path), registry=registry)
+    return structure_pipeline(raw, registry=registry, source=str(path))

@@ -1,0 +1,41 @@
+"""Atomic file writes: a temp file in the same folder, then a rename, so a crash never leaves half a file."""
+
+from __future__ import annotations
+
+__all__ = ["atomic_write", "save_weights"]
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import safetensors.torch
+from torch import nn
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | Path) -> Iterator[Path]:
+    """Yield a temp path beside *path*; on success it replaces *path* in one rename, on failure it is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_text(path: str | Path, text: str) -> None:
+    with atomic_write(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def save_weights(model: nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> None:
+    """The model's state as safetensors, atomically (shared tensors handled by safetensors)."""
+    with atomic_write(path) as tmp:
+        safetensors.torch.save_model(model, str(tmp), metadata=metadata)

@@ -1,0 +1,169 @@
+"""The registry: every component, preset and pretrained name, with the plugin that provided it."""
+
+from __future__ import annotations
+
+__all__ = ["Entry", "PluginInfo", "Pretrained", "Registry"]
+
+import contextlib
+import re
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import attrs
+from attrs import field, frozen
+
+from .errors import RegistryError, did_you_mean
+from .stages import STAGES, stage_of
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+@frozen
+class PluginInfo:
+    """Where registrations come from: the plugin's name and the distribution (and version) that ships it."""
+
+    name: str
+    dist: str | None = None
+    version: str | None = None
+
+    def __str__(self) -> str:
+        where = f" from {self.dist} {self.version}" if self.dist else ""
+        return f'plugin "{self.name}"{where}'
+
+
+@frozen
+class Entry:
+    """One registered component."""
+
+    stage: type
+    name: str
+    cls: type
+    config: type
+    tiny: Any = None
+    plugin: PluginInfo = PluginInfo("?")
+
+    def build(self, cfg: Any = None, **wiring: Any) -> Any:
+        """``cls(cfg or config(), **wiring)``."""
+        return self.cls(self.config() if cfg is None else cfg, **wiring)
+
+
+@frozen
+class Pretrained:
+    """A pretrained name ("hrnet_l-camvid") pointing at a Hub repo at a pinned revision."""
+
+    name: str
+    repo_id: str
+    revision: str | None = None
+    sha256: Mapping[str, str] = field(factory=dict)
+    plugin: PluginInfo = PluginInfo("?")
+
+
+class Registry:
+    """Components by stage and name, presets (named pipeline tables) and pretrained names.
+
+    Plugins fill it in their ``segcore_register`` hook; `segcore.plugins.load_registry` builds one from every
+    installed plugin.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[type, dict[str, Entry]] = {stage: {} for stage in STAGES}
+        self._presets: dict[str, tuple[dict[str, Any], PluginInfo]] = {}
+        self._pretrained: dict[str, Pretrained] = {}
+        self._plugin = PluginInfo("(direct)")
+        self.problems: list[Exception] = []  # plugin failures that did not stop the others
+        self.plugins: list[PluginInfo] = []
+
+    # -- registration -------------------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def registering(self, plugin: PluginInfo) -> Iterator[None]:
+        """Attribute what is added inside the block to *plugin*; on an exception, drop all of it."""
+        previous, self._plugin = self._plugin, plugin
+        try:
+            yield
+        except BaseException:
+            self.remove_plugin(plugin.name)
+            raise
+        finally:
+            self._plugin = previous
+        self.plugins.append(plugin)
+
+    def add(self, cls: type, *, name: str, config: type, tiny: Any = None) -> Entry:
+        """Register component *cls* under *name*; its stage is found from its base class."""
+        where = f"{self._plugin}: component {name!r}"
+        stage = stage_of(cls)
+        if stage is None:
+            bases = ", ".join(s.__name__ for s in STAGES)
+            raise RegistryError(f"{where}: {cls!r} derives from none of the stages ({bases})")
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise RegistryError(f"{where}: names are lowercase snake_case (like 'hrnet_fusion')")
+        if not attrs.has(config):
+            raise RegistryError(f"{where}: config {config!r} is not an attrs class; decorate it with @attrs.frozen")
+        if tiny is not None and not isinstance(tiny, config):
+            raise RegistryError(f"{where}: tiny must be a {config.__name__}, got {type(tiny).__name__}")
+        taken = self._entries[stage].get(name)
+        if taken is not None:
+            raise RegistryError(
+                f"{where}: {stage.__name__.lower()} {name!r} is already registered by {taken.plugin}. "
+                f"Rename one of them, or disable one plugin with SEGCORE_DISABLE_PLUGINS={self._plugin.name}"
+            )
+        entry = Entry(stage=stage, name=name, cls=cls, config=config, tiny=tiny, plugin=self._plugin)
+        self._entries[stage][name] = entry
+        return entry
+
+    def add_preset(self, name: str, pipeline: Mapping[str, Any]) -> None:
+        """Register a named pipeline table, usable as ``base = "<name>"`` in a pipeline file."""
+        if name in self._presets:
+            raise RegistryError(f"{self._plugin}: preset {name!r} is already registered by {self._presets[name][1]}")
+        self._presets[name] = (dict(pipeline), self._plugin)
+
+    def add_pretrained(self, name: str, *, repo_id: str, revision: str | None = None, **sha256: str) -> None:
+        """Register pretrained weights *name* at Hub repo *repo_id*, pinned to *revision*."""
+        if name in self._pretrained:
+            raise RegistryError(f"{self._plugin}: pretrained {name!r} is already registered by {self._pretrained[name].plugin}")
+        self._pretrained[name] = Pretrained(name, repo_id, revision, sha256, self._plugin)
+
+    def remove_plugin(self, plugin_name: str) -> None:
+        """Forget everything *plugin_name* registered."""
+        for entries in self._entries.values():
+            for key in [k for k, e in entries.items() if e.plugin.name == plugin_name]:
+                del entries[key]
+        self._presets = {k: v for k, v in self._presets.items() if v[1].name != plugin_name}
+        self._pretrained = {k: v for k, v in self._pretrained.items() if v.plugin.name != plugin_name}
+
+    # -- lookup -------------------------------------------------------------------------------------------------
+
+    def get(self, stage: type, name: str) -> Entry:
+        """The entry for *name* in *stage*; an unknown name raises with the closest match and the installed names."""
+        entries = self._entries[stage]
+        if name in entries:
+            return entries[name]
+        kind = stage.__name__.lower()
+        installed = ", ".join(sorted(entries)) or "none"
+        raise RegistryError(f"unknown {kind} {name!r}{did_you_mean(name, entries)}; installed: {installed}")
+
+    def entries(self, stage: type | None = None) -> list[Entry]:
+        """All entries of *stage* (or of every stage), sorted by name."""
+        stages = STAGES if stage is None else (stage,)
+        return [e for s in stages for _, e in sorted(self._entries[s].items())]
+
+    def preset(self, name: str) -> dict[str, Any]:
+        if name not in self._presets:
+            raise RegistryError(
+                f"unknown preset {name!r}{did_you_mean(name, self._presets)}; installed: {', '.join(sorted(self._presets)) or 'none'}"
+            )
+        return self._presets[name][0]
+
+    def presets(self) -> dict[str, PluginInfo]:
+        return {k: v[1] for k, v in sorted(self._presets.items())}
+
+    def pretrained(self, name: str | None = None) -> Any:
+        """All pretrained names (no argument) or the one called *name*."""
+        if name is None:
+            return dict(sorted(self._pretrained.items()))
+        if name not in self._pretrained:
+            raise RegistryError(
+                f"unknown pretrained model {name!r}{did_you_mean(name, self._pretrained)}; "
+                f"registered: {', '.join(sorted(self._pretrained)) or 'none'}"
+            )
+        return self._pretrained[name]

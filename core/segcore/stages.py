@@ -1,0 +1,184 @@
+"""The typed stage interfaces every component implements.
+
+A pipeline is ``image -> Backbone -> Enhancer* -> Decoder (+ Attention in its slots) -> classifier -> logits``
+at the input size, trained with Losses on a Dataset. Each component is built as ``Component(cfg, *, wiring)``:
+``cfg`` is an instance of the frozen attrs class registered with it (what a user writes in TOML), ``wiring`` is
+what the pipeline builder passes from the neighbouring stages (never written in TOML).
+
+Feature maps travel as a list, finest first; each stage declares what it outputs as a tuple of `FeatureInfo`
+(channels and stride relative to the input image), like timm's ``FeatureInfo.channels()``/``.reduction()``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "Attention",
+    "AttentionSlots",
+    "Backbone",
+    "Dataset",
+    "DatasetMeta",
+    "Decoder",
+    "Enhancer",
+    "FeatureInfo",
+    "Loss",
+    "ModelOutput",
+    "STAGES",
+    "stage_of",
+]
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar
+
+import torch.utils.data
+from attrs import field, frozen
+from torch import Tensor, nn
+
+
+@frozen
+class FeatureInfo:
+    """One feature map: ``channels`` and ``stride`` (input size / map size, rounded up by strided convs)."""
+
+    channels: int
+    stride: int
+
+
+@frozen
+class ModelOutput:
+    """What a model returns.
+
+    logits: (B, K, H, W) at the input size.
+    aux: auxiliary heads' logits by name, each (B, K, H, W) at the input size; training only.
+    extras: other named tensors a loss may need (embeddings, ...); training only.
+    """
+
+    logits: Tensor
+    aux: Mapping[str, Tensor] = field(factory=dict)
+    extras: Mapping[str, Tensor] = field(factory=dict)
+
+
+class AttentionSlots:
+    """Builds the Attention a config put into a component's named slot, or ``nn.Identity`` for an empty slot.
+
+    A component declares its slot names in ``attention_slots`` and calls ``slots("after_fusion", channels)`` in
+    its constructor, once per place (a slot used at several places, e.g. after every upsampling, is called once
+    per place and gets independent modules).
+    """
+
+    def __init__(self, factories: Mapping[str, Callable[[int], nn.Module]] | None = None) -> None:
+        self._factories = dict(factories or {})
+
+    def __call__(self, slot: str, channels: int) -> nn.Module:
+        factory = self._factories.get(slot)
+        return nn.Identity() if factory is None else factory(channels)
+
+    def __contains__(self, slot: str) -> bool:
+        return slot in self._factories
+
+
+class Backbone(nn.Module):
+    """image (B, 3, H, W), normalised float -> list of feature maps, finest first.
+
+    Built as ``Backbone(cfg)``. Must set ``feature_info`` (one `FeatureInfo` per returned map) in ``__init__``
+    and accept any H and W (odd sizes too); the i-th map has ``ceil(H / stride_i)`` rows or the size the
+    builder gets by running it (declared strides are checked against the real shapes by ``segcore check``).
+    """
+
+    feature_info: tuple[FeatureInfo, ...]
+    attention_slots: ClassVar[tuple[str, ...]] = ()
+
+    def forward(self, image: Tensor) -> list[Tensor]:
+        raise NotImplementedError
+
+
+class Enhancer(nn.Module):
+    """features -> features, between the backbone and the decoder.
+
+    Built as ``Enhancer(cfg, *, in_features, attention)``. Sets ``feature_info`` to what it returns: it may
+    rewrite some levels and pass the others through (same list length), or collapse several levels into fewer
+    (a shorter list); the declared tuple says which, and the decoder is wired to it.
+    """
+
+    feature_info: tuple[FeatureInfo, ...]
+    attention_slots: ClassVar[tuple[str, ...]] = ()
+
+    def forward(self, features: list[Tensor]) -> list[Tensor]:
+        raise NotImplementedError
+
+
+class Decoder(nn.Module):
+    """features (finest first) -> one map (B, out_channels, ~H/stride, ~W/stride).
+
+    Built as ``Decoder(cfg, *, in_features, attention)``. Sets ``out_channels`` and ``stride``; the classifier
+    (dropout + 1x1 conv to the class count) and the resize to the input size follow it in the model.
+    """
+
+    out_channels: int
+    stride: int
+    attention_slots: ClassVar[tuple[str, ...]] = ()
+
+    def forward(self, features: list[Tensor]) -> Tensor:
+        raise NotImplementedError
+
+
+class Attention(nn.Module):
+    """map (B, C, H, W) -> map of the same shape. Built as ``Attention(cfg, *, channels)``."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+
+class Loss(nn.Module):
+    """(logits, target, model output) -> a scalar, or a dict of named scalar terms that sum to the total.
+
+    Built as ``Loss(cfg, *, num_classes, ignore_index)``. ``logits`` (B, K, H, W) are the ones the pipeline
+    pointed this loss at (main or an auxiliary head), ``target`` (B, H, W) int64 with ``ignore_index`` where
+    there is no label, ``output`` the whole `ModelOutput` for losses that need extra tensors.
+    """
+
+    def forward(self, logits: Tensor, target: Tensor, output: ModelOutput) -> Tensor | dict[str, Tensor]:
+        raise NotImplementedError
+
+
+@frozen
+class DatasetMeta:
+    """What a dataset declares about its labels: names, RGB palette (one triple per class) and the ignore id."""
+
+    class_names: tuple[str, ...]
+    palette: tuple[tuple[int, int, int], ...]
+    ignore_index: int = 255
+
+    def __attrs_post_init__(self) -> None:
+        if len(self.palette) != len(self.class_names):
+            raise ValueError(f"palette has {len(self.palette)} colours for {len(self.class_names)} classes")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+class Dataset(torch.utils.data.Dataset):
+    """Samples ``{"image": uint8 (3, H, W), "mask": int64 (H, W)}`` of one split.
+
+    Built as ``Dataset(cfg, *, split)``. Sets ``meta`` (a `DatasetMeta`) and lists its ``splits``; mask values are
+    class ids in ``range(meta.num_classes)`` or ``meta.ignore_index``.
+    """
+
+    meta: DatasetMeta
+    splits: ClassVar[tuple[str, ...]] = ("train", "val")
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+
+STAGES: tuple[type, ...] = (Backbone, Enhancer, Decoder, Attention, Loss, Dataset)
+
+
+def stage_of(cls: type) -> type | None:
+    """The stage base class *cls* derives from, or None."""
+    for stage in STAGES:
+        if isinstance(cls, type) and issubclass(cls, stage):
+            return stage
+    return None

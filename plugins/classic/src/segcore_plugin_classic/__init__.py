@@ -1,0 +1,1 @@
+"""segcore-plugin-classic: established components the paper plugins build on."""

@@ -1,0 +1,62 @@
+"""HRNetV2 segmentation head (Sun et al., "High-Resolution Representations for Labeling Pixels and Regions",
+arXiv:1904.04514).
+
+Written from the structure of HRNet/HRNet-Semantic-Segmentation ``lib/models/seg_hrnet.py`` (``last_layer``,
+MIT) and mmseg ``configs/_base_/models/fcn_hr18.py``: every level resized to the finest (bilinear, to the exact
+size), concatenated (15W channels for HRNetV2-WW), conv1x1 -> BN -> ReLU. The final conv1x1 to the classes is
+the model's classifier. Both convs keep their bias, as upstream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from attrs import field, frozen
+from attrs.validators import gt, optional
+from torch import Tensor, nn
+
+from segcore import AttentionSlots, ContractError, Decoder, FeatureInfo
+
+
+@frozen
+class HRNetV2HeadConfig:
+    """Table [model.decoder] when name = "hrnetv2_head"."""
+
+    channels: int | None = field(default=None, validator=optional(gt(0)))  # None: the concat width, as upstream
+    align_corners: bool = False  # upstream and mmseg: False; seed 000's authors: True
+
+
+class HRNetV2Head(Decoder):
+    """features (finest first) -> (B, channels, H/s0, W/s0).
+
+    Attention slots: ``per_level`` on every input level before the resize, ``after_fusion`` on the concatenation.
+    """
+
+    attention_slots = ("per_level", "after_fusion")
+
+    def __init__(self, cfg: HRNetV2HeadConfig, *, in_features: Sequence[FeatureInfo], attention: AttentionSlots) -> None:
+        super().__init__()
+        if len(in_features) < 1:
+            raise ContractError("hrnetv2_head needs at least one feature map")
+        strides = [i.stride for i in in_features]
+        if strides != sorted(strides):
+            raise ContractError(f"hrnetv2_head needs levels finest first, got strides {strides}")
+        total = sum(i.channels for i in in_features)
+        self.align_corners = cfg.align_corners
+        self.per_level = nn.ModuleList(attention("per_level", i.channels) for i in in_features)
+        self.after_fusion = attention("after_fusion", total)
+        self.out_channels = cfg.channels or total
+        self.stride = in_features[0].stride
+        self.fuse = nn.Sequential(
+            nn.Conv2d(total, self.out_channels, 1), nn.BatchNorm2d(self.out_channels), nn.ReLU(inplace=True)
+        )
+
+    def forward(self, features: list[Tensor]) -> Tensor:
+        size = features[0].shape[-2:]
+        maps = [attn(f) for attn, f in zip(self.per_level, features)]
+        maps = [maps[0]] + [
+            F.interpolate(m, size=size, mode="bilinear", align_corners=self.align_corners) for m in maps[1:]
+        ]
+        return self.fuse(self.after_fusion(torch.cat(maps, dim=1)))

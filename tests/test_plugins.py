@@ -1,0 +1,103 @@
+"""Plugin discovery: built-ins through the same hook, isolation of broken plugins, blocking by name."""
+
+from __future__ import annotations
+
+import attrs
+import pytest
+import torch
+from torch import nn
+
+from segcore import Attention, Backbone, Decoder, hookimpl, load_registry
+from segcore.plugins import get_plugin_manager
+
+
+@attrs.frozen
+class _Cfg:
+    scale: float = 1.0
+
+
+class _Gain(Attention):
+    def __init__(self, cfg: _Cfg, *, channels: int) -> None:
+        super().__init__()
+        self.scale = cfg.scale
+
+    def forward(self, x):
+        return x * self.scale
+
+
+class _FakePlugin:
+    @hookimpl
+    def segcore_register(self, registry):
+        registry.add(_Gain, name="gain", config=_Cfg)
+
+
+def test_builtins_register_through_the_same_hook():
+    pm = get_plugin_manager(autoload=False)
+    names = {impl.plugin_name for impl in pm.hook.segcore_register.get_hookimpls()}
+    assert names == {"segcore.builtin.backbones", "segcore.builtin.datasets"}
+    registry = load_registry(pm)
+    assert registry.get(Backbone, "timm").plugin.dist == "segcore"
+
+
+def test_installed_classic_plugin_is_found_with_its_distribution(registry):
+    entry = registry.get(Decoder, "hrnetv2_head")
+    assert (entry.plugin.name, entry.plugin.dist, entry.plugin.version) == ("classic", "segcore-plugin-classic", "0.1.0")
+
+
+def test_a_registered_plugin_object_adds_components():
+    pm = get_plugin_manager(autoload=False)
+    pm.register(_FakePlugin(), name="fake")
+    registry = load_registry(pm)
+    entry = registry.get(Attention, "gain")
+    assert entry.plugin.name == "fake"
+    assert entry.build(_Cfg(2.0), channels=3)(torch.ones(1)).item() == 2.0
+
+
+def test_name_clash_is_reported_and_does_not_take_the_others_down():
+    class Clash:
+        @hookimpl
+        def segcore_register(self, registry):
+            registry.add(_Gain, name="other", config=_Cfg)
+            registry.add(_Gain, name="gain", config=_Cfg)  # taken by "fake"
+
+    pm = get_plugin_manager(autoload=False)
+    pm.register(_FakePlugin(), name="fake")
+    pm.register(Clash(), name="clash")
+    registry = load_registry(pm)
+    [problem] = registry.problems
+    assert 'plugin "clash"' in str(problem) and 'already registered by plugin "fake"' in str(problem)
+    assert "SEGCORE_DISABLE_PLUGINS=clash" in str(problem)
+    assert registry.get(Attention, "gain").plugin.name == "fake"
+    names = [e.name for e in registry.entries(Attention)]
+    assert "other" not in names  # a failing plugin's partial registrations are dropped
+    assert registry.get(Backbone, "timm")  # the built-ins still work
+
+
+@pytest.mark.parametrize(
+    "register, fragment",
+    [
+        (lambda r: r.add(nn.Conv2d, name="conv", config=_Cfg), "derives from none of the stages"),
+        (lambda r: r.add(_Gain, name="Gain-Attn", config=_Cfg), "lowercase snake_case"),
+        (lambda r: r.add(_Gain, name="gain2", config=dict), "not an attrs class"),
+        (lambda r: r.add(_Gain, name="gain3", config=_Cfg, tiny={"scale": 1}), "tiny must be a _Cfg"),
+        (lambda r: 1 / 0, "ZeroDivisionError"),
+    ],
+)
+def test_broken_registrations_name_the_plugin(register, fragment):
+    class Broken:
+        @hookimpl
+        def segcore_register(self, registry):
+            register(registry)
+
+    pm = get_plugin_manager(autoload=False)
+    pm.register(Broken(), name="broken")
+    registry = load_registry(pm)
+    [problem] = registry.problems
+    assert 'plugin "broken"' in str(problem) and fragment in str(problem)
+    assert [e.name for e in registry.entries()] == ["timm", "shapes"]
+
+
+def test_disable_variable_blocks_builtins_and_plugins(monkeypatch):
+    monkeypatch.setenv("SEGCORE_DISABLE_PLUGINS", "classic, segcore.builtin.datasets")
+    registry = load_registry(get_plugin_manager())
+    assert [e.name for e in registry.entries()] == ["timm"]
