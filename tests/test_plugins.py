@@ -34,7 +34,7 @@ class _FakePlugin:
 def test_builtins_register_through_the_same_hook():
     pm = get_plugin_manager(autoload=False)
     names = {impl.plugin_name for impl in pm.hook.segcore_register.get_hookimpls()}
-    assert names == {"segcore.builtin.backbones", "segcore.builtin.datasets"}
+    assert names == {"segcore.builtin.backbones", "segcore.builtin.enhancers", "segcore.builtin.datasets"}
     registry = load_registry(pm)
     assert registry.get(Backbone, "timm").plugin.dist == "segcore"
 
@@ -94,10 +94,10 @@ def test_broken_registrations_name_the_plugin(register, fragment):
     registry = load_registry(pm)
     [problem] = registry.problems
     assert 'plugin "broken"' in str(problem) and fragment in str(problem)
-    assert [e.name for e in registry.entries()] == ["timm", "shapes"]
+    assert [e.name for e in registry.entries()] == ["timm", "project", "select", "shapes"]
 
 
 def test_disable_variable_blocks_builtins_and_plugins(monkeypatch):
-    monkeypatch.setenv("SEGCORE_DISABLE_PLUGINS", "classic, segcore.builtin.datasets")
+    monkeypatch.setenv("SEGCORE_DISABLE_PLUGINS", "classic, segcore.builtin.datasets,segcore.builtin.enhancers")
     registry = load_registry(get_plugin_manager())
     assert [e.name for e in registry.entries()] == ["timm"]

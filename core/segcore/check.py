@@ -15,8 +15,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from .config import PipelineConfig
 from .errors import ContractError
 from .model import SegModel, build_model
-from .registry import Registry
-from .stages import Attention, FeatureInfo
+from .registry import PluginInfo, Registry
+from .stages import Attention, Backbone, Decoder, Enhancer, FeatureInfo
 from .train import dataset_meta
 
 
@@ -30,6 +30,7 @@ class StageRow:
 
     path: str
     component: str
+    plugin: str
     channels: str
     stride: str
     params: int
@@ -40,19 +41,39 @@ def _sizes_ok(t: Tensor, stride: int, size: Sequence[int]) -> bool:
     return all(abs(got - n / stride) < 1 for got, n in zip(t.shape[-2:], size))
 
 
-def _verify_maps(path: str, maps: Sequence[Tensor], info: Sequence[FeatureInfo], size: Sequence[int]) -> None:
+def _verify_maps(where: str, maps: Sequence[Tensor], info: Sequence[FeatureInfo], size: Sequence[int]) -> None:
     if len(maps) != len(info):
-        raise ContractError(f"[{path}] declares {len(info)} feature maps but returned {len(maps)}")
+        raise ContractError(f"{where} declares {len(info)} feature maps but returned {len(maps)}")
     for i, (m, fi) in enumerate(zip(maps, info)):
         if m.shape[1] != fi.channels or not _sizes_ok(m, fi.stride, size):
             raise ContractError(
-                f"[{path}] map {i} declares {fi.channels} channels at stride {fi.stride} "
+                f"{where}: map {i} declares {fi.channels} channels at stride {fi.stride} "
                 f"(~{size[0] / fi.stride:.0f}x{size[1] / fi.stride:.0f} for a {size[0]}x{size[1]} input) but is "
                 f"{tuple(m.shape[1:])}"
             )
 
 
-def check_model(model: SegModel, input_size: tuple[int, int], names: dict[str, str] | None = None) -> list[StageRow]:
+Names = dict[str, tuple[str, "PluginInfo | None"]]  # stage path -> (component, plugin)
+
+
+def _verify(model: SegModel, captured: dict[str, object], size: Sequence[int], names: Names) -> None:
+    """Compare each captured stage output with what the stage declared."""
+    declared = {"model.backbone": model.backbone.feature_info}
+    declared |= {f"model.enhancers[{i}]": e.feature_info for i, e in enumerate(model.enhancers)}
+    declared["model.decoder"] = [FeatureInfo(model.decoder.out_channels, model.decoder.stride)]
+    for path, info in declared.items():
+        if path in captured:
+            maps = captured[path]
+            where = _where(path, names)
+            _verify_maps(where, [maps] if path == "model.decoder" else maps, info, size)
+
+
+def _where(path: str, names: Names) -> str:
+    name, plugin = names.get(path, ("", None))
+    return f"[{path}]" + (f" {name!r} ({plugin})" if plugin else "")
+
+
+def check_model(model: SegModel, input_size: tuple[int, int], names: Names | None = None) -> list[StageRow]:
     """Run *model* (meta or real) on one (1, 3, H, W) input; check declared channels/strides against real shapes.
 
     Returns a row per stage; raises ContractError naming the stage that broke its contract.
@@ -79,18 +100,17 @@ def check_model(model: SegModel, input_size: tuple[int, int], names: dict[str, s
     try:
         with FlopCounterMode(display=False) as counter:
             out = model(image)
+    except RuntimeError as exc:
+        _verify(model, captured, input_size, names)  # a stage that broke its declaration is the likely cause
+        failed = next((p for p in stages if p not in captured), "model")
+        raise ContractError(f"{_where(failed, names)} failed on a {input_size[0]}x{input_size[1]} input: {exc}") from exc
     finally:
         model.train(was_training)
         for h in hooks:
             h.remove()
     if out.logits.shape[-2:] != image.shape[-2:]:
         raise ContractError(f"logits are {tuple(out.logits.shape)} for a {tuple(image.shape)} input")
-
-    _verify_maps("model.backbone", captured["model.backbone"], model.backbone.feature_info, input_size)
-    for i, enh in enumerate(model.enhancers):
-        _verify_maps(f"model.enhancers[{i}]", captured[f"model.enhancers[{i}]"], enh.feature_info, input_size)
-    dec = captured["model.decoder"]
-    _verify_maps("model.decoder", [dec], [FeatureInfo(model.decoder.out_channels, model.decoder.stride)], input_size)
+    _verify(model, captured, input_size, names)
 
     flops = {k: sum(v.values()) for k, v in counter.get_flop_counts().items()}
     prefix = type(model).__name__
@@ -98,7 +118,9 @@ def check_model(model: SegModel, input_size: tuple[int, int], names: dict[str, s
     def row(path: str, module: nn.Module, channels: str, stride: str) -> StageRow:
         fqn = prefix + "." + path.removeprefix("model.").replace("[", ".").replace("]", "")
         params = sum(p.numel() for p in module.parameters())
-        return StageRow(path, names.get(path, type(module).__name__), channels, stride, params, flops.get(fqn, 0) // 2)
+        name, plugin = names.get(path, (type(module).__name__, None))
+        where = f"{plugin.name} {plugin.version or ''}".rstrip() if plugin else "core"
+        return StageRow(path, name, where, channels, stride, params, flops.get(fqn, 0) // 2)
 
     def fmt(info: Sequence[FeatureInfo]) -> tuple[str, str]:
         return ",".join(str(i.channels) for i in info), ",".join(str(i.stride) for i in info)
@@ -116,24 +138,30 @@ def check_pipeline(cfg: PipelineConfig, registry: Registry, *, input_size: tuple
     num_classes = cfg.model.num_classes or dataset_meta(cfg.data.dataset, registry).num_classes
     with torch.device("meta"):
         model = build_model(cfg.model, registry, num_classes=num_classes)
-    names = {"model.backbone": cfg.model.backbone.name, "model.decoder": cfg.model.decoder.name, "model.classifier": "conv1x1"}
-    names |= {f"model.enhancers[{i}]": e.name for i, e in enumerate(cfg.model.enhancers)}
-    names |= {f"model.aux.{k}": f"{v.decoder.name} (training only)" for k, v in cfg.model.aux.items()}
+    names = {"model.backbone": _name(registry, Backbone, cfg.model.backbone.name),
+             "model.decoder": _name(registry, Decoder, cfg.model.decoder.name), "model.classifier": ("conv1x1", None)}  # fmt: skip
+    names |= {f"model.enhancers[{i}]": _name(registry, Enhancer, e.name) for i, e in enumerate(cfg.model.enhancers)}
+    names |= {f"model.aux.{k}": (f"{v.decoder.name} (training only)", registry.get(Decoder, v.decoder.name).plugin)
+              for k, v in cfg.model.aux.items()}  # fmt: skip
     return check_model(model, input_size or cfg.run.input_size, names)
 
 
+def _name(registry: Registry, stage: type, name: str) -> tuple[str, PluginInfo]:
+    return name, registry.get(stage, name).plugin
+
+
 def format_table(rows: Sequence[StageRow], input_size: tuple[int, int]) -> str:
-    head = ("stage", "component", "out channels", "stride", "params", "GMACs")
-    body = [(r.path, r.component, r.channels, r.stride, f"{r.params:,}", f"{r.macs / 1e9:.3f}") for r in rows]
+    head = ("stage", "component", "plugin", "out channels", "stride", "params", "GMACs")
+    body = [(r.path, r.component, r.plugin, r.channels, r.stride, f"{r.params:,}", f"{r.macs / 1e9:.3f}") for r in rows]
     total_p, total_m = sum(r.params for r in rows), sum(r.macs for r in rows)
     inference = [r for r in rows if not r.path.startswith("model.aux.")]
-    body.append(("total", "", "", "", f"{total_p:,}", f"{total_m / 1e9:.3f}"))
+    body.append(("total", "", "", "", "", f"{total_p:,}", f"{total_m / 1e9:.3f}"))
     if len(inference) != len(rows):
         p = sum(r.params for r in inference)
         m = sum(r.macs for r in inference)
-        body.append(("inference (no aux)", "", "", "", f"{p:,}", f"{m / 1e9:.3f}"))
+        body.append(("inference (no aux)", "", "", "", "", f"{p:,}", f"{m / 1e9:.3f}"))
     widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
-    line = lambda cells: "  ".join(str(c).ljust(w) if i < 2 else str(c).rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
+    line = lambda cells: "  ".join(str(c).ljust(w) if i < 3 else str(c).rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
     title = f"input 1x3x{input_size[0]}x{input_size[1]}; MACs of convolutions and matrix products"
     return "\n".join([title, line(head), line(["-" * w for w in widths]), *map(line, body)])
 

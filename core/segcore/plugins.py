@@ -15,7 +15,7 @@ from . import hookspecs
 from .errors import PluginError
 from .registry import PluginInfo, Registry
 
-BUILTIN_PLUGINS = ("segcore.builtin.backbones", "segcore.builtin.datasets")
+BUILTIN_PLUGINS = ("segcore.builtin.backbones", "segcore.builtin.enhancers", "segcore.builtin.datasets")
 DISABLE_VAR = "SEGCORE_DISABLE_PLUGINS"
 AUTOLOAD_OFF_VAR = "SEGCORE_DISABLE_PLUGIN_AUTOLOAD"
 ENTRY_POINT_GROUP = "segcore"

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .config import DatasetSpec, LossSpec, PipelineConfig
-from .errors import ConfigError, ContractError
+from .errors import ConfigError, SegcoreError
 from .io import save_weights, write_text
 from .metrics import ConfusionMatrix
 from .model import SegModel, build_model
@@ -170,17 +170,18 @@ def train(cfg: PipelineConfig, registry: Registry, *, progress: bool = True) -> 
             image, mask = _augment(*_batch_to(batch, device), cfg.data.crop_size, cfg.data.hflip, gen)
             loss, terms = criterion(model(image), mask)
             if not torch.isfinite(loss):
-                raise ContractError(f"loss became {float(loss)} at step {step} (terms: {terms}); lower train.lr")
+                raise SegcoreError(f"loss became {float(loss)} at step {step} (terms: {terms}); lower train.lr")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
             step += 1
             seen += image.shape[0]
+            loss_value = float(loss.detach())
             rate = seen / (time.perf_counter() - start)
             if step % cfg.train.log_every == 0 or step == total:
-                log.append({"step": step, "epoch": epoch, "loss": float(loss), **terms, "lr": sched.get_last_lr()[0]})
-            bar.set_postfix(loss=f"{float(loss):.3f}", lr=f"{sched.get_last_lr()[0]:.2e}", img_s=f"{rate:.1f}")
+                log.append({"step": step, "epoch": epoch, "loss": loss_value, **terms, "lr": sched.get_last_lr()[0]})
+            bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{sched.get_last_lr()[0]:.2e}", img_s=f"{rate:.1f}")
             bar.update()
     bar.close()
     metrics = evaluate(model, val_loader, meta, device, progress=progress)

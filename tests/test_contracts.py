@@ -1,0 +1,119 @@
+"""Contract tests: run on every installed component of each stage, third-party plugins included."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from segcore import (
+    Attention,
+    AttentionSlots,
+    Backbone,
+    Dataset,
+    Decoder,
+    Enhancer,
+    FeatureInfo,
+    Loss,
+    ModelOutput,
+    get_plugin_manager,
+    load_registry,
+)
+
+REGISTRY = load_registry(get_plugin_manager())
+IN_FEATURES = (FeatureInfo(4, 4), FeatureInfo(8, 8), FeatureInfo(16, 16), FeatureInfo(32, 32))
+
+
+def _entries(stage):
+    return pytest.mark.parametrize("entry", REGISTRY.entries(stage), ids=lambda e: f"{e.name}[{e.plugin.name}]")
+
+
+def _features(batch: int = 2, size: int = 64) -> list[torch.Tensor]:
+    return [torch.randn(batch, i.channels, math.ceil(size / i.stride), math.ceil(size / i.stride)) for i in IN_FEATURES]
+
+
+def _no_grad_params(module: torch.nn.Module) -> list[str]:
+    return [n for n, p in module.named_parameters() if p.requires_grad and p.grad is None]
+
+
+@_entries(Backbone)
+@pytest.mark.parametrize("size", [(64, 64), (45, 71)])
+def test_backbone_declares_its_maps(entry, size):
+    backbone = entry.build(entry.tiny)
+    maps = backbone(torch.randn(2, 3, *size))
+    assert len(maps) == len(backbone.feature_info)
+    for m, info in zip(maps, backbone.feature_info):
+        assert m.shape == (2, info.channels, math.ceil(size[0] / info.stride), math.ceil(size[1] / info.stride))
+    sum(m.mean() for m in maps).backward()
+    assert _no_grad_params(backbone) == []
+
+
+@_entries(Enhancer)
+def test_enhancer_returns_what_it_declares(entry):
+    enhancer = entry.build(entry.tiny, in_features=IN_FEATURES, attention=AttentionSlots())
+    out = enhancer(_features())
+    assert [m.shape[1] for m in out] == [i.channels for i in enhancer.feature_info]
+    assert [64 // m.shape[-1] for m in out] == [i.stride for i in enhancer.feature_info]
+
+
+@_entries(Decoder)
+def test_decoder_keeps_its_declared_channels_and_stride_and_trains(entry):
+    decoder = entry.build(entry.tiny, in_features=IN_FEATURES, attention=AttentionSlots())
+    out = decoder(_features())
+    assert out.shape == (2, decoder.out_channels, 64 // decoder.stride, 64 // decoder.stride)
+    out.mean().backward()
+    assert _no_grad_params(decoder) == []
+
+
+@_entries(Decoder)
+def test_decoder_fills_every_slot_it_declares(entry):
+    calls = []
+
+    def factory(slot):
+        def build(channels):
+            calls.append(slot)
+            return torch.nn.Identity()
+
+        return build
+
+    entry.build(entry.tiny, in_features=IN_FEATURES, attention=AttentionSlots({s: factory(s) for s in entry.cls.attention_slots}))
+    assert set(calls) == set(entry.cls.attention_slots)
+
+
+@_entries(Attention)
+@pytest.mark.parametrize("channels", [8, 720])
+def test_attention_keeps_the_shape_and_trains(entry, channels):
+    attn = entry.build(entry.tiny, channels=channels)
+    x = torch.randn(2, channels, 9, 13, requires_grad=True)
+    y = attn(x)
+    assert y.shape == x.shape
+    y.square().mean().backward()
+    assert x.grad is not None and _no_grad_params(attn) == []
+
+
+@_entries(Loss)
+def test_loss_is_a_finite_scalar_that_ignores_the_ignore_index(entry):
+    loss = entry.build(entry.tiny, num_classes=3, ignore_index=255)
+    logits = torch.randn(2, 3, 8, 8, requires_grad=True)
+    target = torch.randint(0, 3, (2, 8, 8))
+    target[:, :4] = 255
+    value = loss(logits, target, ModelOutput(logits=logits))
+    total = sum(value.values()) if isinstance(value, dict) else value
+    assert total.ndim == 0 and torch.isfinite(total)
+    total.backward()
+    assert logits.grad[..., :4, :].abs().sum() == 0  # ignored pixels get no gradient
+    assert logits.grad[..., 4:, :].abs().sum() > 0
+
+
+@_entries(Dataset)
+def test_dataset_samples_keep_the_contract(entry):
+    for split in entry.cls.splits:
+        ds = entry.build(entry.tiny, split=split)
+        assert len(ds) > 0
+        sample = ds[0]
+        assert sample["image"].dtype == torch.uint8 and sample["image"].ndim == 3 and sample["image"].shape[0] == 3
+        assert sample["mask"].shape == sample["image"].shape[1:] and not sample["mask"].is_floating_point()
+        labels = set(sample["mask"].unique().tolist())
+        assert labels <= set(range(ds.meta.num_classes)) | {ds.meta.ignore_index}
+        assert len(ds.meta.palette) == ds.meta.num_classes
