@@ -3,8 +3,9 @@
 Every sample is drawn from its own seed (``(seed, split, index)``), so the data are the same on every machine
 and need no download. Each image holds a few discs, squares, triangles and rings of random colour, size,
 position and rotation on a textured background (sinusoidal gratings plus noise); the mask gives each pixel
-its shape class, later shapes covering earlier ones. Colour says nothing about the class: a model has to
-learn shapes.
+its shape class, later shapes covering earlier ones. Each class has a hue family (disc red, square green,
+triangle yellow, ring blue, +-35 degrees, so neighbours overlap) at high saturation, the background low
+saturation: colour is a strong but imperfect cue, and shape and boundaries do the rest.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ..stages import Dataset, DatasetMeta
 
 CLASSES = ("background", "disc", "square", "triangle", "ring")
 PALETTE = ((0, 0, 0), (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200))
+HUES = (0.0, 0.0, 120.0, 60.0, 220.0)  # per class, degrees (background unused)
 
 
 @frozen
@@ -86,7 +88,7 @@ def render(size: tuple[int, int], rng: np.random.Generator, max_shapes: int) -> 
         else:  # ring
             d2 = u**2 + v**2
             inside = (d2 <= r**2) & (d2 >= (0.55 * r) ** 2)
-        colour = rng.uniform(0, 255, 3)
+        colour = _hsv_to_rgb(HUES[cls] + rng.uniform(-35, 35), rng.uniform(0.55, 1.0), rng.uniform(0.45, 1.0))
         shade = 1 + 0.15 * np.sin(u / rng.uniform(2, 6))[..., None]  # a little texture on the shape too
         image[inside] = np.clip(colour * shade[inside], 0, 255)
         mask[inside] = cls
@@ -94,8 +96,14 @@ def render(size: tuple[int, int], rng: np.random.Generator, max_shapes: int) -> 
     return np.clip(image + noise, 0, 255).astype(np.uint8), mask
 
 
+def _hsv_to_rgb(hue: float, sat: float, val: float) -> np.ndarray:
+    """Hue in degrees, saturation and value in [0, 1] -> RGB in [0, 255]."""
+    k = (np.array([5.0, 3.0, 1.0]) + (hue % 360) / 60) % 6
+    return 255 * val * (1 - sat * np.clip(np.minimum(k, 4 - k), 0, 1))
+
+
 def _texture(yy: np.ndarray, xx: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    base = rng.uniform(0, 255, 3)
+    base = _hsv_to_rgb(rng.uniform(0, 360), rng.uniform(0.0, 0.35), rng.uniform(0.25, 0.9))
     tex = np.zeros(yy.shape, np.float32)
     for _ in range(3):
         freq, theta, phase = rng.uniform(0.05, 0.5), rng.uniform(0, np.pi), rng.uniform(0, 2 * np.pi)
