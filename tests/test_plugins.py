@@ -101,3 +101,18 @@ def test_disable_variable_blocks_builtins_and_plugins(monkeypatch):
     monkeypatch.setenv("SEGCORE_DISABLE_PLUGINS", "classic, segcore.builtin.datasets,segcore.builtin.enhancers")
     registry = load_registry(get_plugin_manager())
     assert [e.name for e in registry.entries()] == ["timm"]
+
+
+def test_every_hookspec_is_documented_in_contributing():
+    """Each hook's signature appears as a heading in CONTRIBUTING.md (as datasette's test_docs does)."""
+    import inspect
+    from pathlib import Path
+
+    from segcore import hookspecs
+
+    text = (Path(__file__).resolve().parents[1] / "CONTRIBUTING.md").read_text()
+    specs = [f for name, f in vars(hookspecs).items() if name.startswith("segcore_") and callable(f)]
+    assert specs
+    for spec in specs:
+        params = ", ".join(inspect.signature(spec).parameters)
+        assert f"### `{spec.__name__}({params})`" in text
