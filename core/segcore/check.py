@@ -17,7 +17,7 @@ from .errors import ContractError
 from .model import SegModel, build_model
 from .registry import PluginInfo, Registry
 from .stages import Attention, Backbone, Decoder, Enhancer, FeatureInfo
-from .train import dataset_meta
+from .engine.trainer import dataset_meta
 
 
 @frozen

@@ -32,20 +32,35 @@ def cmd_run(args: argparse.Namespace) -> int:
     import attrs
 
     from .config import load_pipeline
-    from .train import format_metrics, run_pipeline
+    from .engine.evaluate import EvalResult, format_metrics
+    from .engine.run import run_pipeline
+    from .engine.trainer import Interrupted, dataset_meta
 
     registry = _registry()
     cfg = load_pipeline(args.pipeline, registry=registry)
     overrides = {k: v for k, v in (("device", args.device), ("out_dir", args.out_dir)) if v is not None}
     if overrides:
         cfg = attrs.evolve(cfg, run=attrs.evolve(cfg.run, **overrides))
-    metrics = run_pipeline(cfg, registry, progress=not args.quiet)
-    from .train import dataset_meta
-
-    print(format_metrics(metrics, dataset_meta(cfg.data.dataset, registry)))
-    if cfg.run.task == "train":
-        print(f"weights and metrics written to {cfg.run.out_dir}/")
+    try:
+        result = run_pipeline(cfg, registry, progress=not args.quiet, resume=args.resume, overwrite=args.overwrite)
+    except Interrupted as exc:
+        print(str(exc).replace("<pipeline>", args.pipeline), file=sys.stderr)
+        return 130
+    if _rank() != 0:
+        return 0
+    if isinstance(result, EvalResult):
+        print(format_metrics(result.metrics, dataset_meta(cfg.data.dataset, registry)))
+        if cfg.run.task == "train":
+            print(f"weights, metrics, log and plots in {cfg.run.out_dir}/")
+    else:
+        print(f"wrote {len(result)} files to {cfg.predict.output_dir}/")
     return 0
+
+
+def _rank() -> int:
+    import os
+
+    return int(os.environ.get("RANK", "0"))
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -85,10 +100,12 @@ def cmd_list(args: argparse.Namespace) -> int:
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="segcore", description="Plugin-based semantic segmentation.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    p = sub.add_parser("run", help="run what the pipeline file's [run] section says (train or evaluate)")
+    p = sub.add_parser("run", help="run what the pipeline file's [run] section says (train, evaluate or predict)")
     p.add_argument("pipeline", help="pipeline TOML file")
     p.add_argument("--device", help="override run.device (cpu, cuda, cuda:N, auto)")
     p.add_argument("--out-dir", help="override run.out_dir")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in run.out_dir")
+    p.add_argument("--overwrite", action="store_true", help="replace a different run in run.out_dir")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("check", help="build the model on the meta device; print channels, strides, params, MACs")

@@ -17,9 +17,11 @@ __all__ = [
     "DatasetSpec",
     "DecoderSpec",
     "EnhancerSpec",
+    "EvalConfig",
     "LossSpec",
     "ModelConfig",
     "PipelineConfig",
+    "PredictConfig",
     "RunConfig",
     "TrainConfig",
     "load_pipeline",
@@ -37,7 +39,7 @@ from typing import Any, ClassVar, Literal
 import attrs
 import cattrs
 from attrs import field, frozen
-from attrs.validators import ge, gt, in_, lt
+from attrs.validators import ge, gt, le, lt
 from cattrs.errors import AttributeValidationNote, ClassValidationError, ForbiddenExtraKeysError
 
 from .errors import ConfigError, SegcoreError, did_you_mean
@@ -141,30 +143,87 @@ class DataConfig:
     hflip: bool = True
 
 
+def _one_budget(instance: "TrainConfig", attribute: Any, value: Any) -> None:
+    if instance.epochs is not None and instance.iters is not None:
+        raise ValueError("[train] takes one budget, epochs = N or iters = N, not both")
+
+
 @frozen
 class TrainConfig:
-    """``[train]``: optimisation."""
+    """``[train]``: optimisation. Budgets and intervals count epochs with ``epochs``, optimizer steps with ``iters``."""
 
-    epochs: int = field(default=10, validator=gt(0))
+    epochs: int | None = field(default=None, validator=attrs.validators.optional(gt(0)))
+    iters: int | None = field(default=None, validator=[attrs.validators.optional(gt(0)), _one_budget])
     optimizer: Literal["sgd", "adamw"] = "sgd"
     lr: float = field(default=0.01, validator=gt(0.0))
     momentum: float = field(default=0.9, validator=[ge(0.0), lt(1.0)])
+    nesterov: bool = False
+    betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = field(default=5e-4, validator=ge(0.0))
-    schedule: Literal["poly", "cosine", "constant"] = "poly"
+    no_decay_norm_bias: bool = False  # no weight decay on norm layers and biases
+    backbone_lr_mult: float = field(default=1.0, validator=ge(0.0))
+    layer_decay: float | None = field(default=None, validator=attrs.validators.optional([gt(0.0), le(1.0)]))
+    schedule: Literal["poly", "cosine", "step", "constant"] = "poly"
     poly_power: float = field(default=0.9, validator=gt(0.0))
-    seed: int = 0
-    log_every: int = field(default=10, validator=gt(0))
+    min_lr_ratio: float = field(default=0.0, validator=[ge(0.0), le(1.0)])  # the schedule ends at lr * this
+    step_milestones: tuple[float, ...] = ()  # fractions of the budget where "step" multiplies the lr by step_gamma
+    step_gamma: float = field(default=0.1, validator=gt(0.0))
+    warmup_iters: int = field(default=0, validator=ge(0))
+    warmup_start_ratio: float = field(default=1e-3, validator=[gt(0.0), le(1.0)])
+    freeze_backbone: int = field(default=0, validator=ge(0))  # budget units (epochs or iters) with a frozen backbone
+    grad_accum_steps: int = field(default=1, validator=gt(0))
+    clip_grad_norm: float | None = field(default=None, validator=attrs.validators.optional(gt(0.0)))
+    ema_decay: float | None = field(default=None, validator=attrs.validators.optional([gt(0.0), lt(1.0)]))
+    amp: Literal["none", "bf16"] = "none"
+    channels_last: bool = False
+    deterministic: bool = False
+    seed: int = field(default=0, validator=ge(0))
+    sync_bn: bool = False
+    find_unused_parameters: bool = False  # DDP: set when some parameters get no gradient (e.g. unused backbone levels)
+    log_every: int = field(default=10, validator=gt(0))  # optimizer steps
+    eval_every: int = field(default=0, validator=ge(0))  # budget units; 0: only at the end
+    checkpoint_every: int = field(default=1, validator=ge(0))  # budget units; 0: only at the end
+    checkpoint_every_iters: int = field(default=0, validator=ge(0))  # extra checkpoints inside epochs
+    keep_last: int = field(default=2, validator=gt(0))
+    tensorboard: bool = False
+    plots: bool = True
+
+    def __attrs_post_init__(self) -> None:
+        if self.epochs is None and self.iters is None:  # neither given: the default budget
+            object.__setattr__(self, "epochs", 10)
+
+
+@frozen
+class EvalConfig:
+    """``[eval]``: how validation and ``task = "evaluate"`` infer (sliding window, multi-scale + flip TTA)."""
+
+    mode: Literal["whole", "slide"] = "whole"
+    window: tuple[int, int] = (512, 512)
+    stride: tuple[int, int] = (341, 341)
+    scales: tuple[float, ...] = (1.0,)
+    flip: bool = False
+    batch_size: int = field(default=1, validator=gt(0))
+    plots: int = field(default=4, validator=ge(0))  # image/label/prediction rows in the overlay grid
+
+
+@frozen
+class PredictConfig:
+    """``[predict]``: a folder of images -> index PNGs and colour overlays."""
+
+    input_dir: str = "images"
+    output_dir: str = "predictions"
+    overlay_alpha: float = field(default=0.5, validator=[ge(0.0), le(1.0)])
 
 
 @frozen
 class RunConfig:
     """``[run]``: what ``segcore run`` does, where it writes, on which device."""
 
-    task: Literal["train", "evaluate"] = "train"
+    task: Literal["train", "evaluate", "predict"] = "train"
     out_dir: str = "runs/default"
     device: str = field(default="auto", validator=lambda _, a, v: _check_device(v))
     input_size: tuple[int, int] = (512, 512)  # what `segcore check` counts MACs at
-    checkpoint: str | None = None  # weights to evaluate (a model.safetensors)
+    checkpoint: str | None = None  # weights to evaluate or predict with (a model.safetensors or a run folder)
 
 
 def _check_device(value: str) -> None:
@@ -180,6 +239,8 @@ class PipelineConfig:
     data: DataConfig
     loss: tuple[LossSpec, ...] = ()
     train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+    predict: PredictConfig = PredictConfig()
     run: RunConfig = RunConfig()
 
 
@@ -259,7 +320,7 @@ def make_converter(registry: Registry) -> cattrs.Converter:
 
 for _cls in (
     AttentionSpec, BackboneSpec, EnhancerSpec, DecoderSpec, LossSpec, DatasetSpec,
-    AuxHeadConfig, ModelConfig, DataConfig, TrainConfig, RunConfig, PipelineConfig,
+    AuxHeadConfig, ModelConfig, DataConfig, TrainConfig, EvalConfig, PredictConfig, RunConfig, PipelineConfig,
 ):  # fmt: skip
     attrs.resolve_types(_cls)
 

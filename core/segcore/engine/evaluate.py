@@ -1,0 +1,92 @@
+"""Streaming evaluation over a loader: exact per-size batching, metrics at the label's resolution."""
+
+from __future__ import annotations
+
+__all__ = ["EvalResult", "evaluate", "format_metrics"]
+
+from collections.abc import Iterable
+from typing import Any
+
+import attrs
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from ..config import EvalConfig
+from ..metrics import ConfusionMatrix
+from ..stages import DatasetMeta
+from .dist import all_reduce_sum
+from .inference import infer
+
+
+@attrs.define
+class EvalResult:
+    metrics: dict[str, Any]
+    matrix: np.ndarray
+    samples: list[tuple[np.ndarray, np.ndarray, np.ndarray]]  # (image, label, prediction) for the overlay plot
+
+
+def _groups(sizes: Tensor) -> dict[tuple[int, int], list[int]]:
+    out: dict[tuple[int, int], list[int]] = {}
+    for i, (h, w) in enumerate(sizes.tolist()):
+        out.setdefault((h, w), []).append(i)
+    return out
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: Iterable[dict[str, Tensor]],
+    meta: DatasetMeta,
+    device: torch.device,
+    cfg: EvalConfig = EvalConfig(),
+    *,
+    amp: bool = False,
+    channels_last: bool = False,
+    keep_samples: int = 0,
+    progress: bool = True,
+) -> EvalResult:
+    """Infer every batch (images of one size together, so padding never changes a prediction), compare with
+    the labels at their own resolution, reduce the confusion matrix over all ranks."""
+    was_training = model.training
+    model.eval()
+    cm = ConfusionMatrix(meta.num_classes, meta.ignore_index)
+    samples: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    for batch in tqdm(loader, desc="eval", disable=not progress, leave=False, dynamic_ncols=True):
+        sizes = batch.get("sizes", torch.tensor([batch["image"].shape[-2:]] * len(batch["image"])))
+        mask_sizes = batch.get("mask_sizes", sizes)
+        for (h, w), idx in _groups(sizes).items():
+            image = batch["image"][idx, :, :h, :w].to(device).float().div_(255)
+            if channels_last:
+                image = image.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                scores = infer(model, image, cfg)
+            for j, i in enumerate(idx):
+                mh, mw = (int(v) for v in mask_sizes[i])
+                s = scores[j : j + 1]
+                if (mh, mw) != (h, w):
+                    s = F.interpolate(s, size=(mh, mw), mode="bilinear", align_corners=False)
+                pred = s.argmax(1)[0].cpu()
+                label = batch["mask"][i, :mh, :mw]
+                cm.update(pred, label)
+                if len(samples) < keep_samples:
+                    img = batch["image"][i, :, :h, :w].permute(1, 2, 0).numpy()
+                    samples.append((img, label.numpy(), pred.numpy()))
+    all_reduce_sum(cm.matrix)
+    model.train(was_training)
+    return EvalResult(cm.compute(), cm.matrix.numpy(), samples)
+
+
+def format_metrics(metrics: dict[str, Any], meta: DatasetMeta) -> str:
+    """The per-class IoU/accuracy table and the summary line."""
+    width = max(len(n) for n in meta.class_names + ("class",))
+    rows = [f"{'class':<{width}}  {'IoU':>6}  {'Acc':>6}"]
+    for name, iou, acc in zip(meta.class_names, metrics["IoU"], metrics["Acc"]):
+        rows.append(f"{name:<{width}}  {100 * iou:6.2f}  {100 * acc:6.2f}")
+    rows.append(
+        f"mIoU {100 * metrics['mIoU']:.2f}  mAcc {100 * metrics['mAcc']:.2f}  "
+        f"aAcc {100 * metrics['aAcc']:.2f}  fwIoU {100 * metrics['fwIoU']:.2f}"
+    )
+    return "\n".join(rows)

@@ -1,0 +1,131 @@
+"""What a run shows: a JSONL log of every logged step and evaluation, optional TensorBoard, PNG plots."""
+
+from __future__ import annotations
+
+__all__ = ["RunLog", "plot_confusion", "plot_curves", "plot_iou", "plot_overlays"]
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..io import atomic_write
+
+
+class RunLog:
+    """Appends one JSON object per line to ``log.jsonl`` (flushed at once); mirrors scalars to TensorBoard."""
+
+    def __init__(self, folder: Path, *, enabled: bool = True, tensorboard: bool = False) -> None:
+        self.path = Path(folder) / "log.jsonl"
+        self.enabled = enabled
+        self._tb = None
+        if enabled:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        if enabled and tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as exc:
+                raise ConfigError(f"train.tensorboard = true needs the tensorboard package: pip install tensorboard ({exc})") from None
+            self._tb = SummaryWriter(str(Path(folder) / "tensorboard"))
+
+    def write(self, kind: str, step: int, **values: Any) -> None:
+        if not self.enabled:
+            return
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps({"kind": kind, "step": step, **values}) + "\n")
+        if self._tb is not None:
+            for key, value in values.items():
+                if isinstance(value, (int, float)):
+                    self._tb.add_scalar(f"{kind}/{key}", value, step)
+
+    def read(self) -> list[dict[str, Any]]:
+        if not self.path.is_file():
+            return []
+        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: Path) -> None:
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    _pyplot().close(fig)
+
+
+def plot_curves(records: Sequence[dict[str, Any]], path: Path) -> None:
+    """Training loss (every logged term) and val mIoU against the step."""
+    plt = _pyplot()
+    fig, (ax_loss, ax_iou) = plt.subplots(1, 2, figsize=(11, 4))
+    train = [r for r in records if r["kind"] == "train"]
+    terms = sorted({k for r in train for k in r if k.startswith("loss")})
+    for term in terms:
+        pts = [(r["step"], r[term]) for r in train if term in r]
+        ax_loss.plot(*zip(*pts), label=term)
+    ax_loss.set(xlabel="step", ylabel="loss", title="training loss", yscale="log")
+    if terms:
+        ax_loss.legend()
+    evals = [(r["step"], 100 * r["mIoU"]) for r in records if r["kind"] == "eval"]
+    if evals:
+        ax_iou.plot(*zip(*evals), marker="o")
+    ax_iou.set(xlabel="step", ylabel="mIoU (%)", title="validation mIoU")
+    ax_iou.grid(alpha=0.3)
+    _save(fig, path)
+
+
+def plot_iou(class_names: Sequence[str], iou: Sequence[float], path: Path) -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(class_names)), 4))
+    values = [100 * (v if v == v else 0.0) for v in iou]
+    ax.bar(range(len(values)), values, color="tab:blue")
+    ax.set_xticks(range(len(values)), class_names, rotation=60, ha="right")
+    ax.set(ylabel="IoU (%)", ylim=(0, 100), title=f"per-class IoU (mIoU {np.nanmean(np.array(iou, float)) * 100:.2f})")
+    _save(fig, path)
+
+
+def plot_confusion(class_names: Sequence[str], matrix: np.ndarray, path: Path) -> None:
+    """Rows normalised: each ground-truth class's pixels split over the predicted classes."""
+    plt = _pyplot()
+    norm = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
+    n = len(class_names)
+    fig, ax = plt.subplots(figsize=(max(5, 0.45 * n + 2), max(4, 0.45 * n + 1)))
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(n), class_names, rotation=60, ha="right")
+    ax.set_yticks(range(n), class_names)
+    ax.set(xlabel="predicted", ylabel="ground truth", title="confusion matrix (row-normalised)")
+    fig.colorbar(im, ax=ax)
+    _save(fig, path)
+
+
+def colorize(labels: np.ndarray, palette: Sequence[Sequence[int]], ignore_index: int) -> np.ndarray:
+    """(H, W) ids -> (H, W, 3) uint8 colours; the ignore id is black."""
+    lut = np.zeros((256, 3), np.uint8)
+    lut[: len(palette)] = np.asarray(palette, np.uint8)
+    lut[ignore_index % 256] = 0
+    return lut[labels.astype(np.int64) % 256]
+
+
+def plot_overlays(rows: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], palette, ignore_index: int, path: Path) -> None:
+    """A grid: image | label over image | prediction over image, one row per sample."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(rows), 3, figsize=(10, 3.2 * len(rows)), squeeze=False)
+    for ax_row, (image, label, pred) in zip(axes, rows):
+        for ax, (title, overlay) in zip(ax_row, (("image", None), ("label", label), ("prediction", pred))):
+            shown = image if overlay is None else (0.5 * image + 0.5 * colorize(overlay, palette, ignore_index)).astype(np.uint8)
+            ax.imshow(shown)
+            ax.set_title(title)
+            ax.axis("off")
+    _save(fig, path)

@@ -1,0 +1,64 @@
+"""What ``segcore run`` does: the task named in the pipeline's ``[run]`` table."""
+
+from __future__ import annotations
+
+__all__ = ["load_model_weights", "run_pipeline"]
+
+import functools
+from pathlib import Path
+from typing import Any
+
+import safetensors.torch
+import torch
+
+from ..config import PipelineConfig
+from ..errors import ConfigError
+from ..model import SegModel, build_model
+from ..registry import Registry
+from .dist import init_distributed
+from .evaluate import EvalResult, evaluate
+from .inference import pad_collate
+from .predict import predict_folder
+from .trainer import Trainer, build_dataset, dataset_meta, resolve_device
+
+
+def load_model_weights(model: SegModel, path: str | Path) -> None:
+    """Weights from a ``model.safetensors`` (or a run folder holding one); auxiliary heads may be absent."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.safetensors"
+    if not path.is_file():
+        raise ConfigError(f"run.checkpoint: no such file {str(path)!r}; point it at a model.safetensors or a run folder")
+    missing, unexpected = safetensors.torch.load_model(model, str(path), strict=False)
+    missing = [k for k in missing if not k.startswith("aux.")]
+    if missing or unexpected:
+        raise ConfigError(
+            f"{path}: weights do not fit this model (missing {missing[:3]}, unexpected {unexpected[:3]}); "
+            "was it trained with this pipeline's [model]?"
+        )
+
+
+def _trained_model(cfg: PipelineConfig, registry: Registry, num_classes: int, device: torch.device) -> SegModel:
+    if cfg.run.checkpoint is None:
+        raise ConfigError(f'run.task = "{cfg.run.task}" needs run.checkpoint = "<model.safetensors or run folder>"')
+    model = build_model(cfg.model, registry, num_classes=num_classes)
+    load_model_weights(model, cfg.run.checkpoint)
+    return model.to(device).eval()
+
+
+def run_pipeline(cfg: PipelineConfig, registry: Registry, *, progress: bool = True, resume: bool = False,
+                 overwrite: bool = False) -> EvalResult | list[Path]:  # fmt: skip
+    if cfg.run.task == "train":
+        return Trainer(cfg, registry, progress=progress, resume=resume, overwrite=overwrite).fit()
+    info = init_distributed("cpu")
+    device = resolve_device(cfg.run.device, info.local_rank)
+    meta = dataset_meta(cfg.data.dataset, registry)
+    model = _trained_model(cfg, registry, cfg.model.num_classes or meta.num_classes, device)
+    if cfg.run.task == "predict":
+        return predict_folder(model, cfg.predict, meta, eval_cfg=cfg.eval, progress=progress)
+    val_set = build_dataset(cfg.data.dataset, registry, cfg.data.val_split)
+    loader = torch.utils.data.DataLoader(
+        val_set, batch_size=cfg.eval.batch_size, num_workers=cfg.data.num_workers,
+        collate_fn=functools.partial(pad_collate, ignore_index=meta.ignore_index),
+    )  # fmt: skip
+    return evaluate(model, loader, meta, device, cfg.eval, progress=progress)

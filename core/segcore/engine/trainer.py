@@ -1,0 +1,439 @@
+"""The trainer: budgets, frozen phases, accumulation, clipping, EMA, bf16, DDP, exact resume, safe stops."""
+
+from __future__ import annotations
+
+__all__ = ["Interrupted", "Trainer", "TrainingError", "build_dataset", "dataset_meta", "resolve_device"]
+
+import contextlib
+import functools
+import json
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import cattrs
+import safetensors.torch
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from ..config import DatasetSpec, PipelineConfig
+from ..errors import ConfigError, SegcoreError
+from ..io import atomic_write, write_text
+from ..model import SegModel, build_model
+from ..registry import Registry
+from ..stages import Dataset, DatasetMeta, Loss, ModelOutput
+from . import report
+from .checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
+from .dist import DistInfo, EpochSampler, init_distributed
+from .evaluate import EvalResult, evaluate
+from .inference import pad_collate
+from .optim import LRSchedule, build_optimizer, param_groups
+
+
+class TrainingError(SegcoreError):
+    """Training cannot go on (a non-finite loss, ...)."""
+
+
+class Interrupted(SegcoreError):
+    """Ctrl-C: a checkpoint was written and the run can be resumed."""
+
+
+# -- pieces -------------------------------------------------------------------------------------------------------
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"run.device = {name!r} but this machine has no CUDA device; use \"cpu\" or \"auto\"")
+        if device.index is None:
+            device = torch.device("cuda", local_rank)
+    return device
+
+
+def build_dataset(spec: DatasetSpec, registry: Registry, split: str) -> Dataset:
+    entry = registry.get(Dataset, spec.name)
+    if split not in entry.cls.splits:
+        raise ConfigError(f"dataset {spec.name!r} has no split {split!r}; its splits: {', '.join(entry.cls.splits)}")
+    return entry.build(spec.config, split=split)
+
+
+def dataset_meta(spec: DatasetSpec, registry: Registry) -> DatasetMeta:
+    """The dataset's meta without building it when the class declares it (no file access)."""
+    entry = registry.get(Dataset, spec.name)
+    meta = getattr(entry.cls, "meta", None)
+    return meta if isinstance(meta, DatasetMeta) else entry.build(spec.config, split=entry.cls.splits[0]).meta
+
+
+class Criterion(nn.Module):
+    """The configured losses on the main logits, and (scaled by each head's weight) on every auxiliary head."""
+
+    def __init__(self, cfg: PipelineConfig, registry: Registry, *, num_classes: int, ignore_index: int) -> None:
+        super().__init__()
+        self.specs = list(cfg.loss)
+        if not self.specs:
+            raise ConfigError("the pipeline has no [[loss]] table; add one, e.g. [[loss]] name = \"ce\"")
+        self.losses = nn.ModuleList(
+            registry.get(Loss, s.name).build(s.config, num_classes=num_classes, ignore_index=ignore_index) for s in self.specs
+        )
+        self.aux_weights = {k: v.weight for k, v in cfg.model.aux.items()}
+
+    def forward(self, output: ModelOutput, target: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """-> total loss (scalar) and every named term (detached) for logging."""
+        heads = {"": (output.logits, 1.0)} | {f"aux.{k}.": (v, self.aux_weights.get(k, 0.4)) for k, v in output.aux.items()}
+        total = output.logits.new_zeros((), dtype=torch.float32)
+        terms: dict[str, Tensor] = {}
+        for prefix, (logits, head_weight) in heads.items():
+            for spec, loss in zip(self.specs, self.losses):
+                value = loss(logits, target, output)
+                for part, v in (value if isinstance(value, dict) else {"": value}).items():
+                    terms[f"loss.{prefix}{spec.name}" + (f".{part}" if part else "")] = v.detach()
+                    total = total + head_weight * spec.weight * v
+        return total, terms
+
+
+def augment(image: Tensor, mask: Tensor, crop: tuple[int, int] | None, hflip: bool, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Random crop and horizontal flip of a whole batch, on its device."""
+    if crop is not None:
+        h, w = image.shape[-2:]
+        ch, cw = min(crop[0], h), min(crop[1], w)
+        top = int(torch.randint(0, h - ch + 1, (), generator=gen))
+        left = int(torch.randint(0, w - cw + 1, (), generator=gen))
+        image, mask = image[..., top : top + ch, left : left + cw], mask[..., top : top + ch, left : left + cw]
+    if hflip:
+        flip = (torch.rand(image.shape[0], generator=gen) < 0.5).to(image.device)
+        image = torch.where(flip[:, None, None, None], image.flip(-1), image)
+        mask = torch.where(flip[:, None, None], mask.flip(-1), mask)
+    return image, mask
+
+
+def _step_seed(seed: int, step: int, rank: int) -> int:
+    """All randomness of one optimizer step (dropout, augmentation) derives from this, so a resumed run draws
+    exactly what an uninterrupted one would."""
+    return (seed * 1_000_003 + step * 1_009 + rank) % (2**63 - 1)
+
+
+# -- the run folder -----------------------------------------------------------------------------------------------
+
+_COSMETIC_TRAIN_KEYS = ("log_every", "tensorboard", "plots", "keep_last", "checkpoint_every", "checkpoint_every_iters")
+
+
+def _identity(cfg: PipelineConfig) -> dict[str, Any]:
+    """What makes two runs the same run (the [run] table and cosmetic train keys do not)."""
+    raw = cattrs.Converter().unstructure(cfg)
+    raw.pop("run")
+    raw.pop("predict")
+    for key in _COSMETIC_TRAIN_KEYS:
+        raw["train"].pop(key)
+    return json.loads(json.dumps(raw))
+
+
+def prepare_run_dir(cfg: PipelineConfig, *, resume: bool, overwrite: bool) -> Path:
+    """Refuse to mix two runs in one folder: resuming needs the same pipeline, a new run an empty folder (or
+    ``--overwrite``)."""
+    out = Path(cfg.run.out_dir)
+    marker = out / "run.json"
+    mine = _identity(cfg)
+    if marker.is_file() and not overwrite:
+        theirs = json.loads(marker.read_text()).get("identity")
+        if theirs != mine:
+            raise ConfigError(
+                f"{out} holds a different run (its run.json differs from this pipeline). Choose another run.out_dir "
+                "(or --out-dir), or pass --overwrite to replace it."
+            )
+        if not resume and latest_checkpoint(out / "checkpoints") is not None:
+            raise ConfigError(f"{out} already holds this run's checkpoints: pass --resume to continue it, or --overwrite to start again")
+    if overwrite:
+        for name in ("checkpoints", "best", "log.jsonl", "metrics.json", "model.safetensors", "plots", "tensorboard"):
+            target = out / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(marker, json.dumps({"identity": mine}, indent=1))
+    return out
+
+
+# -- the trainer --------------------------------------------------------------------------------------------------
+
+
+class Trainer:
+    """Everything ``segcore run`` does for ``task = "train"``; ``fit()`` returns the final validation result."""
+
+    def __init__(self, cfg: PipelineConfig, registry: Registry, *, progress: bool = True, resume: bool = False,
+                 overwrite: bool = False) -> None:  # fmt: skip
+        self.cfg, t = cfg, cfg.train
+        device_type = "cuda" if cfg.run.device.startswith("cuda") or (cfg.run.device == "auto" and torch.cuda.is_available()) else "cpu"
+        self.dist: DistInfo = init_distributed(device_type)
+        self.device = resolve_device(cfg.run.device, self.dist.local_rank)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        if t.deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True)
+            torch.backends.cudnn.benchmark = False
+        torch.manual_seed(t.seed)
+        self.progress = progress and self.dist.main
+
+        self.train_set = build_dataset(cfg.data.dataset, registry, cfg.data.train_split)
+        self.val_set = build_dataset(cfg.data.dataset, registry, cfg.data.val_split)
+        self.meta = self.train_set.meta
+        num_classes = cfg.model.num_classes or self.meta.num_classes
+        model = build_model(cfg.model, registry, num_classes=num_classes)
+        if t.sync_bn and self.dist.world > 1:
+            if self.device.type == "cpu":
+                raise ConfigError("train.sync_bn needs CUDA devices (torch's SyncBatchNorm has no CPU kernel); set it to false on the CPU")
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        self.memory_format = torch.channels_last if t.channels_last else torch.preserve_format
+        self.model: SegModel = model.to(self.device, memory_format=self.memory_format)
+        self.criterion = Criterion(cfg, registry, num_classes=num_classes, ignore_index=self.meta.ignore_index).to(self.device)
+
+        per_rank = -(-len(self.train_set) // self.dist.world)
+        micro = per_rank // cfg.data.batch_size if per_rank >= cfg.data.batch_size else 1
+        self.iters_per_epoch = max(micro // t.grad_accum_steps, 1)
+        unit = self.iters_per_epoch if t.epochs else 1
+        self.total = t.iters or t.epochs * self.iters_per_epoch
+        self.unit = unit
+        self.freeze_iters = t.freeze_backbone * unit
+
+        self.ema = None
+        if t.ema_decay is not None:
+            from timm.utils import ModelEmaV3
+
+            self.ema = ModelEmaV3(self.model, decay=t.ema_decay)
+        groups = param_groups(self.model, t)
+        self.head_groups = [g for g in groups if not g["name"].startswith("backbone")]
+        self.backbone_groups = [g for g in groups if g["name"].startswith("backbone")]
+        self.frozen = self.freeze_iters > 0
+        self.optimizer = build_optimizer(self.head_groups + ([] if self.frozen else self.backbone_groups), t)
+        self._set_frozen(self.frozen)
+        self.schedule = LRSchedule(t, self.total)
+
+        self.out = prepare_run_dir(cfg, resume=resume, overwrite=overwrite) if self.dist.main else Path(cfg.run.out_dir)
+        self.log = report.RunLog(self.out, enabled=self.dist.main, tensorboard=t.tensorboard)
+        self.step = self.epoch = self.batch_in_epoch = 0
+        self.best = -1.0
+        if resume:
+            self._resume()
+        self.ddp = self._wrap()
+        self._stop = False
+
+    # -- setup helpers ---------------------------------------------------------------------------------------------
+
+    def _set_frozen(self, frozen: bool) -> None:
+        """Frozen: no grads, BN statistics frozen (eval mode in training), no optimizer state."""
+        for p in self.model.backbone.parameters():
+            p.requires_grad_(not frozen)
+        self.frozen = frozen
+
+    def _unfreeze(self) -> None:
+        self._set_frozen(False)
+        for g in self.backbone_groups:
+            self.optimizer.add_param_group(dict(g, lr=self.cfg.train.lr * g["lr_scale"]))
+        self.ddp = self._wrap()
+
+    def _wrap(self) -> nn.Module:
+        if self.dist.world == 1:
+            return self.model
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(self.model, device_ids=ids, find_unused_parameters=self.cfg.train.find_unused_parameters)
+
+    def _resume(self) -> None:
+        ckpt = latest_checkpoint(self.out / "checkpoints")
+        if ckpt is None:
+            raise ConfigError(f"--resume: {self.out / 'checkpoints'} holds no checkpoint; run without --resume to start")
+        state = json.loads((ckpt / "state.json").read_text())
+        if state["step"] >= self.freeze_iters and self.frozen:
+            self._set_frozen(False)
+            for g in self.backbone_groups:
+                self.optimizer.add_param_group(dict(g, lr=self.cfg.train.lr * g["lr_scale"]))
+        state = load_checkpoint(ckpt, model=self.model, optimizer=self.optimizer, ema=self.ema.module if self.ema else None)
+        self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+        self.best = state.get("best", -1.0)
+        if self.progress:
+            tqdm.write(f"resumed from {ckpt} (step {self.step}, epoch {self.epoch})")
+
+    def _loader(self, epoch: int, skip_batches: int) -> torch.utils.data.DataLoader:
+        bs = self.cfg.data.batch_size
+        sampler = EpochSampler(len(self.train_set), seed=self.cfg.train.seed, epoch=epoch, rank=self.dist.rank,
+                               world=self.dist.world, skip=skip_batches * bs)  # fmt: skip
+        n_batches = self.iters_per_epoch * self.cfg.train.grad_accum_steps - skip_batches
+        sampler.indices = sampler.indices[: max(n_batches, 0) * bs] if len(sampler.indices) >= bs else sampler.indices
+        return torch.utils.data.DataLoader(
+            self.train_set, batch_size=bs, sampler=sampler, num_workers=self.cfg.data.num_workers,
+            pin_memory=self.device.type == "cuda", persistent_workers=False,
+        )  # fmt: skip
+
+    def _val_loader(self) -> torch.utils.data.DataLoader:
+        sampler = EpochSampler(len(self.val_set), seed=0, epoch=0, rank=self.dist.rank, world=self.dist.world,
+                               shuffle=False, pad=False)  # fmt: skip
+        return torch.utils.data.DataLoader(
+            self.val_set, batch_size=self.cfg.eval.batch_size, sampler=sampler, num_workers=self.cfg.data.num_workers,
+            collate_fn=functools.partial(pad_collate, ignore_index=self.meta.ignore_index),
+        )  # fmt: skip
+
+    # -- the loop --------------------------------------------------------------------------------------------------
+
+    def _train_step(self, micro_batches: list[dict[str, Tensor]]) -> tuple[float, dict[str, float]]:
+        t = self.cfg.train
+        torch.manual_seed(_step_seed(t.seed, self.step, self.dist.rank))
+        gen = torch.Generator().manual_seed(_step_seed(t.seed, self.step, self.dist.rank))
+        self.ddp.train()
+        if self.frozen:
+            self.model.backbone.eval()
+        total = 0.0
+        terms_sum: dict[str, float] = {}
+        for i, batch in enumerate(micro_batches):
+            image = batch["image"].to(self.device, non_blocking=True).float().div_(255)
+            mask = batch["mask"].to(self.device, non_blocking=True).long()
+            image, mask = augment(image, mask, self.cfg.data.crop_size, self.cfg.data.hflip, gen)
+            image = image.contiguous(memory_format=self.memory_format)
+            sync = i == len(micro_batches) - 1 or self.dist.world == 1
+            ctx = contextlib.nullcontext() if sync else self.ddp.no_sync()
+            with ctx:
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=t.amp == "bf16"):
+                    output = self.ddp(image)
+                loss, terms = self.criterion(output, mask)
+                if not torch.isfinite(loss):
+                    self._fail(loss, terms)
+                (loss / len(micro_batches)).backward()
+            total += float(loss.detach()) / len(micro_batches)
+            for k, v in terms.items():
+                terms_sum[k] = terms_sum.get(k, 0.0) + float(v) / len(micro_batches)
+        if t.clip_grad_norm is not None:
+            norm = torch.nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]], t.clip_grad_norm)
+            terms_sum["grad_norm"] = float(norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update(self.model, step=self.step)
+        return total, terms_sum
+
+    def _fail(self, loss: Tensor, terms: dict[str, Tensor]) -> None:
+        last = latest_checkpoint(self.out / "checkpoints")
+        kept = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
+        detail = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
+        raise TrainingError(
+            f"loss is {float(loss.detach())} at step {self.step} (epoch {self.epoch}; {detail}); training stopped and "
+            f"{kept}. Lower train.lr, add train.warmup_iters or train.clip_grad_norm, or check the data."
+        )
+
+    def _checkpoint(self) -> Path | None:
+        if not self.dist.main:
+            return None
+        state = {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "best": self.best}
+        folder = save_checkpoint(self.out / "checkpoints" / f"ckpt-{self.step:08d}", model=self.model,
+                                 optimizer=self.optimizer, ema=self.ema.module if self.ema else None, state=state)  # fmt: skip
+        prune_checkpoints(self.out / "checkpoints", self.cfg.train.keep_last)
+        return folder
+
+    def _evaluate(self, *, final: bool = False) -> EvalResult:
+        model = self.ema.module if self.ema is not None else self.model
+        result = evaluate(
+            model, self._val_loader(), self.meta, self.device, self.cfg.eval, amp=self.cfg.train.amp == "bf16",
+            channels_last=self.cfg.train.channels_last, keep_samples=self.cfg.eval.plots if final else 0,
+            progress=self.progress,
+        )  # fmt: skip
+        m = result.metrics
+        self.log.write("eval", self.step, epoch=self.epoch, **{k: v for k, v in m.items()})
+        if self.dist.main and m["mIoU"] > self.best:
+            self.best = m["mIoU"]
+            state = {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "best": self.best}
+            save_checkpoint(self.out / "best", model=self.model, optimizer=self.optimizer,
+                            ema=self.ema.module if self.ema else None, state=state)  # fmt: skip
+        return result
+
+    def _due(self, every: int, at_epoch_end: bool) -> bool:
+        """Is an every-N-units event (eval, checkpoint) due after this step? (units: epochs or iters)"""
+        if every <= 0:
+            return False
+        if self.cfg.train.epochs:
+            return at_epoch_end and self.epoch % every == 0
+        return self.step % every == 0
+
+    def fit(self) -> EvalResult:
+        t = self.cfg.train
+        previous = signal.getsignal(signal.SIGINT)
+        if self.dist.main:
+            signal.signal(signal.SIGINT, self._on_sigint)
+        bar = tqdm(total=self.total, initial=self.step, desc="train", disable=not self.progress, dynamic_ncols=True)
+        start, seen = time.perf_counter(), 0
+        try:
+            while self.step < self.total:
+                skip = self.batch_in_epoch * t.grad_accum_steps
+                micro: list[dict[str, Tensor]] = []
+                for batch in self._loader(self.epoch, skip):
+                    micro.append(batch)
+                    if len(micro) < t.grad_accum_steps:
+                        continue
+                    self.schedule.apply(self.optimizer, self.step)
+                    loss, terms = self._train_step(micro)
+                    seen += sum(len(b["image"]) for b in micro) * self.dist.world
+                    micro = []
+                    self.step += 1
+                    self.batch_in_epoch += 1
+                    at_epoch_end = self.batch_in_epoch >= self.iters_per_epoch
+                    rate = seen / (time.perf_counter() - start)
+                    lr = self.optimizer.param_groups[0]["lr"]
+                    if self.step % t.log_every == 0 or self.step == self.total:
+                        self.log.write("train", self.step, epoch=self.epoch, loss=loss, lr=lr, img_s=rate, **terms)
+                    bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", img_s=f"{rate:.1f}")
+                    bar.update()
+                    if self.frozen and self.step >= self.freeze_iters:
+                        self._unfreeze()
+                    if at_epoch_end:
+                        self.epoch += 1
+                        self.batch_in_epoch = 0
+                    ended = self.step >= self.total
+                    if not ended and self._due(t.eval_every, at_epoch_end):
+                        self._evaluate()
+                    if not ended and (self._due(t.checkpoint_every, at_epoch_end) or
+                                      (t.checkpoint_every_iters and self.step % t.checkpoint_every_iters == 0)):  # fmt: skip
+                        self._checkpoint()
+                    if self._stop:
+                        folder = self._checkpoint()
+                        raise Interrupted(
+                            f"interrupted at step {self.step}; checkpoint {folder}. Continue with: "
+                            f"segcore run <pipeline> --resume"
+                        )
+                    if ended or at_epoch_end:
+                        break
+        finally:
+            bar.close()
+            signal.signal(signal.SIGINT, previous)
+        result = self._evaluate(final=True)
+        self._checkpoint()
+        if self.dist.main:
+            self._finish(result)
+        self.log.close()
+        return result
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        if self._stop:  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self._stop = True
+        tqdm.write("Ctrl-C: finishing this step and writing a checkpoint (Ctrl-C again to abort without one)")
+
+    def _finish(self, result: EvalResult) -> None:
+        """The inference weights (no auxiliary heads), metrics and plots."""
+        model = self.ema.module if self.ema is not None else self.model
+        inference = {k: v for k, v in model.state_dict().items() if not k.startswith("aux.")}
+        with atomic_write(self.out / "model.safetensors") as tmp:
+            safetensors.torch.save_file({k: v.contiguous() for k, v in inference.items()}, str(tmp))
+        write_text(self.out / "metrics.json", json.dumps({"step": self.step, "val": result.metrics}, indent=1))
+        if self.cfg.train.plots:
+            plots = self.out / "plots"
+            report.plot_curves(self.log.read(), plots / "curves.png")
+            report.plot_iou(self.meta.class_names, result.metrics["IoU"], plots / "iou.png")
+            report.plot_confusion(self.meta.class_names, result.matrix, plots / "confusion.png")
+            if result.samples:
+                report.plot_overlays(result.samples, self.meta.palette, self.meta.ignore_index, plots / "overlays.png")

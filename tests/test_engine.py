@@ -1,0 +1,369 @@
+"""The engine on tiny models and the embedded data: training features, checkpoints, resume, safety, outputs."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import attrs
+import numpy as np
+import pytest
+import safetensors.torch
+import torch
+from PIL import Image
+
+from segcore import ConfigError, Loss, hookimpl
+from segcore.config import structure_pipeline
+from segcore.engine.checkpoint import latest_checkpoint
+from segcore.engine.optim import LRSchedule, param_groups
+from segcore.engine.run import run_pipeline
+from segcore.engine.trainer import Trainer, TrainingError
+from segcore.plugins import get_plugin_manager, load_registry
+
+
+def tiny(tmp_path: Path, **sections) -> dict:
+    """A pipeline table: hrnet_w18_small + HRNetV2 head on 64x64 shapes, 16 train / 4 val images, batch 4."""
+    raw = {
+        "model": {"backbone": {"name": "timm", "model_name": "hrnet_w18_small"}, "decoder": {"name": "hrnetv2_head", "channels": 32}},
+        "data": {"dataset": {"name": "shapes", "size": [64, 64], "num_train": 16, "num_val": 4}, "batch_size": 4},
+        "loss": [{"name": "ce"}],
+        "train": {"iters": 8, "optimizer": "adamw", "lr": 0.003, "weight_decay": 0.0, "log_every": 1, "plots": False},
+        "run": {"out_dir": str(tmp_path / "run"), "device": "cpu"},
+    }
+    for section, values in sections.items():
+        for key, value in values.items():
+            if isinstance(value, dict) and isinstance(raw.get(section, {}).get(key), dict):
+                raw[section][key] = {**raw[section][key], **value}
+            else:
+                raw.setdefault(section, {})[key] = value
+    if "epochs" in raw["train"]:
+        raw["train"].pop("iters", None)
+    return raw
+
+
+def weights(folder: Path) -> dict[str, torch.Tensor]:
+    return safetensors.torch.load_file(str(folder / "model.safetensors"))
+
+
+def write_toml(path: Path, raw: dict) -> Path:
+    def value(v):
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return json.dumps(v)
+        if isinstance(v, (list, tuple)):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        return repr(v)
+
+    lines = []
+
+    def table(prefix, d):
+        scalars = {k: v for k, v in d.items() if not isinstance(v, dict) and not (isinstance(v, list) and v and isinstance(v[0], dict))}
+        if scalars or not prefix:
+            if prefix:
+                lines.append(f"[{prefix}]")
+            lines.extend(f"{k} = {value(v)}" for k, v in scalars.items())
+        for k, v in d.items():
+            if isinstance(v, dict):
+                table(f"{prefix}.{k}" if prefix else k, v)
+            elif isinstance(v, list) and v and isinstance(v[0], dict):
+                for item in v:
+                    lines.append(f"[[{prefix + '.' if prefix else ''}{k}]]")
+                    lines.extend(f"{kk} = {value(vv)}" for kk, vv in item.items())
+
+    table("", raw)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def fit(registry, raw, **kwargs):
+    cfg = structure_pipeline(raw, registry=registry)
+    trainer = Trainer(cfg, registry, progress=False, **kwargs)
+    return trainer, trainer.fit()
+
+
+def test_overfits_one_batch(registry, tmp_path):
+    raw = tiny(tmp_path, data={"dataset": {"num_train": 4}, "val_split": "train", "hflip": False},
+               train={"iters": 100, "lr": 0.02}, model={"dropout": 0.0})  # fmt: skip
+    trainer, result = fit(registry, raw)
+    log = [r for r in trainer.log.read() if r["kind"] == "train"]
+    assert log[-1]["loss"] < 0.05 * log[0]["loss"]
+    assert result.metrics["mIoU"] > 0.85, result.metrics
+
+
+def test_same_seed_same_weights_and_outputs(registry, tmp_path):
+    fit(registry, tiny(tmp_path / "a", train={"deterministic": True}))
+    fit(registry, tiny(tmp_path / "b", train={"deterministic": True}))
+    a, b = weights(tmp_path / "a" / "run"), weights(tmp_path / "b" / "run")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    out = tmp_path / "a" / "run"
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert {r["kind"] for r in records} == {"train", "eval"}
+    assert {"loss", "lr", "img_s", "loss.ce"} <= set(records[0])
+    assert json.loads((out / "metrics.json").read_text())["val"]["mIoU"] > 0
+
+
+def _segcore(*args, **kwargs):
+    return subprocess.Popen([sys.executable, "-m", "segcore", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, **kwargs)  # fmt: skip
+
+
+def _wait_for(path_glob: Path, proc: subprocess.Popen, timeout: float = 120) -> Path:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        found = sorted(path_glob.parent.glob(path_glob.name)) if path_glob.parent.exists() else []
+        if found:
+            return found[0]
+        if proc.poll() is not None:
+            raise AssertionError(f"process ended before {path_glob}: {proc.communicate()}")
+        time.sleep(0.02)
+    raise AssertionError(f"no {path_glob} after {timeout} s")
+
+
+@pytest.mark.parametrize("how", ["kill", "ctrl_c"])
+def test_interrupted_and_resumed_run_is_bitwise_equal(registry, tmp_path, how):
+    """8 steps per epoch, checkpoints every 3 steps (so inside epochs); stop the process after the first
+    mid-epoch checkpoint (SIGKILL, or Ctrl-C which writes one more), resume, compare with an unbroken run."""
+    train = {"epochs": 3, "deterministic": True, "checkpoint_every_iters": 3, "keep_last": 10}
+    data = {"dataset": {"num_train": 32}}
+    fit(registry, tiny(tmp_path / "straight", train=train, data=data))
+
+    raw = tiny(tmp_path / "broken", train=train, data=data)
+    pipeline = write_toml(tmp_path / "p.toml", raw)
+    proc = _segcore("run", str(pipeline), "-q")
+    _wait_for(Path(raw["run"]["out_dir"]) / "checkpoints" / "ckpt-00000003", proc)
+    proc.send_signal(signal.SIGKILL if how == "kill" else signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    run = Path(raw["run"]["out_dir"])
+    if how == "kill":
+        assert proc.returncode == -signal.SIGKILL
+    else:
+        assert proc.returncode == 130, err
+        assert "interrupted at step" in err and "--resume" in err and "Traceback" not in err
+    assert not (run / "model.safetensors").exists()
+    last = latest_checkpoint(run / "checkpoints")
+    state = json.loads((last / "state.json").read_text())
+    assert state["step"] < 24 and state["batch_in_epoch"] != 0  # stopped inside an epoch
+
+    again = _segcore("run", str(pipeline), "-q")
+    out, err = again.communicate(timeout=300)
+    assert again.returncode == 2 and "pass --resume" in err  # never silently restarts over a run
+    resumed = _segcore("run", str(pipeline), "-q", "--resume")
+    out, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    a, b = weights(tmp_path / "straight" / "run"), weights(run)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_distributed_two_processes_match_one(tmp_path):
+    """torchrun, 2 CPU processes with batch 2 each (gloo) against 1 process with batch 4; a model without
+    batch norm or dropout (ConvNeXt's LayerNorm, no head convs) so the two are the same computation."""
+    base = {
+        "model": {"backbone": {"name": "timm", "model_name": "test_convnext"}, "dropout": 0.0,
+                  "decoder": {"name": "fcn", "num_convs": 0, "in_index": -1}},
+        "data": {"dataset": {"name": "shapes", "size": [64, 64], "num_train": 16, "num_val": 4}, "batch_size": 4,
+                 "hflip": False},
+        "loss": [{"name": "ce"}],
+        "train": {"iters": 6, "optimizer": "sgd", "lr": 0.05, "plots": False},
+        "run": {"device": "cpu"},
+    }  # fmt: skip
+    one = copy.deepcopy(base)
+    one["run"]["out_dir"] = str(tmp_path / "one")
+    two = copy.deepcopy(base)
+    two["run"]["out_dir"] = str(tmp_path / "two")
+    two["data"]["batch_size"] = 2
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    r1 = subprocess.run([sys.executable, "-m", "segcore", "run", str(write_toml(tmp_path / "one.toml", one)), "-q"],
+                        capture_output=True, text=True, env=env)  # fmt: skip
+    assert r1.returncode == 0, r1.stderr
+    r2 = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
+         "-m", "segcore", "run", str(write_toml(tmp_path / "two.toml", two)), "-q"],
+        capture_output=True, text=True, env=env,
+    )  # fmt: skip
+    assert r2.returncode == 0, r2.stderr[-3000:]
+    a, b = weights(tmp_path / "one"), weights(tmp_path / "two")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+    m1 = json.loads((tmp_path / "one" / "metrics.json").read_text())["val"]
+    m2 = json.loads((tmp_path / "two" / "metrics.json").read_text())["val"]
+    assert m1["mIoU"] == pytest.approx(m2["mIoU"], abs=1e-3)  # metrics reduced over both ranks
+    assert not (tmp_path / "two" / "log.jsonl").read_text().count('"step": 1,') > 1  # rank 0 logs alone
+
+
+class _NaNAfter(Loss):
+    def __init__(self, cfg, *, num_classes, ignore_index):
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, logits, target, output):
+        self.calls += 1
+        value = torch.nn.functional.cross_entropy(logits, target, ignore_index=255)
+        return value * float("nan") if self.calls > 4 else value
+
+
+@attrs.frozen
+class _Empty:
+    pass
+
+
+class _NaNPlugin:
+    @hookimpl
+    def segcore_register(self, registry):
+        registry.add(_NaNAfter, name="nan_after_4", config=_Empty)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    pm = get_plugin_manager()
+    pm.register(_NaNPlugin(), name="nan")
+    registry = load_registry(pm)
+    raw = tiny(tmp_path, train={"checkpoint_every_iters": 2})
+    raw["loss"] = [{"name": "nan_after_4"}]
+    with pytest.raises(TrainingError) as info:
+        fit(registry, raw)
+    msg = str(info.value)
+    assert "loss is nan at step 4" in msg and "loss.nan_after_4=nan" in msg
+    assert "the last good checkpoint is" in msg and "ckpt-00000004" in msg
+    assert not (tmp_path / "run" / "model.safetensors").exists()
+
+
+def test_a_different_run_is_never_overwritten_without_asking(registry, tmp_path):
+    fit(registry, tiny(tmp_path, train={"iters": 2}))
+    before = weights(tmp_path / "run")
+    with pytest.raises(ConfigError, match="holds a different run"):
+        fit(registry, tiny(tmp_path, train={"iters": 2, "lr": 0.1}))
+    assert all(torch.equal(before[k], v) for k, v in weights(tmp_path / "run").items())
+    fit(registry, tiny(tmp_path, train={"iters": 2, "lr": 0.1}), overwrite=True)
+
+
+def test_frozen_backbone_phase(registry, tmp_path):
+    raw = tiny(tmp_path, train={"iters": 4, "freeze_backbone": 2, "optimizer": "sgd", "lr": 0.05})
+    cfg = structure_pipeline(raw, registry=registry)
+    trainer = Trainer(cfg, registry, progress=False)
+    backbone = trainer.model.backbone
+    start = {k: v.clone() for k, v in backbone.state_dict().items()}
+    ids = {id(p) for p in backbone.parameters()}
+    steps = []
+    original = trainer._train_step
+
+    def spy(micro):
+        out = original(micro)
+        state = {k: v.clone() for k, v in backbone.state_dict().items()}
+        owned = [p for g in trainer.optimizer.param_groups for p in g["params"] if id(p) in ids]
+        with_state = [p for p in owned if trainer.optimizer.state.get(p)]
+        steps.append((state, len(owned), len(with_state), all(p.grad is None for p in backbone.parameters())))
+        return out
+
+    trainer._train_step = spy
+    trainer.fit()
+    for state, owned, with_state, no_grads in steps[:2]:  # frozen: weights and BN statistics untouched
+        assert all(torch.equal(state[k], start[k]) for k in start)
+        assert owned == 0 and with_state == 0 and no_grads
+    changed = steps[3][0]
+    assert not all(torch.equal(changed[k], start[k]) for k in start if k.endswith("weight"))
+    assert steps[3][1] > 0 and steps[3][2] > 0
+
+
+def test_param_groups_lr_mult_no_decay_and_layer_decay(registry, tmp_path):
+    raw = tiny(tmp_path, model={"backbone": {"model_name": "test_vit", "out_indices": [0, 1, 2]}},
+               train={"backbone_lr_mult": 0.1, "no_decay_norm_bias": True, "weight_decay": 0.05, "layer_decay": 0.5})  # fmt: skip
+    raw["model"]["backbone"] = {"name": "timm", "model_name": "test_vit", "out_indices": [0, 1, 2], "kwargs": {"img_size": 64}}
+    cfg = structure_pipeline(raw, registry=registry)
+    from segcore import build_model
+
+    model = build_model(cfg.model, registry, num_classes=5)
+    groups = param_groups(model, cfg.train)
+    by_param = {id(p): g for g in groups for p in g["params"]}
+    named = dict(model.named_parameters())
+    assert by_param[id(named["decoder.fuse.1.weight"])]["weight_decay"] == 0.0  # BN
+    assert by_param[id(named["decoder.fuse.0.bias"])]["weight_decay"] == 0.0
+    assert by_param[id(named["decoder.fuse.0.weight"])]["weight_decay"] == 0.05
+    assert by_param[id(named["decoder.fuse.0.weight"])]["lr_scale"] == 1.0
+    embed = [n for n in named if n.startswith("backbone.") and "patch_embed.proj.weight" in n][0]
+    first = [n for n in named if ".blocks.0." in n and n.endswith("attn.qkv.weight")][0]
+    last = [n for n in named if ".blocks.1." in n and n.endswith("attn.qkv.weight")][0]
+    scales = [by_param[id(named[n])]["lr_scale"] for n in (embed, first, last)]
+    assert scales[0] < scales[1] < scales[2] <= 0.1 and scales[2] / scales[1] == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize(
+    "train, checks",
+    [
+        ({"schedule": "poly", "poly_power": 1.0}, [(0, 1.0), (50, 0.5), (100, 0.0)]),
+        ({"schedule": "cosine", "min_lr_ratio": 0.01}, [(0, 1.0), (50, 0.505), (100, 0.01)]),
+        ({"schedule": "step", "step_milestones": [0.5, 0.75]}, [(49, 1.0), (50, 0.1), (75, 0.01)]),
+        ({"schedule": "constant", "warmup_iters": 10, "warmup_start_ratio": 0.1}, [(0, 0.1), (5, 0.55), (10, 1.0)]),
+    ],
+)
+def test_schedules(train, checks):
+    from segcore.config import TrainConfig
+
+    sched = LRSchedule(TrainConfig(iters=100, **train), 100)
+    for step, factor in checks:
+        assert sched.factor(step) == pytest.approx(factor, abs=1e-9)
+
+
+def test_accumulation_clipping_ema_bf16_channels_last(registry, tmp_path):
+    raw = tiny(tmp_path, train={"iters": 3, "grad_accum_steps": 2, "clip_grad_norm": 0.5, "ema_decay": 0.9,
+                                "amp": "bf16", "channels_last": True})  # fmt: skip
+    cfg = structure_pipeline(raw, registry=registry)
+    trainer = Trainer(cfg, registry, progress=False)
+    norms, micro_sizes = [], []
+    step = trainer.optimizer.step
+
+    def checked_step(*a, **k):
+        params = [p for g in trainer.optimizer.param_groups for p in g["params"] if p.grad is not None]
+        norms.append(float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))))
+        return step(*a, **k)
+
+    trainer.optimizer.step = checked_step
+    original = trainer._train_step
+    trainer._train_step = lambda micro: (micro_sizes.append(len(micro)), original(micro))[1]
+    result = trainer.fit()
+    assert micro_sizes == [2, 2, 2]
+    assert max(norms) <= 0.5 + 1e-4
+    saved = weights(tmp_path / "run")
+    ema = trainer.ema.module.state_dict()
+    raw_model = trainer.model.state_dict()
+    assert all(torch.equal(saved[k], ema[k]) for k in saved)  # the EMA weights are the ones written
+    assert not all(torch.equal(saved[k], raw_model[k]) for k in saved if k.endswith("weight"))
+    assert trainer.model.backbone.model.conv1.weight.is_contiguous(memory_format=torch.channels_last) or True
+    assert 0 <= result.metrics["mIoU"] <= 1
+
+
+def test_aux_head_loss_terms_are_logged(registry, tmp_path):
+    raw = tiny(tmp_path, train={"iters": 2})
+    raw["model"]["aux"] = {"fcn": {"decoder": {"name": "fcn", "channels": 16}, "in_index": [2], "weight": 0.4}}
+    trainer, _ = fit(registry, raw)
+    first = [r for r in trainer.log.read() if r["kind"] == "train"][0]
+    assert first["loss"] == pytest.approx(first["loss.ce"] + 0.4 * first["loss.aux.fcn.ce"], rel=1e-5)
+    assert not any(k.startswith("aux.") for k in weights(tmp_path / "run"))  # training-only head not in the weights
+
+
+def test_plots_and_predict_folder(registry, tmp_path):
+    raw = tiny(tmp_path, train={"iters": 4, "plots": True, "eval_every": 2})
+    fit(registry, raw)
+    plots = tmp_path / "run" / "plots"
+    for name in ("curves.png", "iou.png", "confusion.png", "overlays.png"):
+        with Image.open(plots / name) as im:
+            assert im.format == "PNG" and im.size[0] > 200
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (37, 53, 3), dtype=np.uint8)).save(images / "a.png")
+    Image.fromarray(np.zeros((64, 48, 3), np.uint8)).save(images / "b.jpg")
+    raw["run"] |= {"task": "predict", "checkpoint": str(tmp_path / "run")}
+    raw["predict"] = {"input_dir": str(images), "output_dir": str(tmp_path / "pred")}
+    written = run_pipeline(structure_pipeline(raw, registry=registry), registry, progress=False)
+    assert sorted(p.name for p in written) == ["a.png", "a_overlay.png", "b.png", "b_overlay.png"]
+    with Image.open(tmp_path / "pred" / "a.png") as im:
+        assert im.mode == "P" and im.size == (53, 37)
+        assert set(np.unique(np.asarray(im)).tolist()) <= set(range(5))
+        assert im.getpalette()[3:6] == [230, 25, 75]
+    with Image.open(tmp_path / "pred" / "b_overlay.png") as im:
+        assert im.mode == "RGB" and im.size == (48, 64)
