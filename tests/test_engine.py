@@ -233,6 +233,28 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     assert not (tmp_path / "run" / "model.safetensors").exists()
 
 
+def test_keeps_the_last_k_checkpoints_and_the_best(registry, tmp_path):
+    trainer, _ = fit(registry, tiny(tmp_path, train={"iters": 8, "checkpoint_every": 1, "keep_last": 2, "eval_every": 2}))
+    names = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert names == ["ckpt-00000007", "ckpt-00000008"]
+    best = json.loads((tmp_path / "run" / "best" / "state.json").read_text())
+    evals = [r for r in trainer.log.read() if r["kind"] == "eval"]
+    assert best["best"] == max(r["mIoU"] for r in evals)
+    assert not list((tmp_path / "run").rglob("*.tmp")) and not list((tmp_path / "run").glob(".*"))  # no debris
+
+
+def test_tensorboard_switch(registry, tmp_path):
+    raw = tiny(tmp_path, train={"iters": 1, "tensorboard": True})
+    try:
+        import torch.utils.tensorboard  # noqa: F401
+    except ImportError:
+        with pytest.raises(ConfigError, match="pip install tensorboard"):
+            fit(registry, raw)
+    else:
+        fit(registry, raw)
+        assert list((tmp_path / "run" / "tensorboard").iterdir())
+
+
 def test_a_different_run_is_never_overwritten_without_asking(registry, tmp_path):
     fit(registry, tiny(tmp_path, train={"iters": 2}))
     before = weights(tmp_path / "run")
@@ -333,7 +355,9 @@ def test_accumulation_clipping_ema_bf16_channels_last(registry, tmp_path):
     raw_model = trainer.model.state_dict()
     assert all(torch.equal(saved[k], ema[k]) for k in saved)  # the EMA weights are the ones written
     assert not all(torch.equal(saved[k], raw_model[k]) for k in saved if k.endswith("weight"))
-    assert trainer.model.backbone.model.conv1.weight.is_contiguous(memory_format=torch.channels_last) or True
+    conv = next(m for m in trainer.model.backbone.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not conv.weight.is_contiguous()
     assert 0 <= result.metrics["mIoU"] <= 1
 
 

@@ -386,7 +386,8 @@ class Trainer:
                     lr = self.optimizer.param_groups[0]["lr"]
                     if self.step % t.log_every == 0 or self.step == self.total:
                         self.log.write("train", self.step, epoch=self.epoch, loss=loss, lr=lr, img_s=rate, **terms)
-                    bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", img_s=f"{rate:.1f}")
+                    shown = {k.removeprefix("loss."): f"{v:.3f}" for k, v in terms.items() if k.startswith("loss.")}
+                    bar.set_postfix(loss=f"{loss:.3f}", **(shown if len(shown) > 1 else {}), lr=f"{lr:.2e}", img_s=f"{rate:.1f}")
                     bar.update()
                     if self.frozen and self.step >= self.freeze_iters:
                         self._unfreeze()
