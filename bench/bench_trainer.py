@@ -29,7 +29,7 @@ def pipeline(steps: int, size: int, batch: int, amp: str, out: Path) -> dict:
     return {
         "model": {"backbone": {"name": "timm", "model_name": "hrnet_w18_small"}, "decoder": {"name": "hrnetv2_head"}},
         "data": {"dataset": {"name": "shapes", "size": [size, size], "num_train": steps * batch, "num_val": 2},
-                 "batch_size": batch, "hflip": False},
+                 "batch_size": batch, "augment": {"hflip": 0.0}},
         "loss": [{"name": "ce"}],
         "train": {"iters": steps, "optimizer": "sgd", "lr": 0.01, "schedule": "poly", "amp": amp, "log_every": steps,
                   "checkpoint_every": 0, "plots": False},

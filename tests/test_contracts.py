@@ -106,7 +106,18 @@ def test_loss_is_a_finite_scalar_that_ignores_the_ignore_index(entry):
     assert logits.grad[..., 4:, :].abs().sum() > 0
 
 
-@_entries(Dataset)
+def _buildable(entry) -> bool:
+    """Datasets that need files on disk (a root folder) have no tiny config; their own tests make the files."""
+    if entry.tiny is not None:
+        return True
+    try:
+        entry.config()
+    except TypeError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("entry", [e for e in REGISTRY.entries(Dataset) if _buildable(e)], ids=lambda e: e.name)
 def test_dataset_samples_keep_the_contract(entry):
     for split in entry.cls.splits:
         ds = entry.build(entry.tiny, split=split)

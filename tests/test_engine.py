@@ -89,7 +89,7 @@ def fit(registry, raw, **kwargs):
 
 
 def test_overfits_one_batch(registry, tmp_path):
-    raw = tiny(tmp_path, data={"dataset": {"num_train": 4}, "val_split": "train", "hflip": False},
+    raw = tiny(tmp_path, data={"dataset": {"num_train": 4}, "val_split": "train", "augment": {"hflip": 0.0}},
                train={"iters": 100, "lr": 0.02}, model={"dropout": 0.0})  # fmt: skip
     trainer, result = fit(registry, raw)
     log = [r for r in trainer.log.read() if r["kind"] == "train"]
@@ -168,7 +168,7 @@ def test_distributed_two_processes_match_one(tmp_path):
         "model": {"backbone": {"name": "timm", "model_name": "test_convnext"}, "dropout": 0.0,
                   "decoder": {"name": "fcn", "num_convs": 0, "in_index": -1}},
         "data": {"dataset": {"name": "shapes", "size": [64, 64], "num_train": 16, "num_val": 4}, "batch_size": 4,
-                 "hflip": False},
+                 "augment": {"hflip": 0.0}},
         "loss": [{"name": "ce"}],
         "train": {"iters": 6, "optimizer": "sgd", "lr": 0.05, "plots": False},
         "run": {"device": "cpu"},

@@ -94,11 +94,11 @@ def test_broken_registrations_name_the_plugin(register, fragment):
     registry = load_registry(pm)
     [problem] = registry.problems
     assert 'plugin "broken"' in str(problem) and fragment in str(problem)
-    assert [e.name for e in registry.entries()] == ["timm", "project", "select", "shapes"]
+    assert [e.name for e in registry.entries()] == ["timm", "project", "select", "folder", "hub", "shapes"]
 
 
 def test_disable_variable_blocks_builtins_and_plugins(monkeypatch):
-    monkeypatch.setenv("SEGCORE_DISABLE_PLUGINS", "classic, segcore.builtin.datasets,segcore.builtin.enhancers")
+    monkeypatch.setenv("SEGCORE_DISABLE_PLUGINS", "classic, datasets, segcore.builtin.datasets,segcore.builtin.enhancers")
     registry = load_registry(get_plugin_manager())
     assert [e.name for e in registry.entries()] == ["timm"]
 

@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from .errors import SegcoreError
 from .stages import STAGES
@@ -97,6 +98,65 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_convert(args: argparse.Namespace) -> int:
+    from .config import make_converter
+    from .engine.trainer import build_dataset
+    from .hubdata import convert
+    from .stages import Dataset
+
+    registry = _registry()
+    entry = registry.get(Dataset, args.name)
+    table = dict(_parse_set(args.set))
+    if args.root is not None:
+        table["root"] = args.root
+    spec = make_converter(registry).structure({"name": args.name, **table}, _dataset_spec())
+    splits = args.splits or [s for s in entry.cls.splits if _has_split(spec, registry, s)]
+    built = {split: build_dataset(spec, registry, split) for split in splits}
+    out = convert(built, Path(args.out), title=args.title or f"{args.name} (segcore)", rows_per_shard=args.rows_per_shard)
+    print(f"wrote {', '.join(f'{s}: {len(d)}' for s, d in built.items())} samples to {out}/ (parquet + README.md card)")
+    return 0
+
+
+def _dataset_spec():
+    from .config import DatasetSpec
+
+    return DatasetSpec
+
+
+def _has_split(spec, registry, split: str) -> bool:
+    from .engine.trainer import build_dataset
+    from .errors import DataError
+
+    try:
+        build_dataset(spec, registry, split)
+    except DataError:
+        return False
+    return True
+
+
+def _parse_set(items: Sequence[str]) -> list[tuple[str, object]]:
+    import tomllib
+
+    out = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise argparse.ArgumentTypeError(f"--set takes KEY=VALUE, got {item!r}")
+        try:
+            out.append((key.strip(), tomllib.loads(f"v = {value}")["v"]))
+        except tomllib.TOMLDecodeError:
+            out.append((key.strip(), value))
+    return out
+
+
+def cmd_data_push(args: argparse.Namespace) -> int:
+    from .hubdata import push
+
+    url = push(Path(args.folder), args.repo_id, private=args.private)
+    print(f"pushed {args.folder} to {args.repo_id}: {url}")
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="segcore", description="Plugin-based semantic segmentation.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -114,7 +174,30 @@ def make_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_check)
     p = sub.add_parser("list", help="every stage with its components and the plugin providing each")
     p.set_defaults(func=cmd_list)
+    data = sub.add_parser("data", help="datasets as parquet + dataset card (Hugging Face Hub format)")
+    dsub = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
+    p = dsub.add_parser("convert", help="write a registered dataset as parquet shards and a dataset card")
+    p.add_argument("name", help="registered dataset name (segcore list)")
+    p.add_argument("--root", help="the dataset's root folder")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--splits", nargs="+", help="splits to convert (default: every split found)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="another key of the dataset's config")
+    p.add_argument("--title", help="the card's title")
+    p.add_argument("--rows-per-shard", type=int, default=500)
+    p.set_defaults(func=cmd_data_convert)
+    p = dsub.add_parser("push", help="upload a converted folder to the Hugging Face Hub as a dataset repo")
+    p.add_argument("folder")
+    p.add_argument("--repo-id", required=True, help="owner/name")
+    p.add_argument("--private", action="store_true")
+    p.set_defaults(func=cmd_data_push)
     return parser
+
+
+def _strip_worker_traceback(message: str) -> str:
+    """A DataLoader worker re-raises our error with its traceback in the message: keep only the message."""
+    if "Original Traceback" in message:
+        return message.rstrip().splitlines()[-1].split(": ", 1)[-1]
+    return message
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -122,7 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except SegcoreError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_strip_worker_traceback(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -43,6 +43,7 @@ from attrs.validators import ge, gt, le, lt
 from cattrs.errors import AttributeValidationNote, ClassValidationError, ForbiddenExtraKeysError
 
 from .errors import ConfigError, SegcoreError, did_you_mean
+from .augment import AugmentConfig
 from .registry import Registry
 from .stages import Attention, Backbone, Dataset, Decoder, Enhancer, Loss
 
@@ -139,8 +140,7 @@ class DataConfig:
     val_split: str = "val"
     batch_size: int = field(default=8, validator=gt(0))
     num_workers: int = field(default=0, validator=ge(0))
-    crop_size: tuple[int, int] | None = None
-    hflip: bool = True
+    augment: AugmentConfig = AugmentConfig()
 
 
 def _one_budget(instance: "TrainConfig", attribute: Any, value: Any) -> None:

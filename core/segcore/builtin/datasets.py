@@ -16,7 +16,9 @@ from attrs import field, frozen
 from attrs.validators import ge, gt
 from torch import Tensor
 
+from ..data import FolderDataset, FolderDatasetConfig
 from ..errors import ConfigError
+from ..hubdata import HubDataset, HubDatasetConfig
 from ..hookspecs import hookimpl
 from ..registry import Registry
 from ..stages import Dataset, DatasetMeta
@@ -115,3 +117,5 @@ def _texture(yy: np.ndarray, xx: np.ndarray, rng: np.random.Generator) -> np.nda
 @hookimpl
 def segcore_register(registry: Registry) -> None:
     registry.add(ShapesDataset, name="shapes", config=ShapesConfig, tiny=ShapesConfig(size=(64, 64), num_train=8, num_val=4))
+    registry.add(FolderDataset, name="folder", config=FolderDatasetConfig)
+    registry.add(HubDataset, name="hub", config=HubDatasetConfig)

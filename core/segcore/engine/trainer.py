@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from ..augment import BatchAugment
 from ..config import DatasetSpec, PipelineConfig
 from ..errors import ConfigError, SegcoreError
 from ..io import atomic_write, write_text
@@ -96,21 +97,6 @@ class Criterion(nn.Module):
                     terms[f"loss.{prefix}{spec.name}" + (f".{part}" if part else "")] = v.detach()
                     total = total + head_weight * spec.weight * v
         return total, terms
-
-
-def augment(image: Tensor, mask: Tensor, crop: tuple[int, int] | None, hflip: bool, gen: torch.Generator) -> tuple[Tensor, Tensor]:
-    """Random crop and horizontal flip of a whole batch, on its device."""
-    if crop is not None:
-        h, w = image.shape[-2:]
-        ch, cw = min(crop[0], h), min(crop[1], w)
-        top = int(torch.randint(0, h - ch + 1, (), generator=gen))
-        left = int(torch.randint(0, w - cw + 1, (), generator=gen))
-        image, mask = image[..., top : top + ch, left : left + cw], mask[..., top : top + ch, left : left + cw]
-    if hflip:
-        flip = (torch.rand(image.shape[0], generator=gen) < 0.5).to(image.device)
-        image = torch.where(flip[:, None, None, None], image.flip(-1), image)
-        mask = torch.where(flip[:, None, None], mask.flip(-1), mask)
-    return image, mask
 
 
 def _step_seed(seed: int, step: int, rank: int) -> int:
@@ -194,6 +180,7 @@ class Trainer:
         self.memory_format = torch.channels_last if t.channels_last else torch.preserve_format
         self.model: SegModel = model.to(self.device, memory_format=self.memory_format)
         self.criterion = Criterion(cfg, registry, num_classes=num_classes, ignore_index=self.meta.ignore_index).to(self.device)
+        self.augment = BatchAugment(cfg.data.augment, self.meta.ignore_index)
 
         per_rank = -(-len(self.train_set) // self.dist.world)
         micro = per_rank // cfg.data.batch_size if per_rank >= cfg.data.batch_size else 1
@@ -270,7 +257,7 @@ class Trainer:
         sampler.indices = sampler.indices[: max(n_batches, 0) * bs] if len(sampler.indices) >= bs else sampler.indices
         return torch.utils.data.DataLoader(
             self.train_set, batch_size=bs, sampler=sampler, num_workers=self.cfg.data.num_workers,
-            pin_memory=self.device.type == "cuda", persistent_workers=False,
+            pin_memory=self.device.type == "cuda", collate_fn=functools.partial(pad_collate, ignore_index=self.meta.ignore_index),
         )  # fmt: skip
 
     def _val_loader(self) -> torch.utils.data.DataLoader:
@@ -286,7 +273,6 @@ class Trainer:
     def _train_step(self, micro_batches: list[dict[str, Tensor]]) -> tuple[float, dict[str, float]]:
         t = self.cfg.train
         torch.manual_seed(_step_seed(t.seed, self.step, self.dist.rank))
-        gen = torch.Generator().manual_seed(_step_seed(t.seed, self.step, self.dist.rank))
         self.ddp.train()
         if self.frozen:
             self.model.backbone.eval()
@@ -295,7 +281,7 @@ class Trainer:
         for i, batch in enumerate(micro_batches):
             image = batch["image"].to(self.device, non_blocking=True).float().div_(255)
             mask = batch["mask"].to(self.device, non_blocking=True).long()
-            image, mask = augment(image, mask, self.cfg.data.crop_size, self.cfg.data.hflip, gen)
+            image, mask = self.augment(image, mask)
             image = image.contiguous(memory_format=self.memory_format)
             sync = i == len(micro_batches) - 1 or self.dist.world == 1
             ctx = contextlib.nullcontext() if sync else self.ddp.no_sync()

@@ -1,0 +1,174 @@
+"""Datasets made of image/label file pairs, the generic folder dataset, and what every loader shares:
+decoding, label mapping and the checks that turn a bad file into a clear error."""
+
+from __future__ import annotations
+
+__all__ = ["FolderDataset", "FolderDatasetConfig", "PairDataset", "default_palette", "read_image", "read_label"]
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from attrs import field, frozen
+from PIL import Image
+from torch import Tensor
+
+from .errors import DataError
+from .stages import Dataset, DatasetMeta
+
+
+def read_image(path: Path) -> np.ndarray:
+    """(H, W, 3) uint8 RGB; a file PIL cannot decode is a DataError naming it."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return np.asarray(im.convert("RGB"))
+    except FileNotFoundError:
+        raise DataError(f"{path}: image file is missing; restore it or regenerate the split list") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise DataError(f"{path}: corrupt or unreadable image ({exc}); re-extract it from the release archive") from None
+
+
+def read_label(path: Path) -> np.ndarray:
+    """(H, W) integer ids from a single-channel or palette PNG (the palette index is the id)."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode not in ("L", "P", "I", "I;16", "1"):
+                raise DataError(f"{path}: label image has mode {im.mode}; labels must be single-channel or palette PNGs of class ids")
+            return np.asarray(im)
+    except FileNotFoundError:
+        raise DataError(f"{path}: label file is missing; restore it or regenerate the split list") from None
+    except DataError:
+        raise
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise DataError(f"{path}: corrupt or unreadable label file ({exc}); re-extract it from the release archive") from None
+
+
+def identity_lut(num_classes: int, ignore_index: int) -> np.ndarray:
+    """A 256-entry map raw id -> id that keeps 0..num_classes-1 and ignore, and flags everything else (-1)."""
+    lut = np.full(256, -1, np.int64)
+    lut[:num_classes] = np.arange(num_classes)
+    lut[ignore_index] = ignore_index
+    return lut
+
+
+class PairDataset(Dataset):
+    """A dataset of (image file, label file) pairs with a lookup table from raw label values to class ids.
+
+    Subclasses set ``meta`` and fill ``self.pairs`` (and ``self.lut``, 256 entries, -1 for values that are
+    neither a class nor ignored; a raw value past 255 is always an error). A sample whose files are missing,
+    corrupt, of different sizes or hold unknown label values raises a DataError naming the file, unless the
+    config's ``skip_bad`` is set, in which case it warns and serves the next good sample.
+    """
+
+    meta: DatasetMeta
+
+    def __init__(self, pairs: Sequence[tuple[Path, Path]], *, lut: np.ndarray | None = None, skip_bad: bool = False) -> None:
+        super().__init__()
+        self.pairs = list(pairs)
+        self.lut = identity_lut(self.meta.num_classes, self.meta.ignore_index) if lut is None else lut
+        self.skip_bad = skip_bad
+        if not self.pairs:
+            raise DataError(f"{type(self).__name__}: the split has no samples; check the root folder and split name")
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def load_label(self, path: Path) -> np.ndarray:
+        """Raw label values of *path* (overridden for .mat labels and the like)."""
+        return read_label(path)
+
+    def load(self, index: int) -> dict[str, Tensor]:
+        image_path, label_path = self.pairs[index]
+        image = read_image(image_path)
+        raw = self.load_label(label_path)
+        if raw.shape != image.shape[:2]:
+            raise DataError(
+                f"{label_path}: label is {raw.shape[1]}x{raw.shape[0]} but its image {image_path.name} is "
+                f"{image.shape[1]}x{image.shape[0]}; the pair does not belong together"
+            )
+        if raw.max(initial=0) > 255 or raw.min(initial=0) < 0:
+            raise DataError(f"{label_path}: label values range {raw.min()}..{raw.max()}, outside 0..255")
+        mask = self.lut[raw.astype(np.int64)]
+        if (mask < 0).any():
+            bad = sorted(set(np.unique(raw[mask < 0]).tolist()))
+            raise DataError(
+                f"{label_path}: label values {bad[:10]} are neither classes of {type(self).__name__} nor its ignore "
+                f"value; is this the right dataset (or label file, e.g. *_labelIds vs *_color)?"
+            )
+        return {"image": torch.from_numpy(image.copy()).permute(2, 0, 1), "mask": torch.from_numpy(mask)}
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        if not self.skip_bad:
+            return self.load(index)
+        for offset in range(len(self)):
+            try:
+                return self.load((index + offset) % len(self))
+            except DataError as exc:
+                warnings.warn(f"skipped: {exc}", stacklevel=2)
+        raise DataError(f"{type(self).__name__}: every sample is bad")
+
+
+def _list_split(root: Path, images: str, masks: str, image_suffix: str, mask_suffix: str) -> list[tuple[Path, Path]]:
+    image_dir, mask_dir = root / images, root / masks
+    for folder, what in ((image_dir, "images"), (mask_dir, "masks")):
+        if not folder.is_dir():
+            raise DataError(f"{folder}: {what} folder is missing; check root and the {what} pattern")
+    pairs = []
+    for image in sorted(image_dir.rglob(f"*{image_suffix}")):
+        rel = image.relative_to(image_dir)
+        mask = mask_dir / rel.with_name(rel.name[: -len(image_suffix)] + mask_suffix)
+        if not mask.is_file():
+            raise DataError(f"{image}: no label file {mask}; add it or remove the image")
+        pairs.append((image, mask))
+    return pairs
+
+
+@frozen
+class FolderDatasetConfig:
+    """Table [data.dataset] when name = "folder": ``{root}/{images}`` and ``{root}/{masks}`` with ``{split}``
+    filled in; a mask has the image's relative path with ``mask_suffix`` for ``image_suffix``."""
+
+    root: str
+    class_names: tuple[str, ...]
+    palette: tuple[tuple[int, int, int], ...] | None = None
+    ignore_index: int = 255
+    images: str = "images/{split}"
+    masks: str = "masks/{split}"
+    image_suffix: str = ".jpg"
+    mask_suffix: str = ".png"
+    splits: tuple[str, ...] = ("train", "val")
+    skip_bad: bool = False
+
+
+class FolderDataset(PairDataset):
+    """Any dataset laid out as image and mask folders, classes given in the config."""
+
+    splits = ("train", "val", "test")
+
+    def __init__(self, cfg: FolderDatasetConfig, *, split: str) -> None:
+        if split not in cfg.splits:
+            raise DataError(f"folder dataset: no split {split!r}; data.dataset.splits lists {list(cfg.splits)}")
+        palette = cfg.palette or tuple(default_palette(len(cfg.class_names)))
+        self.meta = DatasetMeta(tuple(cfg.class_names), tuple(map(tuple, palette)), cfg.ignore_index)
+        root = Path(cfg.root).expanduser()
+        pairs = _list_split(root, cfg.images.format(split=split), cfg.masks.format(split=split), cfg.image_suffix, cfg.mask_suffix)
+        super().__init__(pairs, skip_bad=cfg.skip_bad)
+
+
+def default_palette(n: int) -> list[tuple[int, int, int]]:
+    """The PASCAL VOC colour map: distinct colours from the bits of the class id."""
+    out = []
+    for i in range(n):
+        r = g = b = 0
+        c = i
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        out.append((r, g, b))
+    return out

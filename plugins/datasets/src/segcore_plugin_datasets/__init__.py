@@ -1,0 +1,1 @@
+"""segcore-plugin-datasets: loaders for the raw releases of the segmentation benchmarks."""
