@@ -391,3 +391,19 @@ def test_plots_and_predict_folder(registry, tmp_path):
         assert im.getpalette()[3:6] == [230, 25, 75]
     with Image.open(tmp_path / "pred" / "b_overlay.png") as im:
         assert im.mode == "RGB" and im.size == (48, 64)
+
+
+@pytest.mark.parametrize("optimizer, nesterov", [("sgd", True), ("sgd", False), ("adamw", False)])
+def test_optimizer_choice(optimizer, nesterov):
+    from segcore.config import TrainConfig
+    from segcore.engine.optim import build_optimizer
+
+    cfg = TrainConfig(iters=1, optimizer=optimizer, nesterov=nesterov, momentum=0.9, betas=(0.8, 0.9), lr=0.1)
+    opt = build_optimizer([{"params": [torch.nn.Parameter(torch.zeros(2))], "lr_scale": 0.5, "weight_decay": 0.01}], cfg)
+    assert type(opt).__name__ == {"sgd": "SGD", "adamw": "AdamW"}[optimizer]
+    group = opt.param_groups[0]
+    assert group["lr"] == pytest.approx(0.05) and group["weight_decay"] == 0.01
+    if optimizer == "sgd":
+        assert group["nesterov"] is nesterov and group["momentum"] == 0.9
+    else:
+        assert tuple(group["betas"]) == (0.8, 0.9)
