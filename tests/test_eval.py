@@ -105,3 +105,16 @@ def test_mixed_size_batches_give_what_one_at_a_time_gives():
     single = evaluate(model, [collate([s]) for s in samples], meta, torch.device("cpu"), progress=False)
     assert np.array_equal(batched.matrix, single.matrix)
     assert batched.matrix.sum() == sum(s["mask"].numel() for s in samples)
+
+
+def test_predict_api_takes_uint8_hwc_and_returns_labels_at_its_size():
+    import segcore
+
+    model = Pointwise().eval()
+    image = np.random.default_rng(0).integers(0, 255, (37, 53, 3), dtype=np.uint8)
+    labels = segcore.predict(model, image)
+    assert labels.shape == (37, 53) and labels.dtype == np.int64
+    expected = model(torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255).logits.argmax(1)[0].numpy()
+    assert np.array_equal(labels, expected)
+    with pytest.raises(segcore.DataError, match="uint8 RGB"):
+        segcore.predict(model, image.astype(np.float32))

@@ -6,6 +6,7 @@ Plugins import only what this module exports.
 from __future__ import annotations
 
 from .config import PipelineConfig, load_pipeline
+from .engine.predict import predict
 from .errors import ConfigError, ContractError, DataError, PluginError, RegistryError, SegcoreError
 from .hookspecs import hookimpl
 from .model import SegModel, build_model
@@ -52,4 +53,5 @@ __all__ = [
     "hookimpl",
     "load_pipeline",
     "load_registry",
+    "predict",
 ]
