@@ -32,7 +32,7 @@ def batches(ds, n: int, size: int = 8):
 
 
 def run_decode(ds, n):
-    for image, mask in batches(ds, n):
+    for _ in batches(ds, n):
         pass
 
 

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import attrs
 import pytest
 import torch
 
 from segcore import ContractError, build_model, load_pipeline
 from segcore.check import check_pipeline
 from segcore.config import structure_pipeline
-from segcore.plugins import get_plugin_manager, load_registry
-from segcore.stages import FeatureInfo
 
 
 def _pipeline(registry, text, write_pipeline):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from attrs import field, frozen
+from attrs import frozen
 from PIL import Image
 from torch import Tensor
 

@@ -12,7 +12,7 @@ __all__ = ["HubDataset", "HubDatasetConfig", "convert", "push"]
 
 import io
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 

@@ -26,8 +26,8 @@ __all__ = [
     "stage_of",
 ]
 
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar
+from collections.abc import Callable, Mapping
+from typing import ClassVar
 
 import torch.utils.data
 from attrs import field, frozen

@@ -20,10 +20,11 @@ _BLOCK = re.compile(r"((?:layers|stages)[._]\d+\.(?:blocks\.\d+|downsample)|(?:b
 
 
 def _no_decay_names(module: nn.Module) -> set[str]:
-    """Parameters of norm layers, biases and 1-d parameters (layer scales, position embeddings stay decayed)."""
+    """Parameters of norm layers (by type, or a module named *norm*) and every bias; layer scales and position
+    embeddings stay decayed."""
     names = set()
     for mod_name, mod in module.named_modules():
-        for p_name, p in mod.named_parameters(recurse=False):
+        for p_name, _ in mod.named_parameters(recurse=False):
             full = f"{mod_name}.{p_name}" if mod_name else p_name
             if isinstance(mod, _NORMS) or p_name == "bias" or "norm" in mod_name.rsplit(".", 1)[-1].lower():
                 names.add(full)

@@ -6,7 +6,6 @@ __all__ = ["load_model_weights", "run_pipeline"]
 
 import functools
 from pathlib import Path
-from typing import Any
 
 import safetensors.torch
 import torch

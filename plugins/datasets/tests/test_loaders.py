@@ -11,7 +11,6 @@ import torch
 from PIL import Image
 
 from segcore import DataError, Dataset, get_plugin_manager, load_registry
-from segcore_plugin_datasets import classes as C
 
 REGISTRY = load_registry(get_plugin_manager())
 CAMVID = Path(__file__).resolve().parents[4] / "shared" / "data" / "camvid"
