@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -145,3 +146,10 @@ def test_base_file_is_merged_key_by_key(base_pipeline, write_pipeline, registry)
     assert cfg.train.epochs == 3
     assert cfg.model.decoder.name == "hrnetv2_head" and cfg.model.decoder.config.channels == 32
     assert cfg.model.backbone.config.model_name == "hrnet_w18_small"
+
+
+@pytest.mark.parametrize("example", sorted(p.name for p in (Path(__file__).resolve().parents[1] / "examples").glob("*.toml")))
+def test_every_example_pipeline_checks(example, capsys):
+    path = Path(__file__).resolve().parents[1] / "examples" / example
+    assert main(["check", str(path)]) == 0, capsys.readouterr().err
+    assert "ok: every stage keeps its contract" in capsys.readouterr().out
