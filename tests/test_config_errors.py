@@ -97,6 +97,21 @@ CASES = {
             "Set [model.decoder] in_channels = [16, 32, 64, 128]"
         ],
     ),
+    "stride_mismatch": (
+        lambda p: p.replace('name = "hrnetv2_head"', 'name = "hrnetv2_head"\nin_strides = [4, 8, 16]'),
+        [
+            "stride mismatch: [model.decoder] ('hrnetv2_head') expects in_strides (4, 8, 16), but [model.backbone] "
+            "('timm') gives 4 maps with strides (4, 8, 16, 32)"
+        ],
+    ),
+    "decoder_rejects_its_input": (  # select reorders the levels coarsest first; the HRNetV2 head refuses that
+        lambda p: p + '\n[[model.enhancers]]\nname = "select"\nlevels = [3, 0]\n',
+        [
+            "[model.decoder] decoder 'hrnetv2_head' (plugin \"classic\" from segcore-plugin-classic 0.1.0): "
+            "hrnetv2_head needs levels finest first, got strides [32, 4] ([model.enhancers[0]] ('select') gives "
+            "channels (128, 16) at strides (32, 4))"
+        ],
+    ),
 }
 
 

@@ -75,10 +75,12 @@ class BackboneSpec(ComponentSpec):
 
 @frozen
 class _WiredSpec(ComponentSpec):
-    """Enhancers and decoders: attention slots to fill, and the input channels the user expects (checked)."""
+    """Enhancers and decoders: attention slots to fill, and the input channels and strides the user expects
+    (checked against the stage before when the model is built)."""
 
     attention: Mapping[str, AttentionSpec] = field(factory=dict)
     in_channels: tuple[int, ...] | None = None
+    in_strides: tuple[int, ...] | None = None
 
 
 @frozen

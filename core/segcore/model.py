@@ -127,14 +127,25 @@ def _slots(spec: _WiredSpec, registry: Registry, path: str) -> AttentionSlots:
     return AttentionSlots({slot: factory(slot, attn) for slot, attn in spec.attention.items()})
 
 
-def _check_in_channels(spec: _WiredSpec, info: Sequence[FeatureInfo], path: str, source: str) -> None:
-    got = tuple(i.channels for i in info)
-    if spec.in_channels is not None and tuple(spec.in_channels) != got:
-        raise ContractError(
-            f"channel mismatch: [{path}] ({spec.name!r}) expects in_channels {tuple(spec.in_channels)}, "
-            f"but {source} gives {len(got)} maps with channels {got}. Set [{path}] in_channels = {list(got)} "
-            f"(or remove it), or change {source}."
-        )
+def _check_inputs(spec: _WiredSpec, info: Sequence[FeatureInfo], path: str, source: str) -> None:
+    """The pinned ``in_channels`` / ``in_strides`` of *spec* against what the previous stage declares."""
+    for key, got in (("in_channels", tuple(i.channels for i in info)), ("in_strides", tuple(i.stride for i in info))):
+        want = getattr(spec, key)
+        if want is not None and tuple(want) != got:
+            what = key.removeprefix("in_")
+            raise ContractError(
+                f"{what[:-1]} mismatch: [{path}] ({spec.name!r}) expects {key} {tuple(want)}, but {source} gives "
+                f"{len(got)} maps with {what} {got}. Set [{path}] {key} = {list(got)} (or remove it), or change {source}."
+            )
+
+
+def _wired(construct, path: str, source: str, info: Sequence[FeatureInfo]):
+    """Build an enhancer or decoder; when it rejects its inputs, say which stage produced them."""
+    try:
+        return construct()
+    except ContractError as exc:
+        fed = f"{source} gives channels {tuple(i.channels for i in info)} at strides {tuple(i.stride for i in info)}"
+        raise ContractError(f"{exc} ({fed})") from exc
 
 
 def build_model(cfg: ModelConfig, registry: Registry, *, num_classes: int) -> SegModel:
@@ -150,9 +161,10 @@ def build_model(cfg: ModelConfig, registry: Registry, *, num_classes: int) -> Se
     enhancers = []
     for i, spec in enumerate(cfg.enhancers):
         path = f"model.enhancers[{i}]"
-        _check_in_channels(spec, info, path, source)
+        _check_inputs(spec, info, path, source)
         entry = registry.get(Enhancer, spec.name)
-        enh = _construct(entry, spec.config, path, in_features=info, attention=_slots(spec, registry, path))
+        enh = _wired(lambda: _construct(entry, spec.config, path, in_features=info, attention=_slots(spec, registry, path)),
+                     path, source, info)  # fmt: skip
         info, source = _check_feature_info(enh, entry, path), f"[{path}] ({spec.name!r})"
         enhancers.append(enh)
 
@@ -165,9 +177,10 @@ def build_model(cfg: ModelConfig, registry: Registry, *, num_classes: int) -> Se
 
 
 def _build_decoder(spec: _WiredSpec, registry: Registry, path: str, info: Sequence[FeatureInfo], source: str) -> Decoder:
-    _check_in_channels(spec, info, path, source)
+    _check_inputs(spec, info, path, source)
     entry = registry.get(Decoder, spec.name)
-    decoder = _construct(entry, spec.config, path, in_features=tuple(info), attention=_slots(spec, registry, path))
+    decoder = _wired(lambda: _construct(entry, spec.config, path, in_features=tuple(info), attention=_slots(spec, registry, path)),
+                     path, source, info)  # fmt: skip
     for attr in ("out_channels", "stride"):
         value = getattr(decoder, attr, None)
         if not isinstance(value, int) or value <= 0:
