@@ -42,14 +42,14 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
 class EpochSampler(Sampler[int]):
     """The indices one rank sees in one epoch: a permutation seeded by (seed, epoch), padded to a multiple of
     the world size like DistributedSampler, this rank's share, without the first *skip* samples (to resume
-    inside an epoch). Same order on every run with the same seed."""
+    inside an epoch) and at most *limit* of them. Same order on every run with the same seed."""
 
     def __init__(self, n: int, *, seed: int, epoch: int, rank: int = 0, world: int = 1, shuffle: bool = True,
-                 skip: int = 0, pad: bool = True) -> None:  # fmt: skip
+                 skip: int = 0, limit: int | None = None, pad: bool = True) -> None:  # fmt: skip
         order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)) if shuffle else torch.arange(n)
         if pad and n % world:
             order = torch.cat([order, order[: world - n % world]])
-        self.indices = order[rank::world].tolist()[skip:]
+        self.indices = order[rank::world].tolist()[skip:][:limit]
 
     def __iter__(self):
         return iter(self.indices)

@@ -251,10 +251,11 @@ class Trainer:
 
     def _loader(self, epoch: int, skip_batches: int) -> torch.utils.data.DataLoader:
         bs = self.cfg.data.batch_size
+        per_rank = -(-len(self.train_set) // self.dist.world)
+        # whole batches only (the epoch's optimizer steps times accumulation), unless the data is smaller than one
+        limit = (self.iters_per_epoch * self.cfg.train.grad_accum_steps - skip_batches) * bs if per_rank >= bs else None
         sampler = EpochSampler(len(self.train_set), seed=self.cfg.train.seed, epoch=epoch, rank=self.dist.rank,
-                               world=self.dist.world, skip=skip_batches * bs)  # fmt: skip
-        n_batches = self.iters_per_epoch * self.cfg.train.grad_accum_steps - skip_batches
-        sampler.indices = sampler.indices[: max(n_batches, 0) * bs] if len(sampler.indices) >= bs else sampler.indices
+                               world=self.dist.world, skip=skip_batches * bs, limit=limit)  # fmt: skip
         return torch.utils.data.DataLoader(
             self.train_set, batch_size=bs, sampler=sampler, num_workers=self.cfg.data.num_workers,
             pin_memory=self.device.type == "cuda", collate_fn=functools.partial(pad_collate, ignore_index=self.meta.ignore_index),
