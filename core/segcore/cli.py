@@ -99,8 +99,9 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_data_convert(args: argparse.Namespace) -> int:
-    from .config import make_converter
+    from .config import DatasetSpec, make_converter
     from .engine.trainer import build_dataset
+    from .errors import DataError
     from .hubdata import convert
     from .stages import Dataset
 
@@ -109,29 +110,19 @@ def cmd_data_convert(args: argparse.Namespace) -> int:
     table = dict(_parse_set(args.set))
     if args.root is not None:
         table["root"] = args.root
-    spec = make_converter(registry).structure({"name": args.name, **table}, _dataset_spec())
-    splits = args.splits or [s for s in entry.cls.splits if _has_split(spec, registry, s)]
-    built = {split: build_dataset(spec, registry, split) for split in splits}
+    spec = make_converter(registry).structure({"name": args.name, **table}, DatasetSpec)
+    if args.splits:
+        built = {split: build_dataset(spec, registry, split) for split in args.splits}
+    else:  # every split the release on disk has
+        built = {}
+        for split in entry.cls.splits:
+            try:
+                built[split] = build_dataset(spec, registry, split)
+            except DataError:
+                continue
     out = convert(built, Path(args.out), title=args.title or f"{args.name} (segcore)", rows_per_shard=args.rows_per_shard)
     print(f"wrote {', '.join(f'{s}: {len(d)}' for s, d in built.items())} samples to {out}/ (parquet + README.md card)")
     return 0
-
-
-def _dataset_spec():
-    from .config import DatasetSpec
-
-    return DatasetSpec
-
-
-def _has_split(spec, registry, split: str) -> bool:
-    from .engine.trainer import build_dataset
-    from .errors import DataError
-
-    try:
-        build_dataset(spec, registry, split)
-    except DataError:
-        return False
-    return True
 
 
 def _parse_set(items: Sequence[str]) -> list[tuple[str, object]]:

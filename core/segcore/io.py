@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-__all__ = ["atomic_write", "save_weights"]
+__all__ = ["atomic_write", "write_text"]
 
 import contextlib
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-
-import safetensors.torch
-from torch import nn
 
 
 @contextlib.contextmanager
@@ -41,8 +38,3 @@ def write_text(path: str | Path, text: str) -> None:
     with atomic_write(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
 
-
-def save_weights(model: nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> None:
-    """The model's state as safetensors, atomically (shared tensors handled by safetensors)."""
-    with atomic_write(path) as tmp:
-        safetensors.torch.save_model(model, str(tmp), metadata=metadata)

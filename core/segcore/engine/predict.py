@@ -13,6 +13,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..config import EvalConfig, PredictConfig
+from ..data import read_image
 from ..errors import DataError
 from ..io import atomic_write
 from ..stages import DatasetMeta
@@ -37,14 +38,6 @@ def predict(model: nn.Module, image: np.ndarray, *, eval_cfg: EvalConfig = EvalC
         model.train(was_training)
 
 
-def _load_rgb(path: Path) -> np.ndarray:
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: cannot read image ({exc}); remove it from the folder or replace it") from None
-
-
 def predict_folder(model: nn.Module, cfg: PredictConfig, meta: DatasetMeta, *, eval_cfg: EvalConfig = EvalConfig(),
                    progress: bool = True) -> list[Path]:  # fmt: skip
     """Every image in ``cfg.input_dir`` -> ``<output_dir>/<stem>.png`` (palette PNG whose pixel values are the
@@ -60,7 +53,7 @@ def predict_folder(model: nn.Module, cfg: PredictConfig, meta: DatasetMeta, *, e
     flat_palette = [c for rgb in meta.palette for c in rgb]
     written = []
     for path in tqdm(files, desc="predict", disable=not progress, dynamic_ncols=True):
-        image = _load_rgb(path)
+        image = read_image(path)
         labels = predict(model, image, eval_cfg=eval_cfg)
         index = Image.fromarray(labels.astype(np.uint8), mode="P")
         index.putpalette(flat_palette)

@@ -182,13 +182,11 @@ class Trainer:
         self.criterion = Criterion(cfg, registry, num_classes=num_classes, ignore_index=self.meta.ignore_index).to(self.device)
         self.augment = BatchAugment(cfg.data.augment, self.meta.ignore_index)
 
-        per_rank = -(-len(self.train_set) // self.dist.world)
-        micro = per_rank // cfg.data.batch_size if per_rank >= cfg.data.batch_size else 1
+        self.per_rank = -(-len(self.train_set) // self.dist.world)  # samples each rank sees per epoch
+        micro = self.per_rank // cfg.data.batch_size if self.per_rank >= cfg.data.batch_size else 1
         self.iters_per_epoch = max(micro // t.grad_accum_steps, 1)
-        unit = self.iters_per_epoch if t.epochs else 1
         self.total = t.iters or t.epochs * self.iters_per_epoch
-        self.unit = unit
-        self.freeze_iters = t.freeze_backbone * unit
+        self.freeze_iters = t.freeze_backbone * (self.iters_per_epoch if t.epochs else 1)
 
         self.ema = None
         if t.ema_decay is not None:
@@ -221,10 +219,10 @@ class Trainer:
         self.frozen = frozen
 
     def _unfreeze(self) -> None:
+        """Backbone trainable again, its parameter groups added to the optimizer (state starts from here)."""
         self._set_frozen(False)
         for g in self.backbone_groups:
             self.optimizer.add_param_group(dict(g, lr=self.cfg.train.lr * g["lr_scale"]))
-        self.ddp = self._wrap()
 
     def _wrap(self) -> nn.Module:
         if self.dist.world == 1:
@@ -239,10 +237,8 @@ class Trainer:
         if ckpt is None:
             raise ConfigError(f"--resume: {self.out / 'checkpoints'} holds no checkpoint; run without --resume to start")
         state = json.loads((ckpt / "state.json").read_text())
-        if state["step"] >= self.freeze_iters and self.frozen:
-            self._set_frozen(False)
-            for g in self.backbone_groups:
-                self.optimizer.add_param_group(dict(g, lr=self.cfg.train.lr * g["lr_scale"]))
+        if state["step"] >= self.freeze_iters and self.frozen:  # the optimizer must have the groups it saved
+            self._unfreeze()
         state = load_checkpoint(ckpt, model=self.model, optimizer=self.optimizer, ema=self.ema.module if self.ema else None)
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         self.best = state.get("best", -1.0)
@@ -251,9 +247,8 @@ class Trainer:
 
     def _loader(self, epoch: int, skip_batches: int) -> torch.utils.data.DataLoader:
         bs = self.cfg.data.batch_size
-        per_rank = -(-len(self.train_set) // self.dist.world)
         # whole batches only (the epoch's optimizer steps times accumulation), unless the data is smaller than one
-        limit = (self.iters_per_epoch * self.cfg.train.grad_accum_steps - skip_batches) * bs if per_rank >= bs else None
+        limit = (self.iters_per_epoch * self.cfg.train.grad_accum_steps - skip_batches) * bs if self.per_rank >= bs else None
         sampler = EpochSampler(len(self.train_set), seed=self.cfg.train.seed, epoch=epoch, rank=self.dist.rank,
                                world=self.dist.world, skip=skip_batches * bs, limit=limit)  # fmt: skip
         return torch.utils.data.DataLoader(
@@ -314,12 +309,15 @@ class Trainer:
             f"{kept}. Lower train.lr, add train.warmup_iters or train.clip_grad_norm, or check the data."
         )
 
+    def _save(self, folder: Path) -> Path:
+        state = {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "best": self.best}
+        return save_checkpoint(folder, model=self.model, optimizer=self.optimizer,
+                               ema=self.ema.module if self.ema else None, state=state)  # fmt: skip
+
     def _checkpoint(self) -> Path | None:
         if not self.dist.main:
             return None
-        state = {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "best": self.best}
-        folder = save_checkpoint(self.out / "checkpoints" / f"ckpt-{self.step:08d}", model=self.model,
-                                 optimizer=self.optimizer, ema=self.ema.module if self.ema else None, state=state)  # fmt: skip
+        folder = self._save(self.out / "checkpoints" / f"ckpt-{self.step:08d}")
         prune_checkpoints(self.out / "checkpoints", self.cfg.train.keep_last)
         return folder
 
@@ -331,12 +329,10 @@ class Trainer:
             progress=self.progress,
         )  # fmt: skip
         m = result.metrics
-        self.log.write("eval", self.step, epoch=self.epoch, **{k: v for k, v in m.items()})
+        self.log.write("eval", self.step, epoch=self.epoch, **m)
         if self.dist.main and m["mIoU"] > self.best:
             self.best = m["mIoU"]
-            state = {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "best": self.best}
-            save_checkpoint(self.out / "best", model=self.model, optimizer=self.optimizer,
-                            ema=self.ema.module if self.ema else None, state=state)  # fmt: skip
+            self._save(self.out / "best")
         return result
 
     def _due(self, every: int, at_epoch_end: bool) -> bool:
@@ -378,6 +374,7 @@ class Trainer:
                     bar.update()
                     if self.frozen and self.step >= self.freeze_iters:
                         self._unfreeze()
+                        self.ddp = self._wrap()  # DDP must see the parameters that now need gradients
                     if at_epoch_end:
                         self.epoch += 1
                         self.batch_in_epoch = 0
