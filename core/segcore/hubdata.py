@@ -23,7 +23,7 @@ from PIL import Image
 from torch import Tensor
 
 from .errors import DataError
-from .io import write_text
+from .io import atomic_write, write_text
 from .stages import Dataset, DatasetMeta
 
 
@@ -33,9 +33,9 @@ def _png(mask: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _rows(dataset: Dataset) -> Iterator[dict[str, Any]]:
+def _rows(dataset: Dataset, indices: range) -> Iterator[dict[str, Any]]:
     pairs = getattr(dataset, "pairs", None)
-    for i in range(len(dataset)):
+    for i in indices:
         sample = dataset[i]
         mask = sample["mask"].numpy()
         if mask.max(initial=0) > 255:
@@ -61,16 +61,12 @@ def convert(datasets_by_split: dict[str, Dataset], out: Path, *, title: str, row
     features = datasets.Features({"image": datasets.Image(), "mask": datasets.Image()})
     splits = []
     for split, dataset in datasets_by_split.items():
-        rows = list(_rows(dataset))
-        table = datasets.Dataset.from_list(rows, features=features)
-        n = max(1, math.ceil(len(table) / rows_per_shard))
-        for k in range(n):
-            path = out / "data" / f"{split}-{k:05d}-of-{n:05d}.parquet"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp")
-            table.shard(num_shards=n, index=k, contiguous=True).to_parquet(str(tmp))
-            tmp.replace(path)
-        splits.append({"name": split, "num_examples": len(table)})
+        n = max(1, math.ceil(len(dataset) / rows_per_shard))
+        for k in range(n):  # one shard in memory at a time
+            rows = _rows(dataset, range(k * rows_per_shard, min((k + 1) * rows_per_shard, len(dataset))))
+            with atomic_write(out / "data" / f"{split}-{k:05d}-of-{n:05d}.parquet") as tmp:
+                datasets.Dataset.from_list(list(rows), features=features).to_parquet(str(tmp))
+        splits.append({"name": split, "num_examples": len(dataset)})
     card_data = DatasetCardData(
         task_categories=["image-segmentation"],
         configs=[{"config_name": "default", "data_files": [{"split": s["name"], "path": f"data/{s['name']}-*"}
