@@ -86,13 +86,14 @@ def plot_curves(records: Sequence[dict[str, Any]], path: Path) -> None:
     _save(fig, path)
 
 
-def plot_iou(class_names: Sequence[str], iou: Sequence[float], path: Path) -> None:
+def plot_iou(class_names: Sequence[str], iou: Sequence[float], miou: float, path: Path) -> None:
+    """Per-class IoU bars; the title carries the run's mIoU (classes absent from the labels are not in it)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(class_names)), 4))
     values = [100 * (v if v == v else 0.0) for v in iou]
     ax.bar(range(len(values)), values, color="tab:blue")
     ax.set_xticks(range(len(values)), class_names, rotation=60, ha="right")
-    ax.set(ylabel="IoU (%)", ylim=(0, 100), title=f"per-class IoU (mIoU {np.nanmean(np.array(iou, float)) * 100:.2f})")
+    ax.set(ylabel="IoU (%)", ylim=(0, 100), title=f"per-class IoU (mIoU {100 * miou:.2f})")
     _save(fig, path)
 
 

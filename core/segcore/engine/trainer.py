@@ -418,7 +418,7 @@ class Trainer:
         if self.cfg.train.plots:
             plots = self.out / "plots"
             report.plot_curves(self.log.read(), plots / "curves.png")
-            report.plot_iou(self.meta.class_names, result.metrics["IoU"], plots / "iou.png")
+            report.plot_iou(self.meta.class_names, result.metrics["IoU"], result.metrics["mIoU"], plots / "iou.png")
             report.plot_confusion(self.meta.class_names, result.matrix, plots / "confusion.png")
             if result.samples:
                 report.plot_overlays(result.samples, self.meta.palette, self.meta.ignore_index, plots / "overlays.png")
