@@ -236,3 +236,10 @@ out_dir = "{tmp_path / 'run'}"
     assert main(["run", str(pipeline), "-q"]) == 2
     err = capsys.readouterr().err
     assert "2.png: corrupt or unreadable image" in err and "Traceback" not in err
+
+
+def test_convert_reports_a_missing_root_without_traceback(capsys):
+    assert main(["data", "convert", "camvid", "--out", "unused"]) == 2
+    err = capsys.readouterr().err
+    assert "segcore data convert camvid (--root/--set): invalid pipeline config" in err
+    assert "root: missing required key" in err and "Traceback" not in err

@@ -99,7 +99,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_data_convert(args: argparse.Namespace) -> int:
-    from .config import DatasetSpec, make_converter
+    from .config import DatasetSpec, structure_table
     from .engine.trainer import build_dataset
     from .errors import DataError
     from .hubdata import convert
@@ -110,7 +110,8 @@ def cmd_data_convert(args: argparse.Namespace) -> int:
     table = dict(_parse_set(args.set))
     if args.root is not None:
         table["root"] = args.root
-    spec = make_converter(registry).structure({"name": args.name, **table}, DatasetSpec)
+    spec = structure_table({"name": args.name, **table}, DatasetSpec, registry=registry,
+                           source=f"segcore data convert {args.name} (--root/--set)")  # fmt: skip
     if args.splits:
         built = {split: build_dataset(spec, registry, split) for split in args.splits}
     else:  # every split the release on disk has

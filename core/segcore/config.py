@@ -424,12 +424,17 @@ def read_toml(path: Path, *, registry: Registry, _seen: tuple[Path, ...] = ()) -
     return _merge(parent, raw)
 
 
-def structure_pipeline(raw: Mapping[str, Any], *, registry: Registry, source: str = "<pipeline>") -> PipelineConfig:
-    """Validate a parsed pipeline table whole; raise one ConfigError listing every problem."""
+def structure_table(raw: Mapping[str, Any], cls: type, *, registry: Registry, source: str) -> Any:
+    """Structure *raw* into *cls* (a pipeline, or one component table); one ConfigError listing every problem."""
     try:
-        return make_converter(registry).structure(raw, PipelineConfig)
+        return make_converter(registry).structure(raw, cls)
     except (cattrs.BaseValidationError, SegcoreError, ValueError, TypeError) as exc:
         raise _format_errors(exc, raw, source) from None
+
+
+def structure_pipeline(raw: Mapping[str, Any], *, registry: Registry, source: str = "<pipeline>") -> PipelineConfig:
+    """Validate a parsed pipeline table whole; raise one ConfigError listing every problem."""
+    return structure_table(raw, PipelineConfig, registry=registry, source=source)
 
 
 def load_pipeline(path: str | Path, *, registry: Registry) -> PipelineConfig:
