@@ -8,6 +8,7 @@ from __future__ import annotations
 from .config import PipelineConfig, load_pipeline
 from .engine.predict import predict
 from .errors import ConfigError, ContractError, DataError, PluginError, RegistryError, SegcoreError
+from . import layers
 from .hookspecs import hookimpl
 from .model import SegModel, build_model
 from .plugins import get_plugin_manager, load_registry
@@ -23,6 +24,8 @@ from .stages import (
     FeatureInfo,
     Loss,
     ModelOutput,
+    Resize,
+    Upsample,
 )
 
 __version__ = "0.1.0"
@@ -46,12 +49,15 @@ __all__ = [
     "PluginError",
     "Registry",
     "RegistryError",
+    "Resize",
     "SegModel",
     "SegcoreError",
+    "Upsample",
     "build_model",
     "get_plugin_manager",
     "hookimpl",
     "load_pipeline",
     "load_registry",
     "predict",
+    "layers",
 ]

@@ -72,11 +72,11 @@ class SegModel(nn.Module):
         for enhancer in self.enhancers:
             levels = enhancer(levels)
         logits = self.classifier(self.dropout(self.decoder(levels)))
-        logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+        logits = self.decoder.final_resize(logits, size)
         aux = {}
         if self.training:
             for name, head in self.aux.items():
-                aux[name] = F.interpolate(head(features), size=size, mode="bilinear", align_corners=False)
+                aux[name] = head.decoder.final_resize(head(features), size)
         return ModelOutput(logits=logits, aux=aux)
 
 

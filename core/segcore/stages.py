@@ -22,16 +22,20 @@ __all__ = [
     "FeatureInfo",
     "Loss",
     "ModelOutput",
+    "Resize",
     "STAGES",
+    "Upsample",
     "stage_of",
 ]
 
-from collections.abc import Callable, Mapping
-from typing import ClassVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import ClassVar, Literal, NamedTuple
 
 import torch.utils.data
-from attrs import field, frozen
+from attrs import frozen
 from torch import Tensor, nn
+
+from .layers.basic import resize_to
 
 
 @frozen
@@ -42,18 +46,46 @@ class FeatureInfo:
     stride: int
 
 
-@frozen
-class ModelOutput:
-    """What a model returns.
+class ModelOutput(NamedTuple):
+    """What a model returns (a NamedTuple, so torch.export, jit.trace and torch.compile(fullgraph=True) see a pytree).
 
     logits: (B, K, H, W) at the input size.
     aux: auxiliary heads' logits by name, each (B, K, H, W) at the input size; training only.
-    extras: other named tensors a loss may need (embeddings, ...); training only.
+    extras: other named tensors a loss may need (embeddings, ...), as the training-only head made them.
     """
 
     logits: Tensor
-    aux: Mapping[str, Tensor] = field(factory=dict)
-    extras: Mapping[str, Tensor] = field(factory=dict)
+    aux: dict[str, Tensor] = {}  # never mutated: the model builds new dicts
+    extras: dict[str, Tensor] = {}
+
+
+@frozen
+class Resize:
+    """How a map is brought to a larger size: ``Resize("bicubic", align_corners=True)(x, size)``.
+
+    Always to an exact size (BLOCKS 0.2). A Decoder's ``final_resize`` says how its logits reach the input size.
+    """
+
+    mode: Literal["nearest", "bilinear", "bicubic"] = "bilinear"
+    align_corners: bool = False
+
+    def __call__(self, x: Tensor, size: Sequence[int]) -> Tensor:
+        return resize_to(x, size, mode=self.mode, align_corners=self.align_corners)
+
+
+class Upsample(nn.Module):
+    """An upsampling place: resize to the exact target size, then the Attention the config put in its slot.
+
+    ``forward(x (B, C, h, w), size) -> (B, C, *size)``. Built by ``AttentionSlots.upsample``.
+    """
+
+    def __init__(self, resize: Resize, attention: nn.Module) -> None:
+        super().__init__()
+        self.resize = resize
+        self.attention = attention
+
+    def forward(self, x: Tensor, size: Sequence[int]) -> Tensor:
+        return self.attention(self.resize(x, size))
 
 
 class AttentionSlots:
@@ -71,8 +103,12 @@ class AttentionSlots:
         factory = self._factories.get(slot)
         return nn.Identity() if factory is None else factory(channels)
 
-    def __contains__(self, slot: str) -> bool:
-        return slot in self._factories
+    def upsample(self, slot: str, channels: int, *, resize: Resize = Resize()) -> Upsample:
+        """An upsampling place: `Upsample` resizing with *resize*, then the slot's Attention (if any).
+
+        Decoders name the slot ``"upsample"`` by convention and call this once per upsampling step of their fusion.
+        """
+        return Upsample(resize, self(slot, channels))
 
 
 class Backbone(nn.Module):
@@ -84,7 +120,6 @@ class Backbone(nn.Module):
     """
 
     feature_info: tuple[FeatureInfo, ...]
-    attention_slots: ClassVar[tuple[str, ...]] = ()
 
     def forward(self, image: Tensor) -> list[Tensor]:
         raise NotImplementedError
@@ -109,11 +144,13 @@ class Decoder(nn.Module):
     """features (finest first) -> one map (B, out_channels, ~H/stride, ~W/stride).
 
     Built as ``Decoder(cfg, *, in_features, attention)``. Sets ``out_channels`` and ``stride``; the classifier
-    (dropout + 1x1 conv to the class count) and the resize to the input size follow it in the model.
+    (dropout + 1x1 conv to the class count) and the resize to the input size follow it in the model, the resize
+    done as ``final_resize`` says (class or instance attribute; bilinear by default).
     """
 
     out_channels: int
     stride: int
+    final_resize: Resize = Resize()
     attention_slots: ClassVar[tuple[str, ...]] = ()
 
     def forward(self, features: list[Tensor]) -> Tensor:
