@@ -5,7 +5,10 @@ Anything else raised from segcore is a bug and keeps its traceback.
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "ContractError", "DataError", "PluginError", "RegistryError", "SegcoreError", "did_you_mean"]
+__all__ = [
+    "ConfigError", "ContractError", "DamagedFileError", "DataError", "PluginError", "RegistryError", "SegcoreError",
+    "did_you_mean",
+]  # fmt: skip
 
 import difflib
 from collections.abc import Iterable
@@ -33,6 +36,11 @@ class ContractError(SegcoreError):
 
 class DataError(SegcoreError):
     """A dataset file or folder is missing, corrupt or inconsistent."""
+
+
+class DamagedFileError(DataError):
+    """A file segcore reads back (weights, a checkpoint, a run record) is missing, truncated, altered or not the
+    kind of file its name says."""
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
