@@ -5,6 +5,12 @@ Everything here is public API: ``from segcore.layers import ConvBNAct, resize_to
 
 from __future__ import annotations
 
-__all__ = ["ConvBNAct", "resize_to"]
+__all__ = [
+    "BasicBlock", "Bottleneck", "ConvBNAct", "DisentangledNonLocal", "HRModule", "Transition", "context_levels",
+    "init_hrnet_weights", "pool_concat", "resize_to",
+]  # fmt: skip
 
 from .basic import ConvBNAct, resize_to
+from .context import context_levels, pool_concat
+from .dnl import DisentangledNonLocal
+from .hrnet import BasicBlock, Bottleneck, HRModule, Transition, init_hrnet_weights
