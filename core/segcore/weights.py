@@ -13,7 +13,7 @@ recognised and refused with the command that converts it.
 
 from __future__ import annotations
 
-__all__ = ["RECORD_KEY", "LoadReport", "load_weights", "read_weights", "save_weights", "tensors_sha256"]
+__all__ = ["RECORD_KEY", "LoadReport", "apply_weights", "load_weights", "read_weights", "save_weights", "tensors_sha256"]
 
 import hashlib
 import json
@@ -173,8 +173,13 @@ def load_weights(module: nn.Module, path: str | Path, *, strict: bool = True, ig
     ConfigError naming the file and the tensors (and *hint*, how to fix it) before anything is copied; without,
     the tensors that fit are loaded and the rest is returned in a `LoadReport`.
     """
-    path = Path(path)
     tensors = read_weights(path, require_record=require_record)
+    return apply_weights(module, tensors, source=path, strict=strict, ignore_missing=ignore_missing, hint=hint)
+
+
+def apply_weights(module: nn.Module, tensors: Mapping[str, Tensor], *, source: str | Path, strict: bool = True,
+                  ignore_missing: Sequence[str] = (), hint: str = "") -> LoadReport:  # fmt: skip
+    """`load_weights` for tensors already read (and verified) from *source*, which the messages name."""
     own = module.state_dict()
     missing = [k for k in own if k not in tensors and not any(k.startswith(p) for p in ignore_missing)]
     unexpected = [k for k in tensors if k not in own]
@@ -191,8 +196,7 @@ def load_weights(module: nn.Module, path: str | Path, *, strict: bool = True, ig
             parts.append(f"{len(unexpected)} the model does not have ({_names(unexpected)})")
         classes = _class_count_hint(tensors, own)
         raise ConfigError(
-            f"{path}: these weights do not fit the model: {'; '.join(parts)}.{classes} "
-            f"{hint or DEFAULT_HINT}"
+            f"{source}: these weights do not fit the model: {'; '.join(parts)}.{classes} {hint or DEFAULT_HINT}"
         )
     module.load_state_dict({k: v for k, v in tensors.items() if k in own and k not in mismatched}, strict=False)
     return LoadReport(tuple(missing), tuple(unexpected), tuple(mismatched))
