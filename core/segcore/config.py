@@ -70,7 +70,11 @@ class AttentionSpec(ComponentSpec):
 
 @frozen
 class BackboneSpec(ComponentSpec):
+    """``[model.backbone]``; ``frozen = true`` keeps it fixed for the whole run (no gradients, BN statistics
+    fixed, run under no_grad, absent from the optimizer and EMA)."""
+
     stage = Backbone
+    frozen: bool = False
 
 
 @frozen
@@ -95,10 +99,15 @@ class DecoderSpec(_WiredSpec):
 
 @frozen
 class LossSpec(ComponentSpec):
-    """A ``[[loss]]`` table; ``weight`` scales it in the total."""
+    """A ``[[loss]]`` table: ``weight`` scales it in the total; ``heads`` lists the logits it applies to ("main" and
+    names of ``[model.aux]`` logits heads; default all of them); ``extras`` maps the extra tensors the loss reads
+    (its class's ``extras``) to the ``[model.aux]`` heads with ``output = "extra"`` that make them (default: the
+    same name)."""
 
     stage = Loss
     weight: float = field(default=1.0, validator=ge(0.0))
+    heads: tuple[str, ...] | None = None
+    extras: Mapping[str, str] = field(factory=dict)
 
 
 @frozen
@@ -109,14 +118,35 @@ class DatasetSpec(ComponentSpec):
 # -- pipeline sections --------------------------------------------------------------------------------------------
 
 
+AUX_WEIGHT = 0.4  # mmseg's auxiliary FCN head weight
+
+
 @frozen
 class AuxHeadConfig:
-    """``[model.aux.<name>]``: a training-only head on some backbone levels, trained with the main losses × weight."""
+    """``[model.aux.<name>]``: a training-only head, absent from the inference model, its weights and exports.
+
+    ``source``: what it reads: ``"backbone"`` levels (``in_index`` picks them) or the ``"decoder"``'s output map.
+    ``output``: ``"logits"`` (its decoder, dropout, a 1x1 classifier, resized to the input; the losses whose
+    ``heads`` name it apply to it, scaled by ``weight``) or ``"extra"`` (its decoder's map as is, in
+    ``ModelOutput.extras[<name>]`` for losses that declare it).
+    """
 
     decoder: DecoderSpec
+    source: Literal["backbone", "decoder"] = "backbone"
+    output: Literal["logits", "extra"] = "logits"
     in_index: tuple[int, ...] | None = None
-    weight: float = field(default=0.4, validator=ge(0.0))
+    weight: float = field(default=AUX_WEIGHT, validator=ge(0.0))
     dropout: float = field(default=0.1, validator=[ge(0.0), lt(1.0)])
+
+
+def _model_slots(_: Any, attribute: Any, value: Mapping[str, Any]) -> None:
+    bad = [k for k in value if k not in MODEL_SLOTS]
+    if bad:
+        raise ValueError(f"[model.attention] has no slot {bad[0]!r}{did_you_mean(bad[0], MODEL_SLOTS)}; the model's slots: "
+                         f"{', '.join(MODEL_SLOTS)}")
+
+
+MODEL_SLOTS = ("final_upsample",)  # after the logits are resized to the input size
 
 
 @frozen
@@ -127,6 +157,8 @@ class ModelConfig:
     decoder: DecoderSpec
     enhancers: tuple[EnhancerSpec, ...] = ()
     aux: Mapping[str, AuxHeadConfig] = field(factory=dict)
+    attention: Mapping[str, AttentionSpec] = field(factory=dict, validator=_model_slots)
+    init_from: str | None = None  # a run folder, a model.safetensors or a pretrained name to start from
     num_classes: int | None = field(default=None, validator=attrs.validators.optional(gt(0)))
     dropout: float = field(default=0.1, validator=[ge(0.0), lt(1.0)])
     mean: tuple[float, float, float] = IMAGENET_MEAN

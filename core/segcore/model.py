@@ -2,41 +2,46 @@
 
 from __future__ import annotations
 
-__all__ = ["AuxHead", "SegModel", "build_model"]
+__all__ = ["SegModel", "TrainingHead", "build_model", "inference_state_dict", "without_training_heads"]
 
+import copy
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import AttentionSpec, AuxHeadConfig, ModelConfig, _WiredSpec
 from .errors import ContractError, SegcoreError
 from .registry import Entry, Registry
-from .stages import Attention, AttentionSlots, Backbone, Decoder, Enhancer, FeatureInfo, ModelOutput
+from .stages import Attention, AttentionSlots, Backbone, Decoder, Enhancer, FeatureInfo, ModelOutput, Upsample
 
 
-class AuxHead(nn.Module):
-    """A training-only head: a decoder on some backbone levels, then dropout and a 1x1 classifier."""
 
-    def __init__(self, decoder: Decoder, in_index: Sequence[int], num_classes: int, dropout: float, weight: float):
+class TrainingHead(nn.Module):
+    """A training-only head (``[model.aux.<name>]``): a decoder on backbone levels or on the decoder's map; for
+    ``output = "logits"`` followed by dropout and a 1x1 classifier."""
+
+    def __init__(self, decoder: Decoder, *, source: Literal["backbone", "decoder"], in_index: Sequence[int],
+                 output: Literal["logits", "extra"], num_classes: int, dropout: float, weight: float) -> None:  # fmt: skip
         super().__init__()
         self.decoder = decoder
-        self.in_index = tuple(in_index)
-        self.weight = weight
-        self.dropout = nn.Dropout2d(dropout)
-        self.classifier = nn.Conv2d(decoder.out_channels, num_classes, 1)
+        self.source, self.output, self.in_index, self.weight = source, output, tuple(in_index), weight
+        if output == "logits":
+            self.dropout = nn.Dropout2d(dropout)
+            self.classifier = nn.Conv2d(decoder.out_channels, num_classes, 1)
 
     def forward(self, features: list[Tensor]) -> Tensor:
-        return self.classifier(self.dropout(self.decoder([features[i] for i in self.in_index])))
+        x = self.decoder([features[i] for i in self.in_index])
+        return self.classifier(self.dropout(x)) if self.output == "logits" else x
 
 
 class SegModel(nn.Module):
     """image (B, 3, H, W) float in [0, 1] -> `ModelOutput` with logits (B, K, H, W) at the input size.
 
-    Normalisation (mean/std) is part of the model, so saved weights carry it. Auxiliary heads run only in
-    training mode.
+    Normalisation (mean/std) is part of the model, so saved weights carry it. Training-only heads (``self.aux``)
+    run only in training mode and are left out of inference weights and exports (`without_training_heads`).
+    A backbone frozen for the whole run has no gradients, runs under no_grad and stays in eval mode.
     """
 
     def __init__(
@@ -46,7 +51,9 @@ class SegModel(nn.Module):
         *,
         num_classes: int,
         enhancers: Sequence[Enhancer] = (),
-        aux: dict[str, AuxHead] | None = None,
+        aux: dict[str, TrainingHead] | None = None,
+        final_attention: nn.Module | None = None,
+        frozen_backbone: bool = False,
         dropout: float = 0.1,
         mean: Sequence[float] = (0.485, 0.456, 0.406),
         std: Sequence[float] = (0.229, 0.224, 0.225),
@@ -60,24 +67,61 @@ class SegModel(nn.Module):
         self.decoder = decoder
         self.dropout = nn.Dropout2d(dropout)
         self.classifier = nn.Conv2d(decoder.out_channels, num_classes, 1)
+        self.final_upsample = Upsample(decoder.final_resize, final_attention or nn.Identity())
         self.aux = nn.ModuleDict(aux or {})
         nn.init.normal_(self.classifier.weight, 0.0, 0.01)  # mmseg's conv_seg init
         nn.init.zeros_(self.classifier.bias)
+        self.frozen_backbone = frozen_backbone
+        if frozen_backbone:
+            self.backbone.requires_grad_(False)
+            self.backbone.eval()
+
+    def train(self, mode: bool = True) -> SegModel:
+        super().train(mode)
+        if self.frozen_backbone:
+            self.backbone.eval()  # BN statistics stay those of the frozen weights
+        return self
 
     def forward(self, image: Tensor) -> ModelOutput:
         size = image.shape[-2:]
         x = (image - self.mean.to(image.dtype)) / self.std.to(image.dtype)
-        features = self.backbone(x)
+        if self.frozen_backbone:
+            with torch.no_grad():
+                features = self.backbone(x)
+        else:
+            features = self.backbone(x)
         levels = features
         for enhancer in self.enhancers:
             levels = enhancer(levels)
-        logits = self.classifier(self.dropout(self.decoder(levels)))
-        logits = self.decoder.final_resize(logits, size)
-        aux = {}
-        if self.training:
-            for name, head in self.aux.items():
-                aux[name] = head.decoder.final_resize(head(features), size)
-        return ModelOutput(logits=logits, aux=aux)
+        fused = self.decoder(levels)
+        logits = self.final_upsample(self.classifier(self.dropout(fused)), size)
+        if not self.training or not self.aux:
+            return ModelOutput(logits, {}, {})
+        aux: dict[str, Tensor] = {}
+        extras: dict[str, Tensor] = {}
+        for name, head in self.aux.items():
+            y = head(features if head.source == "backbone" else [fused])
+            if head.output == "logits":
+                aux[name] = head.decoder.final_resize(y, size)
+            else:
+                extras[name] = y
+        return ModelOutput(logits, aux, extras)
+
+
+def without_training_heads(model: nn.Module) -> nn.Module:
+    """The inference model: *model* (sharing its modules) minus every training-only head. The one rule that
+    save, checkpoint export, hub and ONNX/torch.export use."""
+    if not isinstance(model, SegModel) or not len(model.aux):
+        return model
+    stripped = copy.copy(model)
+    stripped._modules = dict(model._modules)
+    stripped.aux = nn.ModuleDict()
+    return stripped
+
+
+def inference_state_dict(model: nn.Module) -> dict[str, Tensor]:
+    """The tensors an inference model needs (no training-only heads)."""
+    return without_training_heads(model).state_dict()
 
 
 # -- building -----------------------------------------------------------------------------------------------------
@@ -88,18 +132,12 @@ def _describe(path: str, entry: Entry) -> str:
 
 
 def _construct(entry: Entry, cfg: Any, path: str, **wiring: Any) -> Any:
+    """Build one component; a user error (SegcoreError) gains the TOML path, anything else is the plugin's bug and
+    keeps its traceback (the registry checked the constructor's signature when the plugin registered it)."""
     try:
         obj = entry.cls(cfg, **wiring)
     except SegcoreError as exc:
         raise type(exc)(f"{_describe(path, entry)}: {exc}") from exc
-    except TypeError as exc:
-        if "argument" not in str(exc):
-            raise
-        kw = ", ".join(wiring)
-        raise ContractError(
-            f"{_describe(path, entry)} cannot be built as {entry.cls.__name__}(cfg, *, {kw}): {exc}. "
-            f"A {entry.stage.__name__} must accept exactly these wiring keywords."
-        ) from exc
     if not isinstance(obj, entry.stage):
         raise ContractError(f"{_describe(path, entry)} built a {type(obj).__name__}, not a {entry.stage.__name__}")
     return obj
@@ -115,7 +153,7 @@ def _check_feature_info(obj: Any, entry: Entry, path: str) -> tuple[FeatureInfo,
     return tuple(info)
 
 
-def _slots(spec: _WiredSpec, registry: Registry, path: str) -> AttentionSlots:
+def _slots(spec: _WiredSpec | ModelConfig, registry: Registry, path: str) -> AttentionSlots:
     def factory(slot: str, attn: AttentionSpec):
         entry = registry.get(Attention, attn.name)
 
@@ -169,10 +207,15 @@ def build_model(cfg: ModelConfig, registry: Registry, *, num_classes: int) -> Se
         enhancers.append(enh)
 
     decoder = _build_decoder(cfg.decoder, registry, "model.decoder", info, source)
-    aux = {name: _build_aux(name, head, registry, backbone_info, num_classes) for name, head in cfg.aux.items()}
+    decoder_info = (FeatureInfo(decoder.out_channels, decoder.stride),)
+    aux = {name: _build_aux(name, head, registry, backbone_info if head.source == "backbone" else decoder_info, num_classes)
+           for name, head in cfg.aux.items()}  # fmt: skip
+    final = None
+    if "final_upsample" in cfg.attention:
+        final = _slots(cfg, registry, "model")("final_upsample", num_classes)
     return SegModel(
-        backbone, decoder, num_classes=num_classes, enhancers=enhancers, aux=aux,
-        dropout=cfg.dropout, mean=cfg.mean, std=cfg.std,
+        backbone, decoder, num_classes=num_classes, enhancers=enhancers, aux=aux, final_attention=final,
+        frozen_backbone=cfg.backbone.frozen, dropout=cfg.dropout, mean=cfg.mean, std=cfg.std,
     )  # fmt: skip
 
 
@@ -188,15 +231,18 @@ def _build_decoder(spec: _WiredSpec, registry: Registry, path: str, info: Sequen
     return decoder
 
 
-def _build_aux(name: str, cfg: AuxHeadConfig, registry: Registry, info: Sequence[FeatureInfo], num_classes: int) -> AuxHead:
+def _build_aux(name: str, cfg: AuxHeadConfig, registry: Registry, info: Sequence[FeatureInfo], num_classes: int) -> TrainingHead:
     path = f"model.aux.{name}"
     in_index = tuple(range(len(info))) if cfg.in_index is None else cfg.in_index
     bad = [i for i in in_index if not -len(info) <= i < len(info)]
     if bad:
+        what = "the backbone gives" if cfg.source == "backbone" else 'source = "decoder" gives one map, so'
         raise ContractError(
-            f"[{path}] in_index {list(in_index)}: the backbone gives {len(info)} maps, so indices must be in "
+            f"[{path}] in_index {list(in_index)}: {what} {len(info)} maps, so indices must be in "
             f"0..{len(info) - 1} (or negative from the end); {bad} are not."
         )
     picked = [info[i] for i in in_index]
-    decoder = _build_decoder(cfg.decoder, registry, f"{path}.decoder", picked, "[model.backbone]")
-    return AuxHead(decoder, in_index, num_classes, cfg.dropout, cfg.weight)
+    source = "[model.backbone]" if cfg.source == "backbone" else "[model.decoder]"
+    decoder = _build_decoder(cfg.decoder, registry, f"{path}.decoder", picked, source)
+    return TrainingHead(decoder, source=cfg.source, in_index=in_index, output=cfg.output, num_classes=num_classes,
+                        dropout=cfg.dropout, weight=cfg.weight)  # fmt: skip

@@ -169,8 +169,12 @@ class Loss(nn.Module):
 
     Built as ``Loss(cfg, *, num_classes, ignore_index)``. ``logits`` (B, K, H, W) are the ones the pipeline
     pointed this loss at (main or an auxiliary head), ``target`` (B, H, W) int64 with ``ignore_index`` where
-    there is no label, ``output`` the whole `ModelOutput` for losses that need extra tensors.
+    there is no label, ``output`` the whole `ModelOutput`. A loss that needs extra tensors names them in ``extras``
+    and reads ``output.extras[name]``; the pipeline maps each to a training-only head (``[[loss]] extras``) and
+    refuses to build when one is missing.
     """
+
+    extras: ClassVar[tuple[str, ...]] = ()
 
     def forward(self, logits: Tensor, target: Tensor, output: ModelOutput) -> Tensor | dict[str, Tensor]:
         raise NotImplementedError

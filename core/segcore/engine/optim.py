@@ -52,10 +52,12 @@ def layer_ids(backbone: nn.Module) -> tuple[dict[str, int], int]:
     return ids, n
 
 
-def param_groups(model: nn.Module, cfg: TrainConfig, *, include_backbone: bool = True) -> list[dict]:
+def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
     """Optimizer groups: backbone vs rest (``backbone_lr_mult``), layer-wise decay over the backbone's blocks
     (``layer_decay``), no weight decay on norms and biases (``no_decay_norm_bias``). Each group keeps its
-    ``lr_scale`` and a ``name``; the schedule sets ``lr = cfg.lr * lr_scale * factor(step)``."""
+    ``lr_scale`` and a ``name``; the schedule sets ``lr = cfg.lr * lr_scale * factor(step)``. A backbone frozen for
+    the whole run (``model.frozen_backbone``) is in no group."""
+    include_backbone = not getattr(model, "frozen_backbone", False)
     no_decay = _no_decay_names(model) if cfg.no_decay_norm_bias else set()
     backbone = getattr(model, "backbone", None)
     ids, n_layers = layer_ids(backbone) if (backbone is not None and cfg.layer_decay) else ({}, 0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 __all__ = ["Interrupted", "Trainer", "TrainingError", "build_dataset", "dataset_meta", "resolve_device"]
 
 import contextlib
+import copy
 import functools
 import json
 import os
@@ -24,10 +25,11 @@ from ..augment import BatchAugment
 from ..config import DatasetSpec, PipelineConfig
 from ..errors import ConfigError, SegcoreError
 from ..io import atomic_write, write_text
-from ..model import SegModel, build_model
+from ..model import SegModel, build_model, without_training_heads
 from ..registry import Registry
 from ..stages import Dataset, DatasetMeta, Loss, ModelOutput
 from . import report
+from .criterion import Criterion
 from .checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
 from .dist import DistInfo, EpochSampler, init_distributed
 from .evaluate import EvalResult, evaluate
@@ -70,33 +72,6 @@ def dataset_meta(spec: DatasetSpec, registry: Registry) -> DatasetMeta:
     entry = registry.get(Dataset, spec.name)
     meta = getattr(entry.cls, "meta", None)
     return meta if isinstance(meta, DatasetMeta) else entry.build(spec.config, split=entry.cls.splits[0]).meta
-
-
-class Criterion(nn.Module):
-    """The configured losses on the main logits, and (scaled by each head's weight) on every auxiliary head."""
-
-    def __init__(self, cfg: PipelineConfig, registry: Registry, *, num_classes: int, ignore_index: int) -> None:
-        super().__init__()
-        self.specs = list(cfg.loss)
-        if not self.specs:
-            raise ConfigError("the pipeline has no [[loss]] table; add one, e.g. [[loss]] name = \"ce\"")
-        self.losses = nn.ModuleList(
-            registry.get(Loss, s.name).build(s.config, num_classes=num_classes, ignore_index=ignore_index) for s in self.specs
-        )
-        self.aux_weights = {k: v.weight for k, v in cfg.model.aux.items()}
-
-    def forward(self, output: ModelOutput, target: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """-> total loss (scalar) and every named term (detached) for logging."""
-        heads = {"": (output.logits, 1.0)} | {f"aux.{k}.": (v, self.aux_weights.get(k, 0.4)) for k, v in output.aux.items()}
-        total = output.logits.new_zeros((), dtype=torch.float32)
-        terms: dict[str, Tensor] = {}
-        for prefix, (logits, head_weight) in heads.items():
-            for spec, loss in zip(self.specs, self.losses):
-                value = loss(logits, target, output)
-                for part, v in (value if isinstance(value, dict) else {"": value}).items():
-                    terms[f"loss.{prefix}{spec.name}" + (f".{part}" if part else "")] = v.detach()
-                    total = total + head_weight * spec.weight * v
-        return total, terms
 
 
 def _step_seed(seed: int, step: int, rank: int) -> int:
@@ -179,7 +154,8 @@ class Trainer:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.memory_format = torch.channels_last if t.channels_last else torch.preserve_format
         self.model: SegModel = model.to(self.device, memory_format=self.memory_format)
-        self.criterion = Criterion(cfg, registry, num_classes=num_classes, ignore_index=self.meta.ignore_index).to(self.device)
+        self.criterion = Criterion(cfg.loss, cfg.model.aux, registry, num_classes=num_classes,
+                                   ignore_index=self.meta.ignore_index).to(self.device)
         self.augment = BatchAugment(cfg.data.augment, self.meta.ignore_index)
 
         self.per_rank = -(-len(self.train_set) // self.dist.world)  # samples each rank sees per epoch
@@ -193,10 +169,12 @@ class Trainer:
             from timm.utils import ModelEmaV3
 
             self.ema = ModelEmaV3(self.model, decay=t.ema_decay)
+            if self.model.frozen_backbone:  # one copy of weights that never change: the EMA shares the model's
+                self.ema.module.backbone = self.model.backbone
         groups = param_groups(self.model, t)
         self.head_groups = [g for g in groups if not g["name"].startswith("backbone")]
         self.backbone_groups = [g for g in groups if g["name"].startswith("backbone")]
-        self.frozen = self.freeze_iters > 0
+        self.frozen = self.freeze_iters > 0 and not self.model.frozen_backbone  # a phase; frozen = true is the run
         self.optimizer = build_optimizer(self.head_groups + ([] if self.frozen else self.backbone_groups), t)
         self._set_frozen(self.frozen)
         self.schedule = LRSchedule(t, self.total)
@@ -213,10 +191,21 @@ class Trainer:
     # -- setup helpers ---------------------------------------------------------------------------------------------
 
     def _set_frozen(self, frozen: bool) -> None:
-        """Frozen: no grads, BN statistics frozen (eval mode in training), no optimizer state."""
-        for p in self.model.backbone.parameters():
-            p.requires_grad_(not frozen)
+        """Frozen: no grads, BN statistics frozen (eval mode in training), no optimizer state. A backbone frozen for
+        the whole run (``[model.backbone] frozen = true``) stays so."""
+        if not self.model.frozen_backbone:
+            self.model.backbone.requires_grad_(not frozen)
         self.frozen = frozen
+
+    def _ema_state(self) -> nn.Module | None:
+        """The EMA module as checkpoints store it: without a frozen backbone (the model's copy is the only one)."""
+        if self.ema is None:
+            return None
+        if not self.model.frozen_backbone:
+            return self.ema.module
+        view = copy.copy(self.ema.module)
+        view._modules = {k: v for k, v in self.ema.module._modules.items() if k != "backbone"}
+        return view
 
     def _unfreeze(self) -> None:
         """Backbone trainable again, its parameter groups added to the optimizer (state starts from here)."""
@@ -239,7 +228,7 @@ class Trainer:
         state = json.loads((ckpt / "state.json").read_text())
         if state["step"] >= self.freeze_iters and self.frozen:  # the optimizer must have the groups it saved
             self._unfreeze()
-        state = load_checkpoint(ckpt, model=self.model, optimizer=self.optimizer, ema=self.ema.module if self.ema else None)
+        state = load_checkpoint(ckpt, model=self.model, optimizer=self.optimizer, ema=self._ema_state())
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         self.best = state.get("best", -1.0)
         if self.progress:
@@ -312,7 +301,7 @@ class Trainer:
     def _save(self, folder: Path) -> Path:
         state = {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "best": self.best}
         return save_checkpoint(folder, model=self.model, optimizer=self.optimizer,
-                               ema=self.ema.module if self.ema else None, state=state)  # fmt: skip
+                               ema=self._ema_state(), state=state)  # fmt: skip
 
     def _checkpoint(self) -> Path | None:
         if not self.dist.main:
@@ -411,9 +400,8 @@ class Trainer:
     def _finish(self, result: EvalResult) -> None:
         """The inference weights (no auxiliary heads), metrics and plots."""
         model = self.ema.module if self.ema is not None else self.model
-        inference = {k: v for k, v in model.state_dict().items() if not k.startswith("aux.")}
-        with atomic_write(self.out / "model.safetensors") as tmp:
-            safetensors.torch.save_file({k: v.contiguous() for k, v in inference.items()}, str(tmp))
+        with atomic_write(self.out / "model.safetensors") as tmp:  # save_model: safe with shared tensors
+            safetensors.torch.save_model(without_training_heads(model), str(tmp))
         write_text(self.out / "metrics.json", json.dumps({"step": self.step, "val": result.metrics}, indent=1))
         if self.cfg.train.plots:
             plots = self.out / "plots"

@@ -1,0 +1,81 @@
+"""The training objective: each ``[[loss]]`` on the heads it names, with the extra tensors it declares."""
+
+from __future__ import annotations
+
+__all__ = ["Criterion"]
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..config import AuxHeadConfig, LossSpec
+from ..errors import ConfigError
+from ..registry import Registry
+from ..stages import Loss, ModelOutput
+
+MAIN = "main"
+
+
+def _routes(specs: Sequence[LossSpec], heads: Mapping[str, AuxHeadConfig], registry: Registry) -> list[tuple[tuple[str, ...], dict[str, str]]]:
+    """For each loss: the logits heads it applies to and {extra it reads: head that makes it}; every name checked."""
+    logit_heads = [MAIN] + [k for k, h in heads.items() if h.output == "logits"]
+    extra_heads = [k for k, h in heads.items() if h.output == "extra"]
+    problems, routes = [], []
+    for i, spec in enumerate(specs):
+        where = f"loss[{i}] ({spec.name!r})"
+        names = logit_heads if spec.heads is None else list(spec.heads)
+        for h in names:
+            if h not in logit_heads:
+                problems.append(f"{where}.heads: {h!r} is not a logits head; logits heads: {', '.join(logit_heads)}")
+        needs = tuple(getattr(registry.get(Loss, spec.name).cls, "extras", ()))
+        for key in spec.extras:
+            if key not in needs:
+                problems.append(f"{where}.extras: the loss reads no extra {key!r}; it reads: {', '.join(needs) or 'none'}")
+        mapping = {need: spec.extras.get(need, need) for need in needs}
+        for need, head in mapping.items():
+            if head not in extra_heads:
+                problems.append(
+                    f"{where} needs the extra tensor {need!r} but no [model.aux.{head}] head with output = \"extra\" "
+                    f"makes it (extra heads: {', '.join(extra_heads) or 'none'}). Add one, or map it with "
+                    f"[[loss]] extras = {{ {need} = \"<head>\" }}."
+                )
+        routes.append((tuple(names), mapping))
+    if problems:
+        raise ConfigError("losses do not fit the model:\n  " + "\n  ".join(problems))
+    return routes
+
+
+class Criterion(nn.Module):
+    """Total loss = sum over ``[[loss]]`` of weight x loss on each of its heads (auxiliary heads scaled by their
+    ``weight``). Built and checked with the pipeline: unknown heads or missing extras are ConfigErrors."""
+
+    def __init__(self, specs: Sequence[LossSpec], heads: Mapping[str, AuxHeadConfig], registry: Registry, *,
+                 num_classes: int, ignore_index: int) -> None:  # fmt: skip
+        super().__init__()
+        self.specs = list(specs)
+        if not self.specs:
+            raise ConfigError("the pipeline has no [[loss]] table; add one, e.g. [[loss]] name = \"ce\"")
+        self.routes = _routes(self.specs, heads, registry)
+        self.head_weights = {MAIN: 1.0} | {k: h.weight for k, h in heads.items() if h.output == "logits"}
+        self.losses = nn.ModuleList(
+            registry.get(Loss, s.name).build(s.config, num_classes=num_classes, ignore_index=ignore_index) for s in self.specs
+        )
+
+    def forward(self, output: ModelOutput, target: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """-> total loss (scalar) and every named term (detached) for logging."""
+        total = output.logits.new_zeros((), dtype=torch.float32)
+        terms: dict[str, Tensor] = {}
+        for spec, loss, (heads, extras) in zip(self.specs, self.losses, self.routes):
+            seen = ModelOutput(output.logits, output.aux, {need: output.extras[head] for need, head in extras.items()
+                                                           if head in output.extras})  # fmt: skip
+            for head in heads:
+                logits = output.logits if head == MAIN else output.aux.get(head)
+                if logits is None:  # evaluation mode: no auxiliary logits
+                    continue
+                value = loss(logits, target, seen)
+                prefix = "" if head == MAIN else f"aux.{head}."
+                for part, v in (value if isinstance(value, dict) else {"": value}).items():
+                    terms[f"loss.{prefix}{spec.name}" + (f".{part}" if part else "")] = v.detach()
+                    total = total + self.head_weights[head] * spec.weight * v
+        return total, terms
