@@ -2,7 +2,7 @@
 
 from segcore import Registry, hookimpl
 
-from .attention import ECA, SE, ECAConfig, SEConfig
+from .attention import CBAM, ECA, SE, CBAMConfig, ECAConfig, SEConfig, StripPooling, StripPoolingConfig
 from .fcn_head import FCNHead, FCNHeadConfig
 from .hrnet import HRNet, HRNetConfig
 from .hrnetv2_head import HRNetV2Head, HRNetV2HeadConfig
@@ -17,3 +17,5 @@ def segcore_register(registry: Registry) -> None:
     registry.add(CrossEntropyLoss, name="ce", config=CrossEntropyLossConfig)
     registry.add(SE, name="se", config=SEConfig)
     registry.add(ECA, name="eca", config=ECAConfig)
+    registry.add(CBAM, name="cbam", config=CBAMConfig)
+    registry.add(StripPooling, name="strip_pooling", config=StripPoolingConfig)
