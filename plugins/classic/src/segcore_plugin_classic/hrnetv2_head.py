@@ -4,7 +4,8 @@ arXiv:1904.04514).
 Written from the structure of HRNet/HRNet-Semantic-Segmentation ``lib/models/seg_hrnet.py`` (``last_layer``,
 MIT) and mmseg ``configs/_base_/models/fcn_hr18.py``: every level resized to the finest (bilinear, to the exact
 size), concatenated (15W channels for HRNetV2-WW), conv1x1 -> BN -> ReLU. The final conv1x1 to the classes is
-the model's classifier. Both convs keep their bias, as upstream.
+the model's classifier. Both convs keep their bias, as upstream. The resizes of levels 2.. are upsampling places
+(slot ``upsample``, BLOCKS 002.1).
 """
 
 from __future__ import annotations
@@ -12,12 +13,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from attrs import field, frozen
 from attrs.validators import gt, optional
 from torch import Tensor, nn
 
-from segcore import AttentionSlots, ContractError, Decoder, FeatureInfo
+from segcore import AttentionSlots, ContractError, Decoder, FeatureInfo, Resize
 
 
 @frozen
@@ -31,10 +31,11 @@ class HRNetV2HeadConfig:
 class HRNetV2Head(Decoder):
     """features (finest first) -> (B, channels, H/s0, W/s0).
 
-    Attention slots: ``per_level`` on every input level before the resize, ``after_fusion`` on the concatenation.
+    Attention slots: ``per_level`` on every input level before the resize, ``upsample`` after the resize of each
+    level but the finest (an upsampling place), ``after_fusion`` on the concatenation.
     """
 
-    attention_slots = ("per_level", "after_fusion")
+    attention_slots = ("per_level", "upsample", "after_fusion")
 
     def __init__(self, cfg: HRNetV2HeadConfig, *, in_features: Sequence[FeatureInfo], attention: AttentionSlots) -> None:
         super().__init__()
@@ -44,8 +45,9 @@ class HRNetV2Head(Decoder):
         if strides != sorted(strides):
             raise ContractError(f"hrnetv2_head needs levels finest first, got strides {strides}")
         total = sum(i.channels for i in in_features)
-        self.align_corners = cfg.align_corners
         self.per_level = nn.ModuleList(attention("per_level", i.channels) for i in in_features)
+        resize = Resize("bilinear", align_corners=cfg.align_corners)
+        self.upsample = nn.ModuleList(attention.upsample("upsample", i.channels, resize=resize) for i in in_features[1:])
         self.after_fusion = attention("after_fusion", total)
         self.out_channels = cfg.channels or total
         self.stride = in_features[0].stride
@@ -56,7 +58,5 @@ class HRNetV2Head(Decoder):
     def forward(self, features: list[Tensor]) -> Tensor:
         size = features[0].shape[-2:]
         maps = [attn(f) for attn, f in zip(self.per_level, features)]
-        maps = [maps[0]] + [
-            F.interpolate(m, size=size, mode="bilinear", align_corners=self.align_corners) for m in maps[1:]
-        ]
+        maps = [maps[0]] + [up(m, size) for up, m in zip(self.upsample, maps[1:])]
         return self.fuse(self.after_fusion(torch.cat(maps, dim=1)))

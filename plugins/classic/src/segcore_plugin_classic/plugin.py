@@ -3,10 +3,17 @@
 from segcore import Registry, hookimpl
 
 from .attention import CBAM, ECA, SE, CBAMConfig, ECAConfig, SEConfig, StripPooling, StripPoolingConfig
+from .context import DAPPMConfig, DAPPMEnhancer, PPMConfig, PPMEnhancer
+from .dnl import DNL, DNLConfig
 from .fcn_head import FCNHead, FCNHeadConfig
 from .hrnet import HRNet, HRNetConfig
 from .hrnetv2_head import HRNetV2Head, HRNetV2HeadConfig
 from .losses import CrossEntropyLoss, CrossEntropyLossConfig
+from .aspp_head import ASPPHead, ASPPHeadConfig
+from .ocnet_head import OCNetHead, OCNetHeadConfig
+from .ohem import OhemCrossEntropyConfig, OhemCrossEntropyLoss
+from .psp_head import PSPHead, PSPHeadConfig
+from .uper_head import UperHead, UperHeadConfig
 
 
 @hookimpl
@@ -19,3 +26,11 @@ def segcore_register(registry: Registry) -> None:
     registry.add(ECA, name="eca", config=ECAConfig)
     registry.add(CBAM, name="cbam", config=CBAMConfig)
     registry.add(StripPooling, name="strip_pooling", config=StripPoolingConfig)
+    registry.add(DNL, name="dnl", config=DNLConfig)
+    registry.add(PPMEnhancer, name="ppm", config=PPMConfig, tiny=PPMConfig(channels=8))
+    registry.add(DAPPMEnhancer, name="dappm", config=DAPPMConfig, tiny=DAPPMConfig(branch_channels=4, channels=8))
+    registry.add(ASPPHead, name="aspp", config=ASPPHeadConfig, tiny=ASPPHeadConfig(channels=8, dilations=(1, 2, 3)))
+    registry.add(UperHead, name="uper", config=UperHeadConfig, tiny=UperHeadConfig(channels=8))
+    registry.add(PSPHead, name="psp", config=PSPHeadConfig, tiny=PSPHeadConfig(channels=8))
+    registry.add(OCNetHead, name="ocnet", config=OCNetHeadConfig, tiny=OCNetHeadConfig(channels=8, key_channels=4, value_channels=4))
+    registry.add(OhemCrossEntropyLoss, name="ohem_ce", config=OhemCrossEntropyConfig, tiny=OhemCrossEntropyConfig(min_kept=16))
