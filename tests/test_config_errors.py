@@ -47,7 +47,7 @@ CASES = {
     ),
     "unknown_component_key": (
         lambda p: p.replace('name = "hrnetv2_head"', 'name = "hrnetv2_head"\nchanels = 64'),
-        ["model.decoder: unknown key 'chanels' (did you mean 'channels'?); allowed: name, channels, align_corners"],
+        ["model.decoder: unknown key 'chanels' (did you mean 'channels'?); allowed: name, attention, in_channels, in_strides, channels, align_corners"],
     ),
     "validator": (
         lambda p: p + "\n[data]\nbatch_size = 0\n",

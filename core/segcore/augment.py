@@ -17,6 +17,8 @@ from attrs.validators import ge, le
 from kornia.geometry.transform import warp_affine
 from torch import Tensor
 
+from .validators import positive_size
+
 
 def _range(instance: object, attribute: object, value: tuple[float, float] | None) -> None:
     if value is not None and not 0 < value[0] <= value[1]:
@@ -28,7 +30,8 @@ class AugmentConfig:
     """``[data.augment]``: what happens to each training batch on the device."""
 
     scale: tuple[float, float] | None = field(default=None, validator=_range)  # random rescale, e.g. [0.5, 2.0]
-    crop_size: tuple[int, int] | None = None  # (H, W) of the training crops; padded with ignore where the image ends
+    # (H, W) of the training crops; padded with ignore where the image ends
+    crop_size: tuple[int, int] | None = field(default=None, validator=positive_size)
     hflip: float = field(default=0.5, validator=[ge(0.0), le(1.0)])  # probability
     brightness: float = field(default=0.0, validator=ge(0.0))
     contrast: float = field(default=0.0, validator=ge(0.0))

@@ -32,7 +32,7 @@ __all__ = [
 import re
 import tomllib
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -45,6 +45,7 @@ from cattrs.errors import AttributeValidationNote, ClassValidationError, Forbidd
 from .errors import ConfigError, SegcoreError, did_you_mean
 from .augment import AugmentConfig
 from .registry import Registry
+from .validators import each_positive, fractions, non_empty, positive_size
 from .stages import Attention, Backbone, Dataset, Decoder, Enhancer, Loss
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -200,7 +201,8 @@ class TrainConfig:
     schedule: Literal["poly", "cosine", "step", "constant"] = "poly"
     poly_power: float = field(default=0.9, validator=gt(0.0))
     min_lr_ratio: float = field(default=0.0, validator=[ge(0.0), le(1.0)])  # the schedule ends at lr * this
-    step_milestones: tuple[float, ...] = ()  # fractions of the budget where "step" multiplies the lr by step_gamma
+    # fractions of the budget where "step" multiplies the lr by step_gamma
+    step_milestones: tuple[float, ...] = field(default=(), validator=fractions)
     step_gamma: float = field(default=0.1, validator=gt(0.0))
     warmup_iters: int = field(default=0, validator=ge(0))
     warmup_start_ratio: float = field(default=1e-3, validator=[gt(0.0), le(1.0)])
@@ -232,9 +234,9 @@ class EvalConfig:
     """``[eval]``: how validation and ``task = "evaluate"`` infer (sliding window, multi-scale + flip TTA)."""
 
     mode: Literal["whole", "slide"] = "whole"
-    window: tuple[int, int] = (512, 512)
-    stride: tuple[int, int] = (341, 341)
-    scales: tuple[float, ...] = (1.0,)
+    window: tuple[int, int] = field(default=(512, 512), validator=positive_size)
+    stride: tuple[int, int] = field(default=(341, 341), validator=positive_size)
+    scales: tuple[float, ...] = field(default=(1.0,), validator=[non_empty, each_positive])
     flip: bool = False
     batch_size: int = field(default=1, validator=gt(0))
     plots: int = field(default=4, validator=ge(0))  # image/label/prediction rows in the overlay grid
@@ -256,7 +258,7 @@ class RunConfig:
     task: Literal["train", "evaluate", "predict"] = "train"
     out_dir: str = "runs/default"
     device: str = field(default="auto", validator=lambda _, a, v: _check_device(v))
-    input_size: tuple[int, int] = (512, 512)  # what `segcore check` counts MACs at
+    input_size: tuple[int, int] = field(default=(512, 512), validator=positive_size)  # what `segcore check` counts MACs at
     checkpoint: str | None = None  # weights to evaluate or predict with (a model.safetensors or a run folder)
 
 
@@ -336,9 +338,9 @@ def make_converter(registry: Registry) -> cattrs.Converter:
         try:
             config = conv.structure(rest, entry.config)
         except ClassValidationError as exc:
-            errors.extend(exc.exceptions)
+            errors.extend(_with_own_keys(e, own) for e in exc.exceptions)
         except Exception as exc:
-            errors.append(exc)
+            errors.append(_with_own_keys(exc, own))
         if errors:
             raise ClassValidationError(f"While structuring {kind} {name!r}", errors, entry.config)
         try:
@@ -362,17 +364,31 @@ for _cls in (
 # -- error messages -----------------------------------------------------------------------------------------------
 
 
+def _unknown_keys(keys: Iterable[str], allowed: list[str]) -> str:
+    keys = sorted(keys)
+    return f"unknown key {', '.join(map(repr, keys))}{did_you_mean(keys[0], allowed)}; allowed: {', '.join(allowed)}"
+
+
+def _with_own_keys(exc: BaseException, own: Iterable[str]) -> BaseException:
+    """An unknown key in a component table: the allowed keys are ``name``, the spec's own keys (``weight``,
+    ``attention``, ``in_channels``, ...) and the component's config fields."""
+    if not isinstance(exc, ForbiddenExtraKeysError) or not attrs.has(exc.cl):
+        return exc
+    allowed = ["name", *own, *(a.name for a in attrs.fields(exc.cl))]
+    return ConfigError(_unknown_keys(exc.extra_fields, allowed))
+
+
 def _describe(exc: BaseException, type_: Any) -> str:
     if isinstance(exc, SegcoreError) or (isinstance(exc, (ValueError, TypeError)) and type_ is None):
         return str(exc)
-    if isinstance(exc, ForbiddenExtraKeysError):
-        allowed = ["name", *[a.name for a in attrs.fields(exc.cl)]] if attrs.has(exc.cl) else []
-        keys = sorted(exc.extra_fields)
-        return f"unknown key {', '.join(map(repr, keys))}{did_you_mean(keys[0], allowed)}; allowed: {', '.join(allowed)}"
+    if isinstance(exc, ForbiddenExtraKeysError):  # a section's table (component tables: _with_own_keys)
+        return _unknown_keys(exc.extra_fields, [a.name for a in attrs.fields(exc.cl)] if attrs.has(exc.cl) else [])
     if typing.get_origin(type_) is Literal:
         return f"must be one of {', '.join(map(repr, typing.get_args(type_)))}"
     if isinstance(exc, KeyError):
         return "missing required key"
+    if isinstance(type_, type) and attrs.has(type_) and isinstance(exc, (TypeError, AttributeError)):
+        return "expected a table of keys, not a single value"
     if isinstance(exc, TypeError) and str(exc).startswith("expected "):
         return str(exc)
     return cattrs.v.format_exception(exc, type_)
@@ -417,8 +433,8 @@ def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in over.items():
         old = out.get(key)
-        same_component = "name" not in value or old.get("name") == value["name"] if isinstance(old, Mapping) else False
-        if isinstance(old, Mapping) and isinstance(value, Mapping) and same_component:
+        both = isinstance(old, Mapping) and isinstance(value, Mapping)  # a value over a table replaces it (and fails later)
+        if both and ("name" not in value or old.get("name") == value["name"]):
             out[key] = _merge(old, value)
         else:
             out[key] = value

@@ -22,6 +22,7 @@ from ..hubdata import HubDataset, HubDatasetConfig
 from ..hookspecs import hookimpl
 from ..registry import Registry
 from ..stages import Dataset, DatasetMeta
+from ..validators import positive_size
 
 CLASSES = ("background", "disc", "square", "triangle", "ring")
 PALETTE = ((0, 0, 0), (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200))
@@ -32,7 +33,7 @@ HUES = (0.0, 0.0, 120.0, 60.0, 220.0)  # per class, degrees (background unused)
 class ShapesConfig:
     """Table [data.dataset] when name = "shapes"."""
 
-    size: tuple[int, int] = (128, 128)  # (H, W)
+    size: tuple[int, int] = field(default=(128, 128), validator=positive_size)  # (H, W)
     num_train: int = field(default=512, validator=gt(0))
     num_val: int = field(default=64, validator=gt(0))
     max_shapes: int = field(default=4, validator=gt(0))

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-__all__ = ["DistInfo", "EpochSampler", "all_reduce_sum", "init_distributed"]
+__all__ = ["DistInfo", "EpochSampler", "all_reduce_sum", "any_rank", "broadcast_buffers", "init_distributed"]
 
 import os
 
 import torch
 import torch.distributed as dist
 from attrs import frozen
+from torch import nn
 from torch.utils.data import Sampler
 
 
@@ -33,10 +34,37 @@ def init_distributed(device_type: str) -> DistInfo:
     return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
+def _multi() -> bool:
+    return dist.is_initialized() and dist.get_world_size() > 1
+
+
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
-    if dist.is_initialized() and dist.get_world_size() > 1:
+    if _multi():
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
+
+
+def broadcast_buffers(*modules: nn.Module | None, src: int = 0) -> None:
+    """Give every rank rank *src*'s buffers (BatchNorm running statistics, ...). DDP copies them from rank 0 at
+    the start of each forward only, so after the last step each rank holds its own: call this on every rank
+    before evaluating or saving, so all ranks evaluate and save one model."""
+    if not _multi():
+        return
+    for module in modules:
+        if module is None:
+            continue
+        for buffer in module.buffers():
+            if buffer.is_floating_point() or buffer.dtype in (torch.int64, torch.int32):
+                dist.broadcast(buffer.data, src)
+
+
+def any_rank(flag: bool, device: torch.device | str = "cpu") -> bool:
+    """True on every rank when *flag* is true on at least one (a Ctrl-C seen by one rank stops all at one step)."""
+    if not _multi():
+        return flag
+    t = torch.tensor([int(flag)], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
 
 
 class EpochSampler(Sampler[int]):

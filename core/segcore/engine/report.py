@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError
-from ..io import atomic_write
+from ..errors import ConfigError, DamagedFileError
+from ..io import atomic_write, write_text
 
 
 class RunLog:
@@ -24,6 +24,7 @@ class RunLog:
         self._tb = None
         if enabled:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._drop_partial_line()
         if enabled and tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -41,10 +42,43 @@ class RunLog:
                 if isinstance(value, (int, float)):
                     self._tb.add_scalar(f"{kind}/{key}", value, step)
 
+    def _drop_partial_line(self) -> None:
+        """A process killed while appending leaves a last line without its newline: cut it, so the next record
+        starts on a line of its own."""
+        if not self.path.is_file():
+            return
+        data = self.path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            with self.path.open("r+b") as f:
+                f.truncate(data.rfind(b"\n") + 1)
+
     def read(self) -> list[dict[str, Any]]:
+        """Every record; a damaged line is a DamagedFileError naming the file and the line."""
         if not self.path.is_file():
             return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        records = []
+        lines = self.path.read_text(encoding="utf-8", errors="replace").split("\n")
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                if number == len(lines):  # the last line, cut by a kill while it was written
+                    continue
+                record = None
+            if not isinstance(record, dict) or not isinstance(record.get("kind"), str) or not isinstance(record.get("step"), int):
+                raise DamagedFileError(f"{self.path}:{number}: not a log record ({line[:60]!r}); the log is damaged. "
+                                       "Delete the line (or the file: only the plots use it) and run again.")  # fmt: skip
+            records.append(record)
+        return records
+
+    def keep_until(self, step: int) -> None:
+        """Drop the records after *step* (a run resumed from a checkpoint logs those steps again)."""
+        if not self.enabled or not self.path.is_file():
+            return
+        kept = [r for r in self.read() if r["step"] <= step]
+        write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
 
     def close(self) -> None:
         if self._tb is not None:

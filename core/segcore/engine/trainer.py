@@ -11,30 +11,32 @@ import json
 import os
 import shutil
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import cattrs
-import safetensors.torch
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ..augment import BatchAugment
 from ..config import DatasetSpec, PipelineConfig
-from ..errors import ConfigError, SegcoreError
-from ..io import atomic_write, write_text
+from ..errors import ConfigError, DamagedFileError, SegcoreError
+from ..io import remove_stale_temps, write_text
 from ..model import SegModel, build_model, without_training_heads
 from ..registry import Registry
 from ..stages import Dataset, DatasetMeta, Loss, ModelOutput
 from . import report
 from .criterion import Criterion
-from .checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
-from .dist import DistInfo, EpochSampler, init_distributed
+from .checkpoint import (PREFIX, latest_checkpoint, list_checkpoints, load_checkpoint, newest_intact_checkpoint,
+                         prune_checkpoints, save_checkpoint)  # fmt: skip
+from .dist import DistInfo, EpochSampler, any_rank, broadcast_buffers, init_distributed
 from .evaluate import EvalResult, evaluate
 from .inference import pad_collate
 from .optim import LRSchedule, build_optimizer, param_groups
+from ..weights import save_weights
 
 
 class TrainingError(SegcoreError):
@@ -95,28 +97,80 @@ def _identity(cfg: PipelineConfig) -> dict[str, Any]:
     return json.loads(json.dumps(raw))
 
 
+_OURS = {  # what segcore writes in a run folder (a folder: the names it writes inside)
+    "log.jsonl": None, "metrics.json": None, "model.safetensors": None,
+    "best": ("model.safetensors", "train_state.safetensors", "state.json"),
+    "plots": ("curves.png", "iou.png", "confusion.png", "overlays.png"),
+    "tensorboard": ("events.out.tfevents.*",),
+    "checkpoints": (),  # ckpt-<step> folders, see _remove_outputs
+}  # fmt: skip
+
+
+def _read_marker(marker: Path) -> Any:
+    try:
+        return json.loads(marker.read_text(encoding="utf-8"))["identity"]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        raise DamagedFileError(
+            f"{marker}: damaged ({type(exc).__name__}: {exc}), so segcore cannot tell which run this folder holds. "
+            "Pass --overwrite to start a new run here (only segcore's own files are replaced), or choose another "
+            "run.out_dir (or --out-dir)."
+        ) from None
+
+
+def _remove_ours(folder: Path, patterns: tuple[str, ...]) -> None:
+    for pattern in patterns:
+        for path in folder.glob(pattern):
+            if path.is_file():
+                path.unlink()
+    remove_stale_temps(folder)
+    with contextlib.suppress(OSError):  # kept when it holds anything else
+        folder.rmdir()
+
+
+def _remove_outputs(out: Path) -> None:
+    """Delete what segcore wrote in run folder *out*, and nothing else (a user's files in it stay)."""
+    for name, inside in _OURS.items():
+        target = out / name
+        if name == "checkpoints" and target.is_dir():
+            for ckpt in list_checkpoints(target):
+                _remove_ours(ckpt, _OURS["best"])
+            _remove_ours(target, ())
+        elif inside is None and target.is_file():
+            target.unlink()
+        elif inside is not None and target.is_dir():
+            _remove_ours(target, inside)
+
+
 def prepare_run_dir(cfg: PipelineConfig, *, resume: bool, overwrite: bool) -> Path:
     """Refuse to mix two runs in one folder: resuming needs the same pipeline, a new run an empty folder (or
-    ``--overwrite``)."""
+    ``--overwrite``). Only a folder with segcore's ``run.json`` is a run folder: segcore never deletes or
+    overwrites files it did not write, ``--overwrite`` or not."""
     out = Path(cfg.run.out_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"run.out_dir {str(out)!r} is a file; point it at a folder")
     marker = out / "run.json"
     mine = _identity(cfg)
-    if marker.is_file() and not overwrite:
-        theirs = json.loads(marker.read_text()).get("identity")
-        if theirs != mine:
+    if marker.exists():
+        if not overwrite:
+            if _read_marker(marker) != mine:
+                raise ConfigError(
+                    f"{out} holds a different run (its run.json differs from this pipeline). Choose another "
+                    "run.out_dir (or --out-dir), or pass --overwrite to replace it."
+                )
+            if not resume and latest_checkpoint(out / "checkpoints") is not None:
+                raise ConfigError(f"{out} already holds this run's checkpoints: pass --resume to continue it, or --overwrite to start again")
+        for folder, legacy in ((out, ("best.",)), (out / "checkpoints", (PREFIX,)), (out / "plots", ())):
+            remove_stale_temps(folder, legacy=legacy)  # what a killed run left
+        if overwrite:
+            _remove_outputs(out)
+    else:
+        found = [name for name in _OURS if (out / name).exists()]
+        if found:
             raise ConfigError(
-                f"{out} holds a different run (its run.json differs from this pipeline). Choose another run.out_dir "
-                "(or --out-dir), or pass --overwrite to replace it."
+                f"{out} is not a segcore run folder (it has no run.json) but holds {', '.join(found)}: segcore never "
+                "overwrites or deletes files it did not write, even with --overwrite. Choose another run.out_dir (or "
+                "--out-dir), or move those files away."
             )
-        if not resume and latest_checkpoint(out / "checkpoints") is not None:
-            raise ConfigError(f"{out} already holds this run's checkpoints: pass --resume to continue it, or --overwrite to start again")
-    if overwrite:
-        for name in ("checkpoints", "best", "log.jsonl", "metrics.json", "model.safetensors", "plots", "tensorboard"):
-            target = out / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
     out.mkdir(parents=True, exist_ok=True)
     write_text(marker, json.dumps({"identity": mine}, indent=1))
     return out
@@ -221,18 +275,32 @@ class Trainer:
         ids = [self.device.index] if self.device.type == "cuda" else None
         return DistributedDataParallel(self.model, device_ids=ids, find_unused_parameters=self.cfg.train.find_unused_parameters)
 
+    def _say(self, message: str) -> None:
+        if self.dist.main:
+            tqdm.write(message, file=sys.stderr)
+
     def _resume(self) -> None:
-        ckpt = latest_checkpoint(self.out / "checkpoints")
+        """Continue from the newest intact checkpoint (saying which newer ones were skipped and why); with none
+        yet, start from scratch."""
+        folder = self.out / "checkpoints"
+        ckpt, skipped = newest_intact_checkpoint(folder)
+        for path, why in skipped:
+            self._say(f"--resume: skipped {path.name}: {why}")
         if ckpt is None:
-            raise ConfigError(f"--resume: {self.out / 'checkpoints'} holds no checkpoint; run without --resume to start")
-        state = json.loads((ckpt / "state.json").read_text())
-        if state["step"] >= self.freeze_iters and self.frozen:  # the optimizer must have the groups it saved
+            if skipped:
+                raise DamagedFileError(
+                    f"--resume: every checkpoint in {folder} is damaged (see above); pass --overwrite instead of "
+                    "--resume to start again"
+                )
+            self._say(f"--resume: {folder} holds no checkpoint yet; starting from scratch")
+            return
+        if ckpt.step >= self.freeze_iters and self.frozen:  # the optimizer must have the groups it saved
             self._unfreeze()
         state = load_checkpoint(ckpt, model=self.model, optimizer=self.optimizer, ema=self._ema_state())
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         self.best = state.get("best", -1.0)
-        if self.progress:
-            tqdm.write(f"resumed from {ckpt} (step {self.step}, epoch {self.epoch})")
+        self.log.keep_until(self.step)  # the steps after the checkpoint are logged again
+        self._say(f"resumed from {ckpt.folder} (step {self.step}, epoch {self.epoch})")
 
     def _loader(self, epoch: int, skip_batches: int) -> torch.utils.data.DataLoader:
         bs = self.cfg.data.batch_size
@@ -304,6 +372,8 @@ class Trainer:
                                ema=self._ema_state(), state=state)  # fmt: skip
 
     def _checkpoint(self) -> Path | None:
+        """Every rank calls it; rank 0 writes (the ranks' buffers made equal first)."""
+        broadcast_buffers(self.model, self.ema.module if self.ema is not None else None)
         if not self.dist.main:
             return None
         folder = self._save(self.out / "checkpoints" / f"ckpt-{self.step:08d}")
@@ -311,7 +381,9 @@ class Trainer:
         return folder
 
     def _evaluate(self, *, final: bool = False) -> EvalResult:
+        """Every rank calls it and scores its share of the validation set, all with rank 0's model."""
         model = self.ema.module if self.ema is not None else self.model
+        broadcast_buffers(model)
         result = evaluate(
             model, self._val_loader(), self.meta, self.device, self.cfg.eval, amp=self.cfg.train.amp == "bf16",
             channels_last=self.cfg.train.channels_last, keep_samples=self.cfg.eval.plots if final else 0,
@@ -335,8 +407,7 @@ class Trainer:
     def fit(self) -> EvalResult:
         t = self.cfg.train
         previous = signal.getsignal(signal.SIGINT)
-        if self.dist.main:
-            signal.signal(signal.SIGINT, self._on_sigint)
+        signal.signal(signal.SIGINT, self._on_sigint)  # every rank: a Ctrl-C reaches the whole process group
         bar = tqdm(total=self.total, initial=self.step, desc="train", disable=not self.progress, dynamic_ncols=True)
         start, seen = time.perf_counter(), 0
         try:
@@ -373,7 +444,7 @@ class Trainer:
                     if not ended and (self._due(t.checkpoint_every, at_epoch_end) or
                                       (t.checkpoint_every_iters and self.step % t.checkpoint_every_iters == 0)):  # fmt: skip
                         self._checkpoint()
-                    if self._stop:
+                    if any_rank(self._stop):  # every rank stops after the same step
                         folder = self._checkpoint()
                         raise Interrupted(
                             f"interrupted at step {self.step}; checkpoint {folder}. Continue with: "
@@ -384,24 +455,27 @@ class Trainer:
         finally:
             bar.close()
             signal.signal(signal.SIGINT, previous)
+        self._checkpoint()  # before the final evaluation: whatever happens there, the trained weights are kept
         result = self._evaluate(final=True)
-        self._checkpoint()
         if self.dist.main:
             self._finish(result)
         self.log.close()
         return result
 
     def _on_sigint(self, signum: int, frame: Any) -> None:
-        if self._stop:  # a second Ctrl-C: stop now
+        # torchrun forwards the terminal's Ctrl-C a moment after the terminal itself: one press, two signals
+        if self._stop and (self.dist.world == 1 or time.monotonic() - self._stop > 2.0):  # a second Ctrl-C: stop now
             raise KeyboardInterrupt
-        self._stop = True
-        tqdm.write("Ctrl-C: finishing this step and writing a checkpoint (Ctrl-C again to abort without one)")
+        if not self._stop:
+            self._stop = time.monotonic()
+            if self.dist.main:
+                tqdm.write("Ctrl-C: finishing this step and writing a checkpoint (Ctrl-C again to abort without one)",
+                           file=sys.stderr)  # fmt: skip
 
     def _finish(self, result: EvalResult) -> None:
         """The inference weights (no auxiliary heads), metrics and plots."""
         model = self.ema.module if self.ema is not None else self.model
-        with atomic_write(self.out / "model.safetensors") as tmp:  # save_model: safe with shared tensors
-            safetensors.torch.save_model(without_training_heads(model), str(tmp))
+        save_weights(without_training_heads(model), self.out / "model.safetensors")
         write_text(self.out / "metrics.json", json.dumps({"step": self.step, "val": result.metrics}, indent=1))
         if self.cfg.train.plots:
             plots = self.out / "plots"
