@@ -2,30 +2,32 @@
 
 from __future__ import annotations
 
-__all__ = ["StageRow", "check_model", "check_pipeline", "format_table"]
+__all__ = ["StageRow", "Totals", "check_model", "check_pipeline", "format_json", "format_table", "totals"]
 
 
+import json
 from collections.abc import Sequence
 
 import torch
-from attrs import frozen
+from attrs import asdict, frozen
 from torch import Tensor, nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from .config import PipelineConfig
+from .counting import Convention, Count, Meter, get_convention
 from .errors import ContractError
 from .model import SegModel, build_model
 from .registry import PluginInfo, Registry
 from .stages import Attention, Backbone, Decoder, Enhancer, FeatureInfo
-from .engine.trainer import dataset_meta
+from .data import dataset_meta
 
 
 @frozen
 class StageRow:
     """One stage: where it is in the pipeline, what it outputs, its size and cost.
 
-    MACs are multiply-accumulates of convolutions and matrix products (``torch.utils.flop_counter`` / 2); norms,
-    activations and resizes are not counted (thop and mmcv differ here: see BLOCKS.md 0.3).
+    ``params`` and ``macs`` follow the convention the check ran with (`segcore.counting`): for ``"true"`` every
+    parameter and the multiply-accumulates of convolutions and matrix products; ``"thop2x"``'s ``macs`` are 2 x
+    thop's MACs (seed 000's "FLOPs"). Training-only heads (``model.aux.*``) have rows of their own.
     """
 
     path: str
@@ -35,6 +37,26 @@ class StageRow:
     stride: str
     params: int
     macs: int
+
+    @property
+    def training_only(self) -> bool:
+        return self.path.startswith("model.aux.")
+
+
+@frozen
+class Totals:
+    """Sums over rows: ``total`` (every row) and ``inference`` (without training-only heads)."""
+
+    total: Count
+    inference: Count
+
+
+def totals(rows: Sequence[StageRow]) -> Totals:
+    inference = [r for r in rows if not r.training_only]
+    return Totals(
+        Count(sum(r.params for r in rows), sum(r.macs for r in rows)),
+        Count(sum(r.params for r in inference), sum(r.macs for r in inference)),
+    )
 
 
 def _sizes_ok(t: Tensor, stride: int, size: Sequence[int]) -> bool:
@@ -73,11 +95,15 @@ def _where(path: str, names: Names) -> str:
     return f"[{path}]" + (f" {name!r} ({plugin})" if plugin else "")
 
 
-def check_model(model: SegModel, input_size: tuple[int, int], names: Names | None = None) -> list[StageRow]:
+def check_model(
+    model: SegModel, input_size: tuple[int, int], names: Names | None = None, *, convention: str | Convention = "true"
+) -> list[StageRow]:
     """Run *model* (meta or real) on one (1, 3, H, W) input; check declared channels/strides against real shapes.
 
-    Returns a row per stage; raises ContractError naming the stage that broke its contract.
+    Returns a row per stage, counted under *convention* (``"true"``, ``"thop2x"``, ``"mmcv"``: `segcore.counting`);
+    raises ContractError naming the stage that broke its contract.
     """
+    convention = get_convention(convention)
     names = names or {}
     device = next(model.parameters()).device
     image = torch.zeros(1, 3, *input_size, device=device)
@@ -98,7 +124,7 @@ def check_model(model: SegModel, input_size: tuple[int, int], names: Names | Non
     was_training = model.training
     model.train(bool(model.aux))  # aux heads run only in training mode
     try:
-        with FlopCounterMode(display=False) as counter:
+        with Meter(model, convention) as meter:
             out = model(image)
     except RuntimeError as exc:
         _verify(model, captured, input_size, names)  # a stage that broke its declaration is the likely cause
@@ -112,15 +138,13 @@ def check_model(model: SegModel, input_size: tuple[int, int], names: Names | Non
         raise ContractError(f"logits are {tuple(out.logits.shape)} for a {tuple(image.shape)} input")
     _verify(model, captured, input_size, names)
 
-    flops = {k: sum(v.values()) for k, v in counter.get_flop_counts().items()}
-    prefix = type(model).__name__
-
     def row(path: str, module: nn.Module, channels: str, stride: str) -> StageRow:
-        fqn = prefix + "." + path.removeprefix("model.").replace("[", ".").replace("]", "")
-        params = sum(p.numel() for p in module.parameters())
+        counted = meter.count(module)
         name, plugin = names.get(path, (type(module).__name__, None))
         where = f"{plugin.name} {plugin.version or ''}".rstrip() if plugin else "core"
-        return StageRow(path, name, where, channels, stride, params, flops.get(fqn, 0) // 2)
+        training_only = path.startswith("model.aux.")
+        macs = counted.macs if convention.training_heads_macs or not training_only else 0
+        return StageRow(path, name, where, channels, stride, counted.params, macs)
 
     def fmt(info: Sequence[FeatureInfo]) -> tuple[str, str]:
         return ",".join(str(i.channels) for i in info), ",".join(str(i.stride) for i in info)
@@ -129,12 +153,22 @@ def check_model(model: SegModel, input_size: tuple[int, int], names: Names | Non
     rows += [row(f"model.enhancers[{i}]", e, *fmt(e.feature_info)) for i, e in enumerate(model.enhancers)]
     rows.append(row("model.decoder", model.decoder, str(model.decoder.out_channels), str(model.decoder.stride)))
     rows.append(row("model.classifier", model.classifier, str(model.num_classes), str(model.decoder.stride)))
-    rows += [row(f"model.aux.{k}", v, str(model.num_classes), str(v.decoder.stride)) for k, v in model.aux.items()]
+    final = getattr(model, "final_upsample", None)  # the logits' upsampling place: a row when its slot is filled
+    if final is not None and meter.count(final) != Count(0, 0):
+        rows.append(row("model.final_upsample", final, str(model.num_classes), "1"))
+    for k, v in model.aux.items():
+        extra = getattr(v, "output", "logits") == "extra"  # an "extra" head outputs its decoder's map as is
+        channels = v.decoder.out_channels if extra else model.num_classes
+        rows.append(row(f"model.aux.{k}", v, str(channels), str(v.decoder.stride)))
     return rows
 
 
-def check_pipeline(cfg: PipelineConfig, registry: Registry, *, input_size: tuple[int, int] | None = None) -> list[StageRow]:
-    """Build *cfg*'s model on the meta device (no weights allocated) and check it at *input_size*."""
+def check_pipeline(
+    cfg: PipelineConfig, registry: Registry, *, input_size: tuple[int, int] | None = None,
+    convention: str | Convention = "true",
+) -> list[StageRow]:
+    """Build *cfg*'s model on the meta device (no weights allocated), check it at *input_size*, count it under
+    *convention* (see `check_model`)."""
     num_classes = cfg.model.num_classes or dataset_meta(cfg.data.dataset, registry).num_classes
     with torch.device("meta"):
         model = build_model(cfg.model, registry, num_classes=num_classes)
@@ -143,26 +177,36 @@ def check_pipeline(cfg: PipelineConfig, registry: Registry, *, input_size: tuple
     names |= {f"model.enhancers[{i}]": _name(registry, Enhancer, e.name) for i, e in enumerate(cfg.model.enhancers)}
     names |= {f"model.aux.{k}": (f"{v.decoder.name} (training only)", registry.get(Decoder, v.decoder.name).plugin)
               for k, v in cfg.model.aux.items()}  # fmt: skip
-    return check_model(model, input_size or cfg.run.input_size, names)
+    return check_model(model, input_size or cfg.run.input_size, names, convention=convention)
 
 
 def _name(registry: Registry, stage: type, name: str) -> tuple[str, PluginInfo]:
     return name, registry.get(stage, name).plugin
 
 
-def format_table(rows: Sequence[StageRow], input_size: tuple[int, int]) -> str:
-    head = ("stage", "component", "plugin", "out channels", "stride", "params", "GMACs")
+def format_table(rows: Sequence[StageRow], input_size: tuple[int, int], convention: str | Convention = "true") -> str:
+    """The table ``segcore check`` prints: a row per stage, the total, and the inference total when there are
+    training-only heads; the title names the convention the rows were counted with."""
+    convention = get_convention(convention)
+    unit = "GMACs" if convention.unit == "MAC" else f"GFLOPs ({convention.unit})"
+    head = ("stage", "component", "plugin", "out channels", "stride", "params", unit)
     body = [(r.path, r.component, r.plugin, r.channels, r.stride, f"{r.params:,}", f"{r.macs / 1e9:.3f}") for r in rows]
-    total_p, total_m = sum(r.params for r in rows), sum(r.macs for r in rows)
-    inference = [r for r in rows if not r.path.startswith("model.aux.")]
-    body.append(("total", "", "", "", "", f"{total_p:,}", f"{total_m / 1e9:.3f}"))
-    if len(inference) != len(rows):
-        p = sum(r.params for r in inference)
-        m = sum(r.macs for r in inference)
-        body.append(("inference (no aux)", "", "", "", "", f"{p:,}", f"{m / 1e9:.3f}"))
+    sums = totals(rows)
+    labels = [("total", sums.total)] + ([("inference (no aux)", sums.inference)] if sums.inference != sums.total else [])
+    body += [(label, "", "", "", "", f"{c.params:,}", f"{c.macs / 1e9:.3f}") for label, c in labels]
     widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
     line = lambda cells: "  ".join(str(c).ljust(w) if i < 3 else str(c).rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
-    title = f"input 1x3x{input_size[0]}x{input_size[1]}; MACs of convolutions and matrix products"
+    title = f"input 1x3x{input_size[0]}x{input_size[1]}; convention {convention.name}: {convention.summary}"
     return "\n".join([title, line(head), line(["-" * w for w in widths]), *map(line, body)])
 
 
+def format_json(rows: Sequence[StageRow], input_size: tuple[int, int], convention: str | Convention = "true") -> str:
+    """``segcore check --json``: the convention, the input size, a row per stage and the totals, as JSON."""
+    convention = get_convention(convention)
+    doc = {
+        "convention": {"name": convention.name, "unit": convention.unit, "summary": convention.summary},
+        "input_size": list(input_size),
+        "rows": [asdict(r) | {"training_only": r.training_only} for r in rows],
+        "totals": asdict(totals(rows)),
+    }
+    return json.dumps(doc, indent=2)

@@ -8,6 +8,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from .counting import CONVENTIONS
 from .errors import SegcoreError
 from .stages import STAGES
 
@@ -65,15 +66,18 @@ def _rank() -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from .check import check_pipeline, format_table
+    from .check import check_pipeline, format_json, format_table
     from .config import load_pipeline
 
     start = time.perf_counter()
     registry = _registry()
     cfg = load_pipeline(args.pipeline, registry=registry)
     size = args.input_size or cfg.run.input_size
-    rows = check_pipeline(cfg, registry, input_size=size)
-    print(format_table(rows, size))
+    rows = check_pipeline(cfg, registry, input_size=size, convention=args.convention)
+    if args.json:  # stdout is the JSON document alone; an exit code of 0 says every contract held
+        print(format_json(rows, size, args.convention))
+        return 0
+    print(format_table(rows, size, args.convention))
     print(f"ok: every stage keeps its contract (meta device, no weights allocated; {time.perf_counter() - start:.2f} s)")
     return 0
 
@@ -163,6 +167,10 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="build the model on the meta device; print channels, strides, params, MACs")
     p.add_argument("pipeline", help="pipeline TOML file")
     p.add_argument("--input-size", type=_size, help="HxW to count MACs at (default: run.input_size)")
+    p.add_argument("--convention", choices=tuple(CONVENTIONS), default="true",
+                   help="how to count: true (every parameter; conv + matmul MACs), thop2x (seed 000: 2 x thop MACs, "
+                        "thop params), mmcv (mmcv get_model_complexity_info; aux heads: params only)")
+    p.add_argument("--json", action="store_true", help="print per-stage rows and totals as JSON instead of the table")
     p.set_defaults(func=cmd_check)
     p = sub.add_parser("list", help="every stage with its components and the plugin providing each")
     p.set_defaults(func=cmd_list)
