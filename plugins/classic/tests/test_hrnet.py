@@ -132,3 +132,10 @@ def test_pretrained_needs_a_width_timm_has_and_weights_must_exist(tmp_path):
     save_file({"conv1.weight": torch.zeros(64, 3, 3, 3)}, tmp_path / "partial.safetensors")
     with pytest.raises(ConfigError, match="do not fit this HRNet"):
         HRNet(HRNetConfig(width=16, small=True, weights=str(tmp_path / "partial.safetensors")))
+
+
+def test_meta_device_builds_skip_the_weights():
+    """`segcore check` builds on the meta device: a pretrained config counts without touching the Hub."""
+    with torch.device("meta"):
+        net, plain = HRNet(HRNetConfig(width=48, pretrained=True)), HRNet(HRNetConfig(width=48))
+    assert n_params(net) == n_params(plain) == 65_859_379 - (720 * 720 + 720 + 2 * 720) - (720 * 19 + 19)

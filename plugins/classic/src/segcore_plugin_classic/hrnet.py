@@ -100,7 +100,8 @@ class HRNet(Backbone):
         self.transition3 = Transition(widths[:3], widths)
         self.stage4 = nn.Sequential(*(HRModule(widths, (blocks,) * 4, **fuse) for _ in range(modules[2])))
         self.feature_info = tuple(FeatureInfo(c, 4 * 2**i) for i, c in enumerate(widths))
-        if cfg.pretrained or cfg.weights:
+        # built on the meta device (`segcore check`, counting) there is nothing to load the weights into
+        if (cfg.pretrained or cfg.weights) and not self.stem[0].conv.weight.is_meta:
             self.load_timm(_timm_state_dict(cfg))
 
     def load_timm(self, state_dict: dict[str, Tensor]) -> None:
