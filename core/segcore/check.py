@@ -123,6 +123,9 @@ def check_model(
     hooks += [m.register_forward_hook(attention_hook) for m in model.modules() if isinstance(m, Attention)]
     was_training = model.training
     model.train(bool(model.aux))  # aux heads run only in training mode
+    for m in model.modules():  # but norms keep their running statistics: a check changes none, and batch 1
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):  # through a BN after global pooling (PPM, ASPP) works
+            m.eval()
     try:
         with Meter(model, convention) as meter:
             out = model(image)

@@ -122,12 +122,13 @@ def test_table2_params_and_gflops_within_3_percent(context):
     assert gmacs == pytest.approx(paper_g, rel=0.03)
 
 
-def test_table2_inference_figures_leave_the_embedding_head_out():
-    """The recipe's check (training mode, so the embedding head runs) reports the head on its own row; the
-    inference totals equal the figures of the same pipeline without it."""
-    with_head = totals(check_pipeline(pipeline("table2_frm.toml"), REGISTRY, input_size=(256, 512), convention="thop2x"))
-    without = totals(check_pipeline(pipeline("table2_frm.toml", aux=False), REGISTRY, input_size=(256, 512),
-                                     convention="thop2x"))  # fmt: skip
+@pytest.mark.parametrize("context", ["frm", "ppm"])
+def test_table2_inference_figures_leave_the_embedding_head_out(context):
+    """The recipe's check (training mode, so the embedding head runs; PPM's 1x1 prior BN sees batch 1) reports
+    the head on its own row; the inference totals equal the figures of the same pipeline without it."""
+    name = f"table2_{context}.toml"
+    with_head = totals(check_pipeline(pipeline(name), REGISTRY, input_size=(256, 512), convention="thop2x"))
+    without = totals(check_pipeline(pipeline(name, aux=False), REGISTRY, input_size=(256, 512), convention="thop2x"))
     assert with_head.inference == without.total
     assert with_head.total.params - with_head.inference.params == 128 * 256 + 256  # conv1x1 128 -> 256 with bias
 
