@@ -9,11 +9,11 @@ Written for segcore from the structure of the official yinmh17/DNL-Semantic-Segm
 The pairwise (whitened) term and the unary term have separate softmaxes and share the value embedding v.
 ``DisentangledNonLocal.variant(name, channels)`` builds the three published settings:
 
-| variant    | q, k           | v                       | keys/values   | whitening          | logits / s       | out              |
-|------------|----------------|-------------------------|---------------|--------------------|------------------|------------------|
-| ``frm``    | C -> C/4, bias | C -> C, no bias         | 2x2 max-pooled| per-channel mean   | none (eq. 3)     | x + y            |
-| ``official``| C -> C/2, bias| C -> C, no bias         | full          | global mean        | none, gamma(0)*pairwise | x + y     |
-| ``mmseg``  | C -> C/2, bias | C -> C/2, bias          | full          | per-channel mean   | sqrt(C/2) * 0.05 | x + BN0(conv(y)) |
+| variant      | q, k           | v               | keys, values | whitening   | pairwise logits      | out            |
+|--------------|----------------|-----------------|--------------|-------------|----------------------|----------------|
+| ``frm``      | C -> C/4, bias | C -> C, no bias | 2x2 max-pool | per channel | as is (eq. 3)        | x + y          |
+| ``official`` | C -> C/2, bias | C -> C, no bias | full         | global      | as is, x gamma (0)   | x + y          |
+| ``mmseg``    | C -> C/2, bias | C -> C/2, bias  | full         | per channel | / (sqrt(C/2) * 0.05) | x + BN(conv y) |
 
 What differs from upstream: the 2x2 max pooling rounds up (``ceil_mode``), so a 1-pixel-high map still has a key
 (upstream floors, which is the same on even sizes); mmseg's ``conv_out`` is one conv on pairwise + unary, as

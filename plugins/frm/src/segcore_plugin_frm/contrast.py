@@ -118,9 +118,12 @@ class PixelContrastLoss(Loss):
         b, d, h, w = embedding.shape
         labels = F.interpolate(target[:, None].float(), size=(h, w), mode="nearest")[:, 0].long().flatten(1)
         with torch.no_grad():
-            preds = F.interpolate(logits.float(), size=(h, w), mode="bilinear", align_corners=False).argmax(1).flatten(1)
-        images, pixels, classes = sample_anchors(labels, preds, max_samples=self.cfg.max_samples,
-                                                 max_views=self.cfg.max_views, ignore_index=self.ignore_index)  # fmt: skip
+            preds = F.interpolate(logits.float(), size=(h, w), mode="bilinear", align_corners=False)
+            preds = preds.argmax(1).flatten(1)
+        cfg = self.cfg
+        images, pixels, classes = sample_anchors(
+            labels, preds, max_samples=cfg.max_samples, max_views=cfg.max_views, ignore_index=self.ignore_index
+        )
         if len(classes) == 0:
             return embedding.sum() * 0.0
         feats = embedding.float().flatten(2).transpose(1, 2)[images, pixels]  # (A, D)

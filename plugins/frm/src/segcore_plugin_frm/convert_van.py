@@ -91,8 +91,10 @@ def convert_state_dict(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
             out[new] = value
     if unknown:
         shown = ", ".join(unknown[:8]) + (f" (+{len(unknown) - 8} more)" if len(unknown) > 8 else "")
-        raise ConfigError(f"{len(unknown)} keys are not in the official VAN layout: {shown}. Is this a VAN-Classification "
-                          "checkpoint (van_tiny_754 / van_small_811 / van_base_828 / van_large_839)?")  # fmt: skip
+        raise ConfigError(
+            f"{len(unknown)} keys are not in the official VAN layout: {shown}. Is this a VAN-Classification "
+            "checkpoint (van_tiny_754 / van_small_811 / van_base_828 / van_large_839)?"
+        )
     return out
 
 
@@ -122,7 +124,8 @@ def convert(src: str | Path, dst: str | Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m segcore_plugin_frm.convert_van", description=__doc__.split("\n\n")[0])
+    summary = __doc__.split("\n\n")[0]
+    parser = argparse.ArgumentParser(prog="python -m segcore_plugin_frm.convert_van", description=summary)
     parser.add_argument("src", help="official checkpoint, e.g. van_small_811.pth.tar")
     parser.add_argument("dst", help="output .safetensors file (the backbone's `weights`)")
     args = parser.parse_args(argv)

@@ -88,7 +88,8 @@ class LayerNorm2d(nn.LayerNorm):
     counting_rules = {"thop2x": _elementwise(4), "mmcv": _elementwise(2)}
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias, self.eps).permute(0, 3, 1, 2)
+        y = F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias, self.eps)
+        return y.permute(0, 3, 1, 2)
 
 
 class DropPath(nn.Module):
