@@ -31,7 +31,7 @@ CASES = {
     ),
     "unknown_component": (
         lambda p: p.replace('name = "hrnetv2_head"', 'name = "hrnetv2_haed"'),
-        ["model.decoder: unknown decoder 'hrnetv2_haed' (did you mean 'hrnetv2_head'?); installed: fcn, hrnetv2_head"],
+        ["model.decoder: unknown decoder 'hrnetv2_haed' (did you mean 'hrnetv2_head'?); installed: ", "fcn, ", "hrnetv2_head"],
     ),
     "bad_choice": (
         lambda p: p + '\n[train]\noptimizer = "adam"\n',
@@ -43,7 +43,7 @@ CASES = {
     ),
     "missing_component_name": (
         lambda p: p.replace('[model.decoder]\nname = "hrnetv2_head"', "[model.decoder]\nchannels = 64"),
-        ["model.decoder: missing key 'name': which decoder to use; installed: fcn, hrnetv2_head"],
+        ["model.decoder: missing key 'name': which decoder to use; installed: ", "hrnetv2_head"],
     ),
     "unknown_component_key": (
         lambda p: p.replace('name = "hrnetv2_head"', 'name = "hrnetv2_head"\nchanels = 64'),

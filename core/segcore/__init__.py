@@ -5,6 +5,7 @@ Plugins import only what this module exports.
 
 from __future__ import annotations
 
+from . import _interrupts  # noqa: F401  (first: a Ctrl-C during the imports below ends the CLI quietly)
 from .config import PipelineConfig, load_pipeline
 from .engine.predict import predict
 from .errors import ConfigError, ContractError, DataError, PluginError, RegistryError, SegcoreError

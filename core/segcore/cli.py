@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -22,11 +23,23 @@ def _registry():
     return registry
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number > 0, got {text!r}")
+    return value
+
+
 def _size(text: str) -> tuple[int, int]:
     try:
         h, w = (int(x) for x in text.lower().split("x"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected HxW like 512x1024, got {text!r}") from None
+    if h <= 0 or w <= 0:
+        raise argparse.ArgumentTypeError(f"height and width must be > 0, got {text!r}")
     return h, w
 
 
@@ -36,8 +49,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .config import load_pipeline
     from .engine.evaluate import EvalResult, format_metrics
     from .engine.run import run_pipeline
-    from .engine.trainer import Interrupted, dataset_meta
+    from .data import dataset_meta
+    from .engine.trainer import Interrupted
 
+    if args.nproc_per_node > 1 and "WORLD_SIZE" not in os.environ:
+        return _launch(args)
     registry = _registry()
     cfg = load_pipeline(args.pipeline, registry=registry)
     overrides = {k: v for k, v in (("device", args.device), ("out_dir", args.out_dir)) if v is not None}
@@ -46,7 +62,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         result = run_pipeline(cfg, registry, progress=not args.quiet, resume=args.resume, overwrite=args.overwrite)
     except Interrupted as exc:
-        print(str(exc).replace("<pipeline>", args.pipeline), file=sys.stderr)
+        if _rank() == 0:
+            print(str(exc).replace("segcore run <pipeline> --resume", _resume_command(args)), file=sys.stderr)
         return 130
     if _rank() != 0:
         return 0
@@ -59,9 +76,44 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _rank() -> int:
-    import os
+def _launch(args: argparse.Namespace) -> int:
+    """``segcore run --nproc-per-node N``: torchrun's own launcher (`torch.distributed.run`, ``--standalone``) in
+    this process, so that it ends as one process does: Ctrl-C has every worker finish its step and rank 0 write a
+    checkpoint, then exit 130 (torchrun alone would add its SignalException traceback and exit 1); a worker's
+    error exits with the worker's code."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run
 
+    worker = ["run", args.pipeline, *_run_flags(args)]
+    try:
+        run(get_args_parser().parse_args(["--standalone", "--nproc-per-node", str(args.nproc_per_node), "-m", "segcore", *worker]))
+    except SignalException as exc:
+        return 128 + int(exc.sigval)
+    except ChildFailedError as exc:
+        code = exc.get_first_failure()[1].exitcode
+        return code if code > 0 else 128 - code  # a worker killed by signal N: -N
+    return 0
+
+
+def _run_flags(args: argparse.Namespace) -> list[str]:
+    flags = [x for flag, v in (("--out-dir", args.out_dir), ("--device", args.device)) if v is not None for x in (flag, v)]
+    return flags + [flag for flag, on in (("--resume", args.resume), ("--overwrite", args.overwrite), ("-q", args.quiet)) if on]
+
+
+def _resume_command(args: argparse.Namespace) -> str:
+    """The command that continues this run: same pipeline, same --out-dir/--device, same launcher."""
+    import shlex
+
+    cmd = ["segcore", "run", args.pipeline, "--resume"]
+    cmd += [x for flag, v in (("--out-dir", args.out_dir), ("--device", args.device)) if v is not None for x in (flag, v)]
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        cmd += ["--nproc-per-node", str(world)]
+    return shlex.join(cmd)
+
+
+def _rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
@@ -104,7 +156,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_data_convert(args: argparse.Namespace) -> int:
     from .config import DatasetSpec, structure_table
-    from .engine.trainer import build_dataset
+    from .data import build_dataset
     from .errors import DataError
     from .hubdata import convert
     from .stages import Dataset
@@ -163,6 +215,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in run.out_dir")
     p.add_argument("--overwrite", action="store_true", help="replace a different run in run.out_dir")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--nproc-per-node", type=_positive, default=1, metavar="N",
+                   help="train with N processes on this machine (torchrun's launcher; data.batch_size is per process)")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("check", help="build the model on the meta device; print channels, strides, params, MACs")
     p.add_argument("pipeline", help="pipeline TOML file")
@@ -201,6 +255,9 @@ def _strip_worker_traceback(message: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from . import _interrupts
+
+    _interrupts.restore()  # the imports are done: Ctrl-C is a KeyboardInterrupt again, handled below
     args = make_parser().parse_args(argv)
     try:
         return args.func(args)

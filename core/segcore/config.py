@@ -24,9 +24,12 @@ __all__ = [
     "PredictConfig",
     "RunConfig",
     "TrainConfig",
+    "dump_pipeline",
     "load_pipeline",
     "make_converter",
+    "resolve_bases",
     "structure_pipeline",
+    "unstructure",
 ]
 
 import re
@@ -282,9 +285,6 @@ class PipelineConfig:
 
 # -- the converter ------------------------------------------------------------------------------------------------
 
-_TOP_ONLY = ("base",)
-
-
 def _strict(kind: type, accept: tuple[type, ...], what: str):
     def hook(value: Any, _: type) -> Any:
         if isinstance(value, bool) and kind is not bool or not isinstance(value, accept):
@@ -441,8 +441,8 @@ def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def read_toml(path: Path, *, registry: Registry, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """Parse *path*, resolving ``base = "<preset or file>"`` (relative to the file), recursively."""
+def read_toml(path: Path, *, registry: Registry, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Parse *path*, resolving ``base = "<preset or file>"`` (a file relative to this one), recursively."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -454,21 +454,31 @@ def read_toml(path: Path, *, registry: Registry, _seen: tuple[Path, ...] = ()) -
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}. See https://toml.io for the syntax.") from None
+    return resolve_bases(raw, registry=registry, where=path, _seen=(*_seen, str(path.resolve())))
+
+
+def resolve_bases(raw: Mapping[str, Any], *, registry: Registry, where: Path | str = "<pipeline>",
+                  _seen: tuple[str, ...] = ()) -> dict[str, Any]:  # fmt: skip
+    """*raw* merged over its ``base`` (a preset name, or a .toml path relative to *where*), which may have its own."""
+    raw = dict(raw)
     base = raw.pop("base", None)
     if base is None:
         return raw
     if not isinstance(base, str):
-        raise ConfigError(f"{path}: base: must be a preset name or a path to a TOML file, got {base!r}")
+        raise ConfigError(f"{where}: base: must be a preset name or a path to a TOML file, got {base!r}")
     if base.endswith(".toml"):
-        base_path = (path.parent / base).resolve()
-        if base_path in _seen:
-            raise ConfigError(f"{path}: base: {base!r} includes itself")
-        parent = read_toml(base_path, registry=registry, _seen=(*_seen, base_path))
+        base_path = (Path(where).parent / base).resolve() if str(where) != "<pipeline>" else Path(base).resolve()
+        if str(base_path) in _seen:
+            raise ConfigError(f"{where}: base: {base!r} includes itself")
+        parent = read_toml(base_path, registry=registry, _seen=_seen)
     else:
+        if f"preset:{base}" in _seen:
+            raise ConfigError(f"{where}: base: preset {base!r} includes itself")
         try:
-            parent = registry.preset(base)
+            table = registry.preset(base)
         except SegcoreError as exc:
-            raise ConfigError(f"{path}: base: {exc}") from None
+            raise ConfigError(f"{where}: base: {exc}") from None
+        parent = resolve_bases(table, registry=registry, where=f"preset {base!r}", _seen=(*_seen, f"preset:{base}"))
     return _merge(parent, raw)
 
 
@@ -489,3 +499,40 @@ def load_pipeline(path: str | Path, *, registry: Registry) -> PipelineConfig:
     """Read, merge its bases and validate pipeline file *path*."""
     raw = read_toml(Path(path), registry=registry)
     return structure_pipeline(raw, registry=registry, source=str(path))
+
+
+# -- writing back -------------------------------------------------------------------------------------------------
+
+
+def unstructure(obj: Any) -> Any:
+    """A config object as plain TOML values: component tables flattened to ``{name, <own keys>, <config keys>}``,
+    tuples as lists, ``None`` left out (TOML has no null; every None here is a default). Reads back equal:
+    ``structure_pipeline(unstructure(cfg)) == cfg``."""
+    if isinstance(obj, ComponentSpec):
+        table = {"name": obj.name}
+        for f in attrs.fields(type(obj)):
+            if f.name not in ("name", "config"):
+                table[f.name] = getattr(obj, f.name)
+        table.update(attrs.asdict(obj.config, recurse=False) if attrs.has(type(obj.config)) else {})
+        return {k: unstructure(v) for k, v in table.items() if v is not None and v != {}}
+    if attrs.has(type(obj)):
+        table = {}
+        for f in attrs.fields(type(obj)):
+            value = getattr(obj, f.name)
+            default = f.default.factory() if isinstance(f.default, attrs.Factory) else f.default
+            if value is None or (value in ((), {}) and value == default):  # absent from TOML reads back the same
+                continue
+            table[f.name] = unstructure(value)
+        return table
+    if isinstance(obj, Mapping):
+        return {str(k): unstructure(v) for k, v in obj.items() if v is not None}
+    if isinstance(obj, (tuple, list)):
+        return [unstructure(v) for v in obj]
+    return obj
+
+
+def dump_pipeline(cfg: PipelineConfig) -> str:
+    """The resolved pipeline as TOML text (no ``base``: every value explicit)."""
+    import tomli_w
+
+    return tomli_w.dumps(unstructure(cfg))

@@ -3,7 +3,10 @@ decoding, label mapping and the checks that turn a bad file into a clear error."
 
 from __future__ import annotations
 
-__all__ = ["FolderDataset", "FolderDatasetConfig", "PairDataset", "default_palette", "read_image", "read_label"]
+__all__ = [
+    "FolderDataset", "FolderDatasetConfig", "PairDataset", "build_dataset", "dataset_meta", "default_palette", "read_image",
+    "read_label",
+]  # fmt: skip
 
 import warnings
 from collections.abc import Sequence
@@ -15,7 +18,9 @@ from attrs import frozen
 from PIL import Image
 from torch import Tensor
 
+from .config import DatasetSpec
 from .errors import DataError
+from .registry import Registry
 from .stages import Dataset, DatasetMeta
 
 
@@ -147,11 +152,12 @@ class FolderDatasetConfig:
 class FolderDataset(PairDataset):
     """Any dataset laid out as image and mask folders, classes given in the config."""
 
-    splits = ("train", "val", "test")
+    @classmethod
+    def splits_for(cls, cfg: FolderDatasetConfig) -> tuple[str, ...]:
+        return tuple(cfg.splits)
 
     def __init__(self, cfg: FolderDatasetConfig, *, split: str) -> None:
-        if split not in cfg.splits:
-            raise DataError(f"folder dataset: no split {split!r}; data.dataset.splits lists {list(cfg.splits)}")
+        self.check_split(cfg, split)
         palette = cfg.palette or tuple(default_palette(len(cfg.class_names)))
         self.meta = DatasetMeta(tuple(cfg.class_names), tuple(map(tuple, palette)), cfg.ignore_index)
         root = Path(cfg.root).expanduser()
@@ -172,3 +178,19 @@ def default_palette(n: int) -> list[tuple[int, int, int]]:
             c >>= 3
         out.append((r, g, b))
     return out
+
+
+def build_dataset(spec: DatasetSpec, registry: Registry, split: str) -> Dataset:
+    """The ``[data.dataset]`` table's dataset for *split*; the split is checked here, once for every dataset."""
+    entry = registry.get(Dataset, spec.name)
+    entry.cls.check_split(spec.config, split)
+    return entry.build(spec.config, split=split)
+
+
+def dataset_meta(spec: DatasetSpec, registry: Registry) -> DatasetMeta:
+    """The dataset's meta without building it when the class declares it (no file access)."""
+    entry = registry.get(Dataset, spec.name)
+    meta = getattr(entry.cls, "meta", None)
+    if isinstance(meta, DatasetMeta):
+        return meta
+    return entry.build(spec.config, split=entry.cls.splits_for(spec.config)[0]).meta

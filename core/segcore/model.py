@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-__all__ = ["SegModel", "TrainingHead", "build_model", "inference_state_dict", "without_training_heads"]
+__all__ = ["SegModel", "TrainingHead", "build_model", "inference_state_dict", "init_from", "resolve_weights", "without_training_heads"]
 
 import copy
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
-from .config import AttentionSpec, AuxHeadConfig, ModelConfig, _WiredSpec
-from .errors import ContractError, SegcoreError
+from .config import IMAGENET_MEAN, IMAGENET_STD, AttentionSpec, AuxHeadConfig, ModelConfig, _WiredSpec
+from .errors import ConfigError, ContractError, SegcoreError
 from .registry import Entry, Registry
+from .weights import apply_weights, read_weights
 from .stages import Attention, AttentionSlots, Backbone, Decoder, Enhancer, FeatureInfo, ModelOutput, Upsample
 
 
@@ -55,8 +57,8 @@ class SegModel(nn.Module):
         final_attention: nn.Module | None = None,
         frozen_backbone: bool = False,
         dropout: float = 0.1,
-        mean: Sequence[float] = (0.485, 0.456, 0.406),
-        std: Sequence[float] = (0.229, 0.224, 0.225),
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
@@ -246,3 +248,43 @@ def _build_aux(name: str, cfg: AuxHeadConfig, registry: Registry, info: Sequence
     decoder = _build_decoder(cfg.decoder, registry, f"{path}.decoder", picked, source)
     return TrainingHead(decoder, source=cfg.source, in_index=in_index, output=cfg.output, num_classes=num_classes,
                         dropout=cfg.dropout, weight=cfg.weight)  # fmt: skip
+
+
+# -- starting from another model ------------------------------------------------------------------------------------
+
+
+def _classifier_keys(model: nn.Module) -> list[str]:
+    """State-dict keys of every 1x1 classifier to the class count (the model's and the logits heads')."""
+    parts = (k.split(".") for k in model.state_dict())
+    return [".".join(p) for p in parts if p[0] == "classifier" or (p[0] == "aux" and p[2:3] == ["classifier"])]
+
+
+def resolve_weights(source: str, *, what: str = "[model] init_from") -> Path:
+    """A ``model.safetensors`` path from a run folder, a model folder or a file."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        path = path / "model.safetensors"
+        if not path.is_file():
+            raise ConfigError(f"{what}: {source!r} is a folder without model.safetensors; point it at a finished run "
+                              "folder, a model folder or a .safetensors file")  # fmt: skip
+    elif not path.is_file():
+        raise ConfigError(f"{what}: {source!r} is neither a file nor a folder; give a run folder, a model folder or a "
+                          "model.safetensors file")  # fmt: skip
+    return path
+
+
+def init_from(model: SegModel, source: str) -> list[str]:
+    """Load another model's weights into *model* by tensor name, for fine-tuning (``[model] init_from``).
+
+    Classifiers whose class count differs keep their fresh initialisation; training-only heads absent from the file
+    (inference weights never have them) stay fresh too. Any other missing, unexpected or wrong-shape tensor is a
+    ConfigError listing them. Returns the names that were left as initialised.
+    """
+    path = resolve_weights(source)
+    tensors = read_weights(path)
+    own = model.state_dict()
+    fresh = [k for k in _classifier_keys(model) if k in tensors and tensors[k].shape != own[k].shape]
+    kept = {k: v for k, v in tensors.items() if k not in fresh}
+    report = apply_weights(model, kept, source=path, ignore_missing=["aux.", *fresh],
+                           hint="[model] init_from takes a model of the same architecture (only the class count may differ).")  # fmt: skip
+    return [*fresh, *report.missing]

@@ -8,6 +8,7 @@ import importlib
 import importlib.metadata
 import os
 import types
+from typing import Any
 
 import pluggy
 
@@ -71,14 +72,15 @@ def _load_entry_points(pm: _Manager) -> None:
 def load_registry(pm: pluggy.PluginManager | None = None) -> Registry:
     """Call every plugin's ``segcore_register`` into a new `Registry`, one plugin at a time.
 
-    A plugin whose hook raises (a name clash, a component that is not a stage, any bug) is reported in
-    ``registry.problems`` with its name and distribution, and its registrations are dropped.
+    A plugin whose hook raises (a component that is not a stage, any bug) is reported in ``registry.problems`` with
+    its name and distribution, and its registrations are dropped. A name two plugins register costs only that
+    entry of the later one (see `Registry.add`).
     """
     pm = pm or get_plugin_manager()
     registry = Registry()
     infos = getattr(pm, "infos", {})
     registry.problems.extend(getattr(pm, "load_problems", []))
-    for impl in pm.hook.segcore_register.get_hookimpls():  # registration order: built-ins first
+    for impl in _registration_order(pm):
         info = infos.get(impl.plugin_name) or PluginInfo(impl.plugin_name, _dist_of(impl.plugin))
         try:
             with registry.registering(info):
@@ -87,6 +89,14 @@ def load_registry(pm: pluggy.PluginManager | None = None) -> Registry:
             msg = str(exc) if str(info) in str(exc) else f"{info} failed to register: {type(exc).__name__}: {exc}"
             registry.problems.append(PluginError(msg))
     return registry
+
+
+def _registration_order(pm: pluggy.PluginManager) -> list[Any]:
+    """Built-ins first, then tryfirst, plain and trylast hooks (pluggy's list holds trylast first, since it calls
+    the list from its end). Who registers a name first keeps it; the order only decides who that is."""
+    builtin = set(BUILTIN_PLUGINS)
+    impls = pm.hook.segcore_register.get_hookimpls()
+    return sorted(impls, key=lambda i: (i.plugin_name not in builtin, 0 if i.tryfirst else 2 if i.trylast else 1))
 
 
 def _dist_of(plugin: object) -> str | None:

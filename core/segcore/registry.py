@@ -5,6 +5,7 @@ from __future__ import annotations
 __all__ = ["Entry", "PluginInfo", "Pretrained", "Registry"]
 
 import contextlib
+import inspect
 import re
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -13,7 +14,7 @@ import attrs
 from attrs import field, frozen
 
 from .errors import RegistryError, did_you_mean
-from .stages import STAGES, stage_of
+from .stages import STAGES, WIRING, stage_of
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -29,6 +30,9 @@ class PluginInfo:
     def __str__(self) -> str:
         where = f" from {self.dist} {self.version}" if self.dist else ""
         return f'plugin "{self.name}"{where}'
+
+
+_DIRECT = PluginInfo("(direct)")  # registrations outside any plugin's hook
 
 
 @frozen
@@ -49,12 +53,13 @@ class Entry:
 
 @frozen
 class Pretrained:
-    """A pretrained name ("hrnet_l-camvid") pointing at a Hub repo at a pinned revision."""
+    """A pretrained name ("hrnet_l-camvid") pointing at a Hub model repo at a pinned revision, with the sha256 of
+    its ``model.safetensors`` (checked on load)."""
 
     name: str
     repo_id: str
     revision: str | None = None
-    sha256: Mapping[str, str] = field(factory=dict)
+    sha256: str | None = None
     plugin: PluginInfo = PluginInfo("?")
 
 
@@ -69,7 +74,7 @@ class Registry:
         self._entries: dict[type, dict[str, Entry]] = {stage: {} for stage in STAGES}
         self._presets: dict[str, tuple[dict[str, Any], PluginInfo]] = {}
         self._pretrained: dict[str, Pretrained] = {}
-        self._plugin = PluginInfo("(direct)")
+        self._plugin = _DIRECT
         self.problems: list[Exception] = []  # plugin failures that did not stop the others
         self.plugins: list[PluginInfo] = []
 
@@ -88,8 +93,9 @@ class Registry:
             self._plugin = previous
         self.plugins.append(plugin)
 
-    def add(self, cls: type, *, name: str, config: type, tiny: Any = None) -> Entry:
-        """Register component *cls* under *name*; its stage is found from its base class."""
+    def add(self, cls: type, *, name: str, config: type, tiny: Any = None) -> Entry | None:
+        """Register component *cls* under *name*; its stage is found from its base class. A name another plugin
+        took first is skipped (None) and reported in ``problems``."""
         where = f"{self._plugin}: component {name!r}"
         stage = stage_of(cls)
         if stage is None:
@@ -101,27 +107,51 @@ class Registry:
             raise RegistryError(f"{where}: config {config!r} is not an attrs class; decorate it with @attrs.frozen")
         if tiny is not None and not isinstance(tiny, config):
             raise RegistryError(f"{where}: tiny must be a {config.__name__}, got {type(tiny).__name__}")
+        _check_signature(cls, stage, where)
         taken = self._entries[stage].get(name)
         if taken is not None:
-            raise RegistryError(
-                f"{where}: {stage.__name__.lower()} {name!r} is already registered by {taken.plugin}. "
-                f"Rename one of them, or disable one plugin with SEGCORE_DISABLE_PLUGINS={self._plugin.name}"
-            )
+            return self._clash(f"{stage.__name__.lower()} {name!r}", taken.plugin)
         entry = Entry(stage=stage, name=name, cls=cls, config=config, tiny=tiny, plugin=self._plugin)
         self._entries[stage][name] = entry
         return entry
 
     def add_preset(self, name: str, pipeline: Mapping[str, Any]) -> None:
-        """Register a named pipeline table, usable as ``base = "<name>"`` in a pipeline file."""
+        """Register a named pipeline table (a parsed TOML pipeline, possibly partial, possibly with its own
+        ``base``), usable as ``base = "<name>"`` in a pipeline file. Its shape is checked here; its components are
+        checked when a pipeline uses it (and by the test that builds every preset)."""
+        where = f"{self._plugin}: preset {name!r}"
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise RegistryError(f"{where}: preset names are lowercase snake_case (like 'hrnet_l_w48')")
+        if not isinstance(pipeline, Mapping):
+            raise RegistryError(f"{where}: must be a table (dict) like a parsed pipeline file, got {type(pipeline).__name__}")
+        from .config import PipelineConfig  # the config module imports this one
+
+        sections = ["base", *(f.name for f in attrs.fields(PipelineConfig))]
+        bad = [k for k in pipeline if k not in sections]
+        if bad:
+            raise RegistryError(f"{where}: unknown section {bad[0]!r}{did_you_mean(bad[0], sections)}; sections: {', '.join(sections)}")
+        _check_toml_values(pipeline, where)
         if name in self._presets:
-            raise RegistryError(f"{self._plugin}: preset {name!r} is already registered by {self._presets[name][1]}")
+            return self._clash(f"preset {name!r}", self._presets[name][1])
         self._presets[name] = (dict(pipeline), self._plugin)
 
-    def add_pretrained(self, name: str, *, repo_id: str, revision: str | None = None, **sha256: str) -> None:
-        """Register pretrained weights *name* at Hub repo *repo_id*, pinned to *revision*."""
+    def add_pretrained(self, name: str, *, repo_id: str, revision: str | None = None, sha256: str | None = None) -> None:
+        """Register pretrained weights *name* at Hub repo *repo_id*, pinned to *revision*; *sha256* is that of the
+        repo's ``model.safetensors``."""
         if name in self._pretrained:
-            raise RegistryError(f"{self._plugin}: pretrained {name!r} is already registered by {self._pretrained[name].plugin}")
+            return self._clash(f"pretrained {name!r}", self._pretrained[name].plugin)
         self._pretrained[name] = Pretrained(name, repo_id, revision, sha256, self._plugin)
+
+    def _clash(self, what: str, first: PluginInfo) -> None:
+        """A name taken by another plugin: inside a plugin's hook only this registration is lost (the first
+        plugin keeps the name, every other component of both still works) and the clash is a problem naming
+        both; added directly (no plugin), it raises."""
+        msg = (f"{self._plugin}: {what} is already registered by {first}; this one is skipped (the rest of both "
+               f"plugins works). Rename one of them, or disable one plugin with SEGCORE_DISABLE_PLUGINS="
+               f"{self._plugin.name} (or ={first.name})")  # fmt: skip
+        if self._plugin == _DIRECT:
+            raise RegistryError(msg)
+        self.problems.append(RegistryError(msg))
 
     def remove_plugin(self, plugin_name: str) -> None:
         """Forget everything *plugin_name* registered."""
@@ -167,3 +197,31 @@ class Registry:
                 f"registered: {', '.join(sorted(self._pretrained)) or 'none'}"
             )
         return self._pretrained[name]
+
+
+def _check_toml_values(value: Any, where: str, path: str = "") -> None:
+    """Only what TOML can hold (tables, arrays, strings, numbers, booleans): a preset must read like a file."""
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise RegistryError(f"{where}: key {k!r} at {path or '(top level)'} is not a string")
+            _check_toml_values(v, where, f"{path}.{k}" if path else k)
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_toml_values(v, where, f"{path}[{i}]")
+    elif not isinstance(value, (str, int, float, bool)):
+        raise RegistryError(f"{where}: {path} is a {type(value).__name__}; presets hold only TOML values")
+
+
+def _check_signature(cls: type, stage: type, where: str) -> None:
+    """The builder calls ``cls(cfg, **wiring)``: refuse at registration a constructor that cannot take that, so a
+    TypeError while building is always the plugin's own bug (and keeps its traceback)."""
+    wiring = WIRING[stage]
+    try:
+        inspect.signature(cls).bind(None, **dict.fromkeys(wiring))
+    except TypeError as exc:
+        kw = "".join(f", {w}" for w in wiring)
+        raise RegistryError(
+            f"{where}: {cls.__name__}{inspect.signature(cls)} cannot be called as {cls.__name__}(cfg, *{kw}) ({exc}); a "
+            f"{stage.__name__} takes its config and exactly this wiring (see segcore.stages)"
+        ) from None

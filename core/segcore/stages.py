@@ -24,6 +24,7 @@ __all__ = [
     "ModelOutput",
     "Resize",
     "STAGES",
+    "WIRING",
     "Upsample",
     "stage_of",
 ]
@@ -35,6 +36,7 @@ import torch.utils.data
 from attrs import frozen
 from torch import Tensor, nn
 
+from .errors import DataError
 from .layers.basic import resize_to
 
 
@@ -207,6 +209,19 @@ class Dataset(torch.utils.data.Dataset):
     meta: DatasetMeta
     splits: ClassVar[tuple[str, ...]] = ("train", "val")
 
+    @classmethod
+    def splits_for(cls, cfg: object) -> tuple[str, ...]:
+        """The splits *cfg* offers: ``splits``, unless a dataset's config chooses them."""
+        return cls.splits
+
+    @classmethod
+    def check_split(cls, cfg: object, split: str) -> None:
+        """Raise a DataError unless *split* is one of `splits_for` (the pipeline builder calls it before building)."""
+        splits = cls.splits_for(cfg)
+        if split not in splits:
+            raise DataError(f"{cls.__name__} has no split {split!r}; its splits: {', '.join(splits)}. Set "
+                            "data.train_split / data.val_split to one of them.")  # fmt: skip
+
     def __len__(self) -> int:
         raise NotImplementedError
 
@@ -215,6 +230,16 @@ class Dataset(torch.utils.data.Dataset):
 
 
 STAGES: tuple[type, ...] = (Backbone, Enhancer, Decoder, Attention, Loss, Dataset)
+
+# the keyword-only wiring the pipeline builder passes to each stage's constructor, after ``cfg``
+WIRING: dict[type, tuple[str, ...]] = {
+    Backbone: (),
+    Enhancer: ("in_features", "attention"),
+    Decoder: ("in_features", "attention"),
+    Attention: ("channels",),
+    Loss: ("num_classes", "ignore_index"),
+    Dataset: ("split",),
+}
 
 
 def stage_of(cls: type) -> type | None:

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
 import torch.nn.functional as F
+import attrs
 from attrs import field, frozen
 from torch import Tensor
 
 from ..errors import ConfigError, did_you_mean
 from ..hookspecs import hookimpl
+from ..layers.basic import building_on_meta
 from ..registry import Registry
 from ..stages import Backbone, FeatureInfo
 
@@ -31,60 +32,89 @@ class TimmBackboneConfig:
     """Table [model.backbone] when name = "timm".
 
     For timm's HRNets the default is their four branch outputs (``feature_location=""``, levels 1-4: W, 2W,
-    4W, 8W channels at strides 4-32), not timm's classification "incre" features.
+    4W, 8W channels at strides 4-32), not timm's classification "incre" features. Models with a patch embedding
+    (Swin, ...) are created with ``strict_img_size = false`` unless ``kwargs`` says otherwise, so any size runs.
     """
 
     model_name: str = field(validator=_timm_model_name)
     pretrained: bool = False
     out_indices: tuple[int, ...] | None = None
-    pad_to_stride: bool = True  # pad the input to a multiple of the coarsest stride, crop the maps back
+    # pad the input (bottom/right) to a multiple of this many pixels and crop the maps back. None: only where the
+    # model needs it (timm's HRNet fuses by fixed x2 upsampling: the coarsest stride; patch embeddings: the patch)
+    pad_to_stride: bool | None = None
     drop_path_rate: float | None = None
     kwargs: Mapping[str, Any] = field(factory=dict)  # more timm.create_model arguments
 
 
-class TimmBackbone(Backbone):
-    """Feature maps of a timm model; any input size.
+def _create(cfg: TimmBackboneConfig, kwargs: dict[str, Any]):
+    import timm
 
-    timm's HRNet adds upsampled branches by a fixed scale factor and raises unless H and W divide by 32
-    (360x480 fails). With ``pad_to_stride`` the input is zero-padded (after normalisation: the mean colour) at
-    the bottom and right to a multiple of the coarsest stride and each map is cropped to ceil(H / stride).
+    if building_on_meta():  # counting: the architecture only, nothing to download
+        cfg = attrs.evolve(cfg, pretrained=False)
+
+    try:
+        if "img_size" in kwargs or "strict_img_size" in kwargs:
+            return timm.create_model(cfg.model_name, pretrained=cfg.pretrained, features_only=True, **kwargs)
+        try:  # patch-embedding models accept it and then run any size; the others refuse the keyword at once
+            return timm.create_model(cfg.model_name, pretrained=cfg.pretrained, features_only=True, strict_img_size=False, **kwargs)
+        except TypeError as exc:
+            if "strict_img_size" not in str(exc):
+                raise
+            return timm.create_model(cfg.model_name, pretrained=cfg.pretrained, features_only=True, **kwargs)
+    except (TypeError, IndexError, ValueError, AssertionError) as exc:
+        raise ConfigError(f"timm.create_model({cfg.model_name!r}, features_only=True, **{kwargs}) failed: {exc}") from exc
+    except (OSError, RuntimeError) as exc:
+        if not cfg.pretrained:
+            raise
+        raise ConfigError(
+            f"could not fetch pretrained weights for {cfg.model_name!r}: {exc}. Set pretrained = false, or fill "
+            "the Hugging Face cache on a machine with network and run with HF_HUB_OFFLINE=1."
+        ) from exc
+
+
+class TimmBackbone(Backbone):
+    """Feature maps of a timm model, NCHW, finest first; any input size.
+
+    timm's HRNet adds upsampled branches by a fixed scale factor and raises unless H and W divide by 32 (360x480
+    fails): the input is zero-padded (after normalisation: the mean colour) at the bottom and right to a multiple
+    of the coarsest stride and each map is cropped to ceil(H / stride). Patch embeddings need a multiple of the
+    patch size. Other models run as they are. Maps timm returns channels-last (Swin: NHWC) are permuted to NCHW.
+    The size arithmetic has no Python branch on the input size, so torch.export sees one graph for every size.
     """
 
     def __init__(self, cfg: TimmBackboneConfig) -> None:
         super().__init__()
-        import timm
-
         kwargs = dict(cfg.kwargs)
         out_indices = cfg.out_indices
-        if cfg.model_name.startswith("hrnet") and "feature_location" not in kwargs:
+        hrnet = cfg.model_name.startswith("hrnet")
+        if hrnet and "feature_location" not in kwargs:
             kwargs["feature_location"] = ""
             out_indices = out_indices or (1, 2, 3, 4)
         if out_indices is not None:
             kwargs["out_indices"] = tuple(out_indices)
         if cfg.drop_path_rate is not None:
             kwargs["drop_path_rate"] = cfg.drop_path_rate
-        try:
-            self.model = timm.create_model(cfg.model_name, pretrained=cfg.pretrained, features_only=True, **kwargs)
-        except (TypeError, IndexError, ValueError, AssertionError) as exc:
-            raise ConfigError(f"timm.create_model({cfg.model_name!r}, features_only=True, **{kwargs}) failed: {exc}") from exc
-        except (OSError, RuntimeError) as exc:
-            if not cfg.pretrained:
-                raise
-            raise ConfigError(
-                f"could not fetch pretrained weights for {cfg.model_name!r}: {exc}. Set pretrained = false, or fill "
-                "the Hugging Face cache on a machine with network and run with HF_HUB_OFFLINE=1."
-            ) from exc
+        self.model = _create(cfg, kwargs)
         channels, strides = self.model.feature_info.channels(), self.model.feature_info.reduction()
         self.feature_info = tuple(FeatureInfo(c, s) for c, s in zip(channels, strides))
-        self.pad_to = max(strides) if cfg.pad_to_stride else 1
+        fmt = getattr(self.model, "output_fmt", "NCHW")
+        self.channels_last_maps = str(getattr(fmt, "value", fmt)) == "NHWC"
+        patch = any(type(m).__name__ == "PatchEmbed" for m in self.model.modules())
+        if cfg.pad_to_stride is None:
+            self.pad_to = max(strides) if hrnet else (min(strides) if patch else 1)
+        else:
+            self.pad_to = max(strides) if cfg.pad_to_stride else 1
 
     def forward(self, image: Tensor) -> list[Tensor]:
-        h, w = image.shape[-2:]
-        pad_h, pad_w = -h % self.pad_to, -w % self.pad_to
-        if not pad_h and not pad_w:
-            return list(self.model(image))
-        maps = self.model(F.pad(image, (0, pad_w, 0, pad_h)))
-        return [m[..., : math.ceil(h / i.stride), : math.ceil(w / i.stride)] for m, i in zip(maps, self.feature_info)]
+        if self.pad_to > 1:
+            h, w = image.shape[-2:]
+            image = F.pad(image, (0, (self.pad_to - w % self.pad_to) % self.pad_to, 0, (self.pad_to - h % self.pad_to) % self.pad_to))
+        maps = list(self.model(image))
+        if self.channels_last_maps:
+            maps = [m.permute(0, 3, 1, 2) for m in maps]
+        if self.pad_to > 1:
+            maps = [m[..., : (h + i.stride - 1) // i.stride, : (w + i.stride - 1) // i.stride] for m, i in zip(maps, self.feature_info)]
+        return maps
 
 
 @hookimpl

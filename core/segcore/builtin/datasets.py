@@ -46,8 +46,7 @@ class ShapesDataset(Dataset):
 
     def __init__(self, cfg: ShapesConfig, *, split: str) -> None:
         super().__init__()
-        if split not in self.splits:
-            raise ConfigError(f"shapes has no split {split!r}; its splits: {', '.join(self.splits)}")
+        self.check_split(cfg, split)
         self.cfg = cfg
         self.split = split
         self._split_id = self.splits.index(split)

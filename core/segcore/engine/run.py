@@ -7,18 +7,19 @@ __all__ = ["load_model_weights", "run_pipeline"]
 import functools
 from pathlib import Path
 
-import safetensors.torch
 import torch
 
 from ..config import PipelineConfig
 from ..errors import ConfigError
 from ..model import SegModel, build_model
 from ..registry import Registry
+from ..weights import load_weights
 from .dist import init_distributed
 from .evaluate import EvalResult, evaluate
 from .inference import pad_collate
 from .predict import predict_folder
-from .trainer import Trainer, build_dataset, dataset_meta, resolve_device
+from ..data import build_dataset, dataset_meta
+from .trainer import Trainer, resolve_device
 
 
 def load_model_weights(model: SegModel, path: str | Path) -> None:
@@ -26,15 +27,13 @@ def load_model_weights(model: SegModel, path: str | Path) -> None:
     path = Path(path)
     if path.is_dir():
         path = path / "model.safetensors"
-    if not path.is_file():
-        raise ConfigError(f"run.checkpoint: no such file {str(path)!r}; point it at a model.safetensors or a run folder")
-    missing, unexpected = safetensors.torch.load_model(model, str(path), strict=False)
-    missing = [k for k in missing if not k.startswith("aux.")]
-    if missing or unexpected:
-        raise ConfigError(
-            f"{path}: weights do not fit this model (missing {missing[:3]}, unexpected {unexpected[:3]}); "
-            "was it trained with this pipeline's [model]?"
-        )
+    if not path.exists():
+        unfinished = " (that run has not finished: point at one of its checkpoints/ckpt-<step> folders)" if (
+            path.parent / "checkpoints").is_dir() else ""  # fmt: skip
+        raise ConfigError(f"run.checkpoint: no such file {str(path)!r}{unfinished}; point it at a model.safetensors or a run folder")
+    # a file without segcore's integrity record (written elsewhere) loads with a warning
+    load_weights(model, path, ignore_missing=("aux.",), require_record=False,
+                 hint="Was it trained with this pipeline's [model]?")  # fmt: skip
 
 
 def _trained_model(cfg: PipelineConfig, registry: Registry, num_classes: int, device: torch.device) -> SegModel:
@@ -47,6 +46,9 @@ def _trained_model(cfg: PipelineConfig, registry: Registry, num_classes: int, de
 
 def run_pipeline(cfg: PipelineConfig, registry: Registry, *, progress: bool = True, resume: bool = False,
                  overwrite: bool = False) -> EvalResult | list[Path]:  # fmt: skip
+    from ..check import check_pipeline  # check imports the engine
+
+    check_pipeline(cfg, registry)  # every contract `segcore check` verifies (meta device), before any work
     if cfg.run.task == "train":
         return Trainer(cfg, registry, progress=progress, resume=resume, overwrite=overwrite).fit()
     info = init_distributed("cpu")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["Interrupted", "Trainer", "TrainingError", "build_dataset", "dataset_meta", "resolve_device"]
+__all__ = ["Interrupted", "Trainer", "TrainingError", "resolve_device"]
 
 import contextlib
 import copy
@@ -16,16 +16,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-import cattrs
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ..augment import BatchAugment
-from ..config import DatasetSpec, PipelineConfig
+from ..config import DatasetSpec, PipelineConfig, dump_pipeline, unstructure
 from ..errors import ConfigError, DamagedFileError, SegcoreError
 from ..io import remove_stale_temps, write_text
-from ..model import SegModel, build_model, without_training_heads
+from ..data import build_dataset
+from ..model import SegModel, build_model, init_from, without_training_heads
 from ..registry import Registry
 from ..stages import Dataset, DatasetMeta, Loss, ModelOutput
 from . import report
@@ -62,20 +62,6 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return device
 
 
-def build_dataset(spec: DatasetSpec, registry: Registry, split: str) -> Dataset:
-    entry = registry.get(Dataset, spec.name)
-    if split not in entry.cls.splits:
-        raise ConfigError(f"dataset {spec.name!r} has no split {split!r}; its splits: {', '.join(entry.cls.splits)}")
-    return entry.build(spec.config, split=split)
-
-
-def dataset_meta(spec: DatasetSpec, registry: Registry) -> DatasetMeta:
-    """The dataset's meta without building it when the class declares it (no file access)."""
-    entry = registry.get(Dataset, spec.name)
-    meta = getattr(entry.cls, "meta", None)
-    return meta if isinstance(meta, DatasetMeta) else entry.build(spec.config, split=entry.cls.splits[0]).meta
-
-
 def _step_seed(seed: int, step: int, rank: int) -> int:
     """All randomness of one optimizer step (dropout, augmentation) derives from this, so a resumed run draws
     exactly what an uninterrupted one would."""
@@ -89,16 +75,16 @@ _COSMETIC_TRAIN_KEYS = ("log_every", "tensorboard", "plots", "keep_last", "check
 
 def _identity(cfg: PipelineConfig) -> dict[str, Any]:
     """What makes two runs the same run (the [run] table and cosmetic train keys do not)."""
-    raw = cattrs.Converter().unstructure(cfg)
-    raw.pop("run")
-    raw.pop("predict")
+    raw = unstructure(cfg)
+    raw.pop("run", None)
+    raw.pop("predict", None)
     for key in _COSMETIC_TRAIN_KEYS:
-        raw["train"].pop(key)
+        raw.get("train", {}).pop(key, None)
     return json.loads(json.dumps(raw))
 
 
 _OURS = {  # what segcore writes in a run folder (a folder: the names it writes inside)
-    "log.jsonl": None, "metrics.json": None, "model.safetensors": None,
+    "log.jsonl": None, "metrics.json": None, "model.safetensors": None, "pipeline.toml": None,
     "best": ("model.safetensors", "train_state.safetensors", "state.json"),
     "plots": ("curves.png", "iou.png", "confusion.png", "overlays.png"),
     "tensorboard": ("events.out.tfevents.*",),
@@ -173,6 +159,7 @@ def prepare_run_dir(cfg: PipelineConfig, *, resume: bool, overwrite: bool) -> Pa
             )
     out.mkdir(parents=True, exist_ok=True)
     write_text(marker, json.dumps({"identity": mine}, indent=1))
+    write_text(out / "pipeline.toml", dump_pipeline(cfg))  # the resolved pipeline: `segcore run` reads it back
     return out
 
 
@@ -202,6 +189,11 @@ class Trainer:
         self.meta = self.train_set.meta
         num_classes = cfg.model.num_classes or self.meta.num_classes
         model = build_model(cfg.model, registry, num_classes=num_classes)
+        if cfg.model.init_from is not None and not resume:  # a resumed run has its own weights
+            fresh = init_from(model, cfg.model.init_from)
+            if self.progress and fresh:
+                tqdm.write(f"init_from {cfg.model.init_from}: {len(fresh)} tensors start fresh ({', '.join(fresh[:4])}"
+                           f"{', ...' if len(fresh) > 4 else ''})")
         if t.sync_bn and self.dist.world > 1:
             if self.device.type == "cpu":
                 raise ConfigError("train.sync_bn needs CUDA devices (torch's SyncBatchNorm has no CPU kernel); set it to false on the CPU")
@@ -213,8 +205,14 @@ class Trainer:
         self.augment = BatchAugment(cfg.data.augment, self.meta.ignore_index)
 
         self.per_rank = -(-len(self.train_set) // self.dist.world)  # samples each rank sees per epoch
-        micro = self.per_rank // cfg.data.batch_size if self.per_rank >= cfg.data.batch_size else 1
-        self.iters_per_epoch = max(micro // t.grad_accum_steps, 1)
+        if self.per_rank < cfg.data.batch_size * t.grad_accum_steps:
+            accum = f" x train.grad_accum_steps = {t.grad_accum_steps}" if t.grad_accum_steps > 1 else ""
+            raise ConfigError(
+                f"data.batch_size = {cfg.data.batch_size}{accum} is more than the {self.per_rank} training samples each "
+                f"of the {self.dist.world} process(es) sees per epoch, so not one optimizer step fits in an epoch; "
+                "lower data.batch_size (or train.grad_accum_steps)"
+            )
+        self.iters_per_epoch = self.per_rank // cfg.data.batch_size // t.grad_accum_steps
         self.total = t.iters or t.epochs * self.iters_per_epoch
         self.freeze_iters = t.freeze_backbone * (self.iters_per_epoch if t.epochs else 1)
 

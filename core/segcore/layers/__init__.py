@@ -6,11 +6,11 @@ Everything here is public API: ``from segcore.layers import ConvBNAct, resize_to
 from __future__ import annotations
 
 __all__ = [
-    "BasicBlock", "Bottleneck", "ConvBNAct", "DisentangledNonLocal", "HRModule", "Transition", "context_levels",
+    "BasicBlock", "Bottleneck", "ConvBNAct", "building_on_meta", "DisentangledNonLocal", "HRModule", "Transition", "context_levels",
     "init_hrnet_weights", "pool_concat", "resize_to",
 ]  # fmt: skip
 
-from .basic import ConvBNAct, resize_to
+from .basic import ConvBNAct, building_on_meta, resize_to
 from .context import context_levels, pool_concat
 from .dnl import DisentangledNonLocal
 from .hrnet import BasicBlock, Bottleneck, HRModule, Transition, init_hrnet_weights

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 _ALIGNABLE = ("linear", "bilinear", "bicubic", "trilinear")
+
+
+def building_on_meta() -> bool:
+    """True inside ``with torch.device("meta"):`` (``segcore check``): components skip loading pretrained weights,
+    since meta tensors hold no data and nothing should be downloaded to count a model."""
+    return torch.empty(0).device.type == "meta"
 
 
 def resize_to(x: Tensor, size: Sequence[int], *, mode: str = "bilinear", align_corners: bool = False) -> Tensor:

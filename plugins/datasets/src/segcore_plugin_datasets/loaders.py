@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -26,17 +27,21 @@ def _dir(path: Path, what: str) -> Path:
     return path
 
 
-def _lut(mapping: dict[int, int], ignore: int = 255, invalid: int = -1) -> np.ndarray:
+def _inside(root: Path, path: Path, where: str) -> Path:
+    """*path* if it stays inside *root* once ``..`` is resolved (by name: a symlinked data folder is fine)."""
+    base = os.path.normpath(os.path.abspath(root))
+    full = os.path.normpath(os.path.abspath(path))
+    if os.path.commonpath([base, full]) != base:
+        raise DataError(f"{where}: names {path}, outside the dataset root {root}; a split list may only name files under it")
+    return path
+
+
+def _lut(mapping: dict[int, int], invalid: int = -1) -> np.ndarray:
     """raw value -> class id; values not in *mapping* are *invalid* (an error) unless that is the ignore id."""
     lut = np.full(256, invalid, np.int64)
     for raw, cls in mapping.items():
         lut[raw] = cls
     return lut
-
-
-def _check_split(cls: type, split: str) -> None:
-    if split not in cls.splits:
-        raise DataError(f"{cls.__name__}: no split {split!r}; its splits: {', '.join(cls.splits)}")
 
 
 @frozen
@@ -54,7 +59,7 @@ class CamVid(PairDataset):
     splits = ("train", "val", "test")
 
     def __init__(self, cfg: RootConfig, *, split: str) -> None:
-        _check_split(type(self), split)
+        self.check_split(cfg, split)
         root = _root(cfg.root)
         listing = root / f"{split}.txt"
         if not listing.is_file():
@@ -67,7 +72,7 @@ class CamVid(PairDataset):
             if len(parts) != 2:
                 raise DataError(f"{listing}:{n}: expected 'IMAGE LABEL', got {line!r}")
             # "/SegNet/CamVid/train/x.png": the last two components, relative to root
-            pairs.append(tuple(root / Path(p).parent.name / Path(p).name for p in parts))
+            pairs.append(tuple(_inside(root, root / Path(p).parent.name / Path(p).name, f"{listing}:{n}") for p in parts))
         super().__init__(pairs, skip_bad=cfg.skip_bad)
 
 
@@ -78,7 +83,7 @@ class Cityscapes(PairDataset):
     splits = ("train", "val", "test")
 
     def __init__(self, cfg: RootConfig, *, split: str) -> None:
-        _check_split(type(self), split)
+        self.check_split(cfg, split)
         root = _root(cfg.root)
         images = _dir(root / "leftImg8bit" / split, "leftImg8bit/" + split)
         labels = _dir(root / "gtFine" / split, "gtFine/" + split)
@@ -99,7 +104,7 @@ class VOCAug(PairDataset):
     splits = ("train_aug", "train", "val")
 
     def __init__(self, cfg: RootConfig, *, split: str) -> None:
-        _check_split(type(self), split)
+        self.check_split(cfg, split)
         root = _root(cfg.root)
         voc = _dir(root / "VOCdevkit" / "VOC2012", "VOCdevkit/VOC2012")
         sets = voc / "ImageSets" / "Segmentation"
@@ -107,7 +112,11 @@ class VOCAug(PairDataset):
         def ids(path: Path) -> list[str]:
             if not path.is_file():
                 raise DataError(f"{path}: split list is missing; restore it from the release archive")
-            return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+            found = [(n, line.strip()) for n, line in enumerate(path.read_text().splitlines(), 1) if line.strip()]
+            for n, i in found:  # an id is a file name: never a path out of the release
+                if "/" in i or "\\" in i:
+                    raise DataError(f"{path}:{n}: {i!r} is not an image id (ids are file names without folders)")
+            return [i for _, i in found]
 
         if split in ("train", "val"):
             pairs = [(voc / "JPEGImages" / f"{i}.jpg", voc / "SegmentationClass" / f"{i}.png") for i in ids(sets / f"{split}.txt")]
@@ -144,7 +153,7 @@ class ADE20K(PairDataset):
     splits = ("train", "val")
 
     def __init__(self, cfg: RootConfig, *, split: str) -> None:
-        _check_split(type(self), split)
+        self.check_split(cfg, split)
         base = _root(cfg.root) / "ADEChallengeData2016"
         folder = {"train": "training", "val": "validation"}[split]
         images = _dir(base / "images" / folder, f"ADEChallengeData2016/images/{folder}")
@@ -161,7 +170,7 @@ class Mapillary(PairDataset):
     splits = ("train", "val")
 
     def __init__(self, cfg: RootConfig, *, split: str) -> None:
-        _check_split(type(self), split)
+        self.check_split(cfg, split)
         base = _root(cfg.root) / {"train": "training", "val": "validation"}[split]
         images = _dir(base / "images", f"{base.name}/images")
         labels = base / "v1.2" / "labels"
@@ -177,7 +186,7 @@ class COCOStuff(PairDataset):
     splits = ("train", "val")
 
     def __init__(self, cfg: RootConfig, *, split: str) -> None:
-        _check_split(type(self), split)
+        self.check_split(cfg, split)
         root = _root(cfg.root)
         folder = {"train": "train2017", "val": "val2017"}[split]
         images = _dir(root / "images" / folder, f"images/{folder}")
@@ -194,7 +203,7 @@ class BDD100K(PairDataset):
     splits = ("train", "val")
 
     def __init__(self, cfg: RootConfig, *, split: str) -> None:
-        _check_split(type(self), split)
+        self.check_split(cfg, split)
         base = _root(cfg.root) / "bdd100k"
         images = _dir(base / "images" / "10k" / split, f"bdd100k/images/10k/{split}")
         labels = _dir(base / "labels" / "sem_seg" / "masks" / split, f"bdd100k/labels/sem_seg/masks/{split}")
