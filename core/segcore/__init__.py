@@ -6,12 +6,15 @@ Plugins import only what this module exports.
 from __future__ import annotations
 
 from . import _interrupts  # noqa: F401  (first: a Ctrl-C during the imports below ends the CLI quietly)
-from .config import PipelineConfig, load_pipeline
+from . import layers
+from .builtin.backbones import TimmBackbone, TimmBackboneConfig
+from .config import PipelineConfig, dump_pipeline, load_pipeline
+from .data import PairDataset, build_dataset, dataset_meta, default_palette, read_image, read_label
 from .engine.predict import predict
 from .errors import ConfigError, ContractError, DataError, PluginError, RegistryError, SegcoreError
-from . import layers
 from .hookspecs import hookimpl
-from .model import SegModel, build_model
+from .model import SegModel, build_model, inference_state_dict, init_from, without_training_heads
+from .weights import load_weights, read_weights, save_weights
 from .plugins import get_plugin_manager, load_registry
 from .registry import Entry, Registry
 from .stages import (
@@ -46,6 +49,7 @@ __all__ = [
     "FeatureInfo",
     "Loss",
     "ModelOutput",
+    "PairDataset",
     "PipelineConfig",
     "PluginError",
     "Registry",
@@ -53,12 +57,26 @@ __all__ = [
     "Resize",
     "SegModel",
     "SegcoreError",
+    "TimmBackbone",
+    "TimmBackboneConfig",
     "Upsample",
+    "build_dataset",
     "build_model",
+    "dataset_meta",
+    "default_palette",
+    "dump_pipeline",
     "get_plugin_manager",
     "hookimpl",
+    "inference_state_dict",
+    "init_from",
+    "layers",
     "load_pipeline",
     "load_registry",
+    "load_weights",
     "predict",
-    "layers",
+    "read_image",
+    "read_label",
+    "read_weights",
+    "save_weights",
+    "without_training_heads",
 ]

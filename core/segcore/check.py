@@ -129,10 +129,11 @@ def check_model(
     try:
         with Meter(model, convention) as meter:
             out = model(image)
-    except RuntimeError as exc:
+    except Exception as exc:
         _verify(model, captured, input_size, names)  # a stage that broke its declaration is the likely cause
-        failed = next((p for p in stages if p not in captured), "model")
-        raise ContractError(f"{_where(failed, names)} failed on a {input_size[0]}x{input_size[1]} input: {exc}") from exc
+        failed = next((p for p in stages if p not in captured), "model")  # otherwise a bug: keep its traceback
+        exc.add_note(f"segcore: raised inside {_where(failed, names)} on a {input_size[0]}x{input_size[1]} input")
+        raise
     finally:
         model.train(was_training)
         for h in hooks:

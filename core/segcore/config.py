@@ -34,6 +34,7 @@ __all__ = [
 
 import re
 import tomllib
+import types
 import typing
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -302,6 +303,34 @@ def make_converter(registry: Registry) -> cattrs.Converter:
     conv.register_structure_hook(float, _strict(float, (int, float), "a number"))
     conv.register_structure_hook(bool, _strict(bool, (bool,), "true or false"))
     conv.register_structure_hook(str, _strict(str, (str,), "a string"))
+
+    def structure_union(value: Any, union: Any) -> Any:
+        """``int | tuple[int, ...]`` and the like: the member whose TOML kind (array, table, scalar) the value has."""
+        members = [m for m in typing.get_args(union) if m is not type(None)]
+        if value is None and len(members) < len(typing.get_args(union)):
+            return None
+        kind = list if isinstance(value, list) else Mapping if isinstance(value, Mapping) else None
+        for m in members:
+            origin = typing.get_origin(m) or m
+            if kind is list and origin in (tuple, list):
+                return conv.structure(value, m)
+            if kind is Mapping and (origin in (dict, Mapping) or attrs.has(m)):
+                return conv.structure(value, m)
+        scalars = [m for m in members if m in (int, float, bool, str)]
+        errors = []
+        for m in scalars if kind is None else ():
+            try:
+                return conv.structure(value, m)
+            except TypeError as exc:
+                errors.append(exc)
+        names = " or ".join(getattr(m, "__name__", str(m)) for m in members)
+        raise TypeError(f"expected {names}, got {value!r} ({type(value).__name__})")
+
+    def is_mixed_union(t: Any) -> bool:  # cattrs handles Optional[X] itself; this covers scalar-or-array unions
+        args = [a for a in typing.get_args(t) if a is not type(None)]
+        return typing.get_origin(t) in (typing.Union, types.UnionType) and len(args) > 1
+
+    conv.register_structure_hook_func(is_mixed_union, structure_union)
 
     def structure_component(value: Any, spec_cls: type[ComponentSpec]) -> ComponentSpec:
         kind = spec_cls.stage.__name__.lower()

@@ -8,7 +8,7 @@ from attrs import field, frozen
 from attrs.validators import gt
 from torch import Tensor, nn
 
-from ..errors import ContractError
+from ..errors import ConfigError, ContractError
 from ..hookspecs import hookimpl
 from ..registry import Registry
 from ..stages import AttentionSlots, Enhancer, FeatureInfo
@@ -22,16 +22,22 @@ def _levels(levels: Sequence[int] | None, n: int, who: str) -> tuple[int, ...]:
     return picked
 
 
+def _widths(_: object, attribute: object, value: int | tuple[int, ...]) -> None:
+    if any(c <= 0 for c in ((value,) if isinstance(value, int) else value)) or value == ():
+        raise ValueError(f"channels must be a positive int or a list of positive ints (one per level), got {value!r}")
+
+
 @frozen
 class ProjectConfig:
-    """Table [[model.enhancers]] when name = "project": 1x1 conv-BN-ReLU to ``channels`` on the chosen levels."""
+    """Table [[model.enhancers]] when name = "project": 1x1 conv-BN-ReLU on the chosen levels, to ``channels``
+    (one width for all, or one per chosen level: e.g. HRNet stream widths [48, 96, 192, 384])."""
 
-    channels: int = field(default=256, validator=gt(0))
+    channels: int | tuple[int, ...] = field(default=256, validator=_widths)
     levels: tuple[int, ...] | None = None  # None: every level; the others pass through unchanged
 
 
 class Project(Enhancer):
-    """Rewrites the chosen levels to ``channels`` (1x1 conv, BN, ReLU), keeps the others; same list length.
+    """Rewrites the chosen levels to their widths (1x1 conv, BN, ReLU), keeps the others; same list length.
 
     Slot ``per_level`` follows each projection. Use: 1x1 channel adapters between a frozen encoder and a decoder.
     """
@@ -41,19 +47,24 @@ class Project(Enhancer):
     def __init__(self, cfg: ProjectConfig, *, in_features: Sequence[FeatureInfo], attention: AttentionSlots) -> None:
         super().__init__()
         self.levels = _levels(cfg.levels, len(in_features), "project")
+        widths = (cfg.channels,) * len(self.levels) if isinstance(cfg.channels, int) else tuple(cfg.channels)
+        if len(widths) != len(self.levels):
+            raise ConfigError(f"project: channels lists {len(widths)} widths for {len(self.levels)} levels "
+                              f"{list(self.levels)}; give one per level or a single int")  # fmt: skip
+        width = dict(zip(self.levels, widths))
         self.proj = nn.ModuleDict(
             {
                 str(i): nn.Sequential(
-                    nn.Conv2d(in_features[i].channels, cfg.channels, 1, bias=False),
-                    nn.BatchNorm2d(cfg.channels),
+                    nn.Conv2d(in_features[i].channels, width[i], 1, bias=False),
+                    nn.BatchNorm2d(width[i]),
                     nn.ReLU(inplace=True),
-                    attention("per_level", cfg.channels),
+                    attention("per_level", width[i]),
                 )
                 for i in self.levels
             }
         )
         self.feature_info = tuple(
-            FeatureInfo(cfg.channels, f.stride) if i in self.levels else f for i, f in enumerate(in_features)
+            FeatureInfo(width[i], f.stride) if i in width else f for i, f in enumerate(in_features)
         )
 
     def forward(self, features: list[Tensor]) -> list[Tensor]:

@@ -10,7 +10,6 @@ from typing import Any
 import attrs
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
@@ -18,7 +17,7 @@ from ..config import EvalConfig
 from ..metrics import ConfusionMatrix
 from ..stages import DatasetMeta
 from .dist import all_reduce_sum
-from .inference import infer
+from .inference import final_resize, infer
 
 
 @attrs.define
@@ -53,6 +52,7 @@ def evaluate(
     was_training = model.training
     model.eval()
     cm = ConfusionMatrix(meta.num_classes, meta.ignore_index)
+    resize = final_resize(model)
     samples: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     for batch in tqdm(loader, desc="eval", disable=not progress, leave=False, dynamic_ncols=True):
         sizes = batch.get("sizes", torch.tensor([batch["image"].shape[-2:]] * len(batch["image"])))
@@ -67,7 +67,7 @@ def evaluate(
                 mh, mw = (int(v) for v in mask_sizes[i])
                 s = scores[j : j + 1]
                 if (mh, mw) != (h, w):
-                    s = F.interpolate(s, size=(mh, mw), mode="bilinear", align_corners=False)
+                    s = resize(s, (mh, mw))
                 pred = s.argmax(1)[0].cpu()
                 label = batch["mask"][i, :mh, :mw]
                 cm.update(pred, label)

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..config import EvalConfig
+from ..stages import Resize
 
 Model = Callable[[Tensor], object]
 
@@ -18,6 +19,12 @@ Model = Callable[[Tensor], object]
 def _logits(model: Model, image: Tensor) -> Tensor:
     out = model(image)
     return out.logits if hasattr(out, "logits") else out
+
+
+def final_resize(model: Model) -> Resize:
+    """How *model*'s logits reach another size: its decoder's declared ``final_resize`` (bilinear by default)."""
+    model = getattr(model, "module", model)  # DDP / EMA wrappers
+    return getattr(getattr(model, "decoder", None), "final_resize", Resize())
 
 
 def slide_logits(model: Model, image: Tensor, window: Sequence[int], stride: Sequence[int]) -> Tensor:
@@ -32,9 +39,7 @@ def slide_logits(model: Model, image: Tensor, window: Sequence[int], stride: Seq
     for r in range(rows):
         for c in range(cols):
             y0, x0 = min(r * sh, h - wh), min(c * sw, w - ww)
-            logits = _logits(model, image[..., y0 : y0 + wh, x0 : x0 + ww]).float()
-            if logits.shape[-2:] != (wh, ww):
-                logits = F.interpolate(logits, size=(wh, ww), mode="bilinear", align_corners=False)
+            logits = _logits(model, image[..., y0 : y0 + wh, x0 : x0 + ww]).float()  # at the window's size
             if total is None:
                 total = logits.new_zeros(*logits.shape[:2], h, w)
                 count = logits.new_zeros(1, 1, h, w)
@@ -48,6 +53,7 @@ def infer(model: Model, image: Tensor, cfg: EvalConfig) -> Tensor:
     """Class scores (B, K, H, W) at the input size: softmax probabilities averaged over ``cfg.scales`` and, with
     ``cfg.flip``, horizontal flips; with a single scale and no flip, the raw logits."""
     h, w = image.shape[-2:]
+    resize = final_resize(model)
     views = [(s, f) for s in cfg.scales for f in ((False, True) if cfg.flip else (False,))]
     total = None
     for scale, flip in views:
@@ -60,7 +66,7 @@ def infer(model: Model, image: Tensor, cfg: EvalConfig) -> Tensor:
         if flip:
             logits = logits.flip(-1)
         if logits.shape[-2:] != (h, w):
-            logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
+            logits = resize(logits, (h, w))
         if len(views) == 1:
             return logits
         probs = logits.softmax(1)

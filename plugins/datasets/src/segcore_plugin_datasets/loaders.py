@@ -9,7 +9,7 @@ import numpy as np
 from attrs import frozen
 
 from segcore import DataError, DatasetMeta
-from segcore.data import PairDataset, default_palette
+from segcore import PairDataset, default_palette
 
 from . import classes as C
 
