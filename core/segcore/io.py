@@ -42,13 +42,22 @@ def atomic_write(path: str | Path) -> Iterator[Path]:
 @contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield a temp folder beside *path*; on success it takes *path*'s place (an existing *path* is moved aside
-    first and removed after, so one whole version exists at every moment), on failure it is removed."""
+    first and removed after, so one whole version exists at every moment), on failure it is removed. What the
+    old *path* holds that the new one does not (a user's file: segcore writes every one of its own each time)
+    is copied over, never lost."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}{TEMP_MARK}.", dir=path.parent))
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())
+        if path.is_dir():
+            for entry in path.iterdir():
+                if not (tmp / entry.name).exists():
+                    if entry.is_dir() and not entry.is_symlink():
+                        shutil.copytree(entry, tmp / entry.name, symlinks=True)
+                    else:
+                        shutil.copy2(entry, tmp / entry.name, follow_symlinks=False)
         if path.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old{TEMP_MARK}.", dir=path.parent))
             os.replace(path, old / path.name)

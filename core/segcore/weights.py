@@ -107,9 +107,15 @@ def _header(data: bytes, path: Path) -> dict:
         except (UnicodeDecodeError, ValueError) as exc:
             problem = f"the safetensors header is not valid JSON ({exc}); the file is damaged"
         else:
-            if isinstance(header, dict):
-                return header
-            problem = "the safetensors header is not a table; the file is damaged"
+            if not isinstance(header, dict):
+                problem = "the safetensors header is not a table; the file is damaged"
+            else:
+                ends = [e.get("data_offsets", [0, 0])[-1] for k, e in header.items() if k != "__metadata__" and isinstance(e, dict)]
+                need, have = max(ends, default=0), len(data) - 8 - n
+                if isinstance(need, int) and need > have:
+                    problem = f"truncated: its header describes {need} bytes of tensors, the file holds {max(have, 0)}"
+                else:
+                    return header
     for magic, kind in _MAGIC:  # only now: a real header length can start with these bytes too
         if data.startswith(magic):
             hint = _CONVERT.replace("FILE", str(path)) if "torch.save" in kind else "point at a .safetensors file"

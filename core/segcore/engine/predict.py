@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-__all__ = ["predict", "predict_folder"]
+__all__ = ["output_names", "predict", "predict_folder"]
 
+import json
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +17,8 @@ from tqdm.auto import tqdm
 
 from ..config import EvalConfig, PredictConfig
 from ..data import read_image
-from ..errors import DataError
-from ..io import atomic_write
+from ..errors import DamagedFileError, DataError
+from ..io import atomic_write, write_text
 from ..stages import DatasetMeta
 from .inference import infer
 from .report import colorize
@@ -38,27 +41,72 @@ def predict(model: nn.Module, image: np.ndarray, *, eval_cfg: EvalConfig = EvalC
         model.train(was_training)
 
 
+MANIFEST = ".segcore-predictions.json"  # what segcore wrote in an output_dir: the only files it may replace
+
+
+def output_names(files: Sequence[Path]) -> list[tuple[str, str]]:
+    """(index PNG, overlay PNG) names per input, all distinct: ``<stem>.png`` and ``<stem>_overlay.png``; inputs
+    that share a stem (``scene.png``, ``scene.jpg``) keep their suffix (``scene_png.png``, ``scene_jpg.png``), and a
+    name already given (``road_overlay.png`` is also ``road.png``'s overlay) moves on to ``_2``, ``_3``, ..."""
+    stems = Counter(p.stem for p in files)
+    taken: set[str] = set()
+    names = []
+    for path in files:
+        base = path.stem if stems[path.stem] == 1 else f"{path.stem}_{path.suffix[1:].lower()}"
+        candidate, n = base, 1
+        while f"{candidate}.png" in taken or f"{candidate}_overlay.png" in taken:
+            n += 1
+            candidate = f"{base}_{n}"
+        pair = (f"{candidate}.png", f"{candidate}_overlay.png")
+        taken.update(pair)
+        names.append(pair)
+    return names
+
+
+def _claim(dst: Path, names: Iterable[str]) -> None:
+    """Refuse to replace a file in *dst* that segcore did not write; record *names* as segcore's before writing."""
+    manifest = dst / MANIFEST
+    ours: set[str] = set()
+    if manifest.is_file():
+        try:
+            ours = set(json.loads(manifest.read_text(encoding="utf-8"))["written"])
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+            raise DamagedFileError(f"{manifest}: damaged ({exc}); delete it only if every PNG beside it is a prediction") from None
+    names = set(names)
+    foreign = sorted(n for n in names if (dst / n).exists() and n not in ours)
+    if foreign:
+        raise DataError(
+            f"predict.output_dir {str(dst)!r} holds {', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''}, which "
+            "segcore did not write; it never overwrites such files. Choose another (or an empty) predict.output_dir."
+        )
+    write_text(manifest, json.dumps({"written": sorted(ours | names)}, indent=1))
+
+
 def predict_folder(model: nn.Module, cfg: PredictConfig, meta: DatasetMeta, *, eval_cfg: EvalConfig = EvalConfig(),
                    progress: bool = True) -> list[Path]:  # fmt: skip
-    """Every image in ``cfg.input_dir`` -> ``<output_dir>/<stem>.png`` (palette PNG whose pixel values are the
-    class ids) and ``<output_dir>/<stem>_overlay.png`` (the colours blended over the image)."""
+    """Every image in ``cfg.input_dir`` -> an index PNG (palette PNG whose pixel values are the class ids) and a
+    colour overlay (the colours blended over the image) in ``cfg.output_dir``, named by `output_names`. Returns the
+    files written, each once."""
     src, dst = Path(cfg.input_dir), Path(cfg.output_dir)
     if not src.is_dir():
         raise DataError(f"predict.input_dir {str(src)!r} is not a folder; point it at a folder of images")
-    files = sorted(p for p in src.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(p for p in src.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not files:
         raise DataError(f"predict.input_dir {str(src)!r} holds no images ({', '.join(IMAGE_SUFFIXES)})")
     if meta.num_classes > 256:
         raise DataError("index PNGs hold at most 256 classes")
+    names = output_names(files)
+    dst.mkdir(parents=True, exist_ok=True)
+    _claim(dst, (n for pair in names for n in pair))
     flat_palette = [c for rgb in meta.palette for c in rgb]
     written = []
-    for path in tqdm(files, desc="predict", disable=not progress, dynamic_ncols=True):
+    for path, (index_name, overlay_name) in tqdm(list(zip(files, names)), desc="predict", disable=not progress, dynamic_ncols=True):
         image = read_image(path)
         labels = predict(model, image, eval_cfg=eval_cfg)
         index = Image.fromarray(labels.astype(np.uint8), mode="P")
         index.putpalette(flat_palette)
         overlay = (1 - cfg.overlay_alpha) * image + cfg.overlay_alpha * colorize(labels, meta.palette, meta.ignore_index)
-        for out, im in ((dst / f"{path.stem}.png", index), (dst / f"{path.stem}_overlay.png", Image.fromarray(overlay.astype(np.uint8)))):
+        for out, im in ((dst / index_name, index), (dst / overlay_name, Image.fromarray(overlay.astype(np.uint8)))):
             with atomic_write(out) as tmp:
                 im.save(tmp, format="PNG")
             written.append(out)
