@@ -396,6 +396,8 @@ BAD_VALUES = {
                          "model.decoder: unknown key 'in_chanels' (did you mean 'in_channels'?); allowed: name, attention, "
                          "in_channels, in_strides, "),
     "loss_key_list": ('name = "ce"', 'name = "ce"\nwieght = 2.0', "loss[0]: unknown key 'wieght' (did you mean 'weight'?); allowed: name, weight, "),
+    "std_zero": ("dropout = 0.0", "dropout = 0.0\nstd = [0.0, 0.2, 0.2]", "model: 'std' must hold numbers > 0, got [0.0, 0.2, 0.2]"),
+    "betas_past_one": ("iters = 4", "iters = 4\nbetas = [1.5, 0.9]", "train: 'betas' must hold numbers in [0, 1), got [1.5, 0.9]"),
     "section_key_list": ("iters = 4", "iters = 4\nnmae = 1", "train: unknown key 'nmae'; allowed: epochs, iters,"),
 }  # fmt: skip
 

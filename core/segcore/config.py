@@ -49,7 +49,7 @@ from cattrs.errors import AttributeValidationNote, ClassValidationError, Forbidd
 from .errors import ConfigError, SegcoreError, did_you_mean
 from .augment import AugmentConfig
 from .registry import Registry
-from .validators import each_positive, fractions, non_empty, positive_size
+from .validators import each_positive, fractions, fractions_each, non_empty, positive_size
 from .stages import Attention, Backbone, Dataset, Decoder, Enhancer, Loss
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -167,7 +167,7 @@ class ModelConfig:
     num_classes: int | None = field(default=None, validator=attrs.validators.optional(gt(0)))
     dropout: float = field(default=0.1, validator=[ge(0.0), lt(1.0)])
     mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
+    std: tuple[float, float, float] = field(default=IMAGENET_STD, validator=each_positive)  # the model divides by it
 
 
 @frozen
@@ -197,7 +197,7 @@ class TrainConfig:
     lr: float = field(default=0.01, validator=gt(0.0))
     momentum: float = field(default=0.9, validator=[ge(0.0), lt(1.0)])
     nesterov: bool = False
-    betas: tuple[float, float] = (0.9, 0.999)
+    betas: tuple[float, float] = field(default=(0.9, 0.999), validator=fractions_each)  # AdamW's, each in [0, 1)
     weight_decay: float = field(default=5e-4, validator=ge(0.0))
     no_decay_norm_bias: bool = False  # no weight decay on norm layers and biases
     backbone_lr_mult: float = field(default=1.0, validator=ge(0.0))

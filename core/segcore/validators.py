@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-__all__ = ["each_positive", "fractions", "non_empty", "positive_size"]
+__all__ = ["each_positive", "fractions", "fractions_each", "non_empty", "positive_size"]
 
 from typing import Any
 
@@ -33,3 +33,9 @@ def fractions(_: Any, attribute: Any, value: Any) -> None:
             f"'{attribute.name}' must hold increasing fractions of the budget between 0 and 1 (e.g. [0.6, 0.9]), "
             f"got {list(value)}"
         )
+
+
+def fractions_each(_: Any, attribute: Any, value: Any) -> None:
+    """Every number in [0, 1) (decay rates such as AdamW's betas)."""
+    if any(not 0 <= v < 1 for v in value):
+        raise ValueError(f"'{attribute.name}' must hold numbers in [0, 1), got {list(value)}")
