@@ -35,8 +35,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from segcore import ConfigError, SegcoreError
-from segcore.weights import save_weights
+from segcore import ConfigError, SegcoreError, save_weights
 
 _BLOCK = {
     "norm1": "norm1",

@@ -29,8 +29,7 @@ from attrs import field, frozen
 from attrs.validators import ge, gt, lt, optional
 from torch import Tensor, nn
 
-from segcore import Backbone, ConfigError, FeatureInfo
-from segcore.weights import load_weights
+from segcore import Backbone, ConfigError, FeatureInfo, load_weights
 
 # (dims, depths, MLP ratios) of the released variants (VAN-Classification models/van.py); B1 is the seed's "VAN-S"
 VARIANTS: dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]] = {
