@@ -202,7 +202,10 @@ def test_training_on_camvid_with_workers_keeps_uint8_until_the_device(tmp_path, 
     assert trainer._loader(1, 0).sampler.indices[:6] != first[0]
     trainer.val_set.pairs = trainer.val_set.pairs[:4]  # a quick evaluation
     result = trainer.fit()
-    assert 0 <= result.metrics["mIoU"] <= 1 and len(result.metrics["IoU"]) == 11
+    labelled = sum(int((trainer.val_set[i]["mask"] != 255).sum()) for i in range(4))
+    assert result.matrix.shape == (11, 11) and result.matrix.sum() == labelled  # every labelled val pixel, once
+    iou = np.diag(result.matrix) / (result.matrix.sum(0) + result.matrix.sum(1) - np.diag(result.matrix))
+    assert result.metrics["mIoU"] == pytest.approx(np.nanmean(iou))
 
 
 def test_worker_errors_reach_the_user_without_a_traceback(tmp_path, capsys):

@@ -350,8 +350,11 @@ def test_accumulation_clipping_ema_bf16_channels_last(registry, tmp_path):
     trainer.optimizer.step = checked_step
     original = trainer._train_step
     trainer._train_step = lambda micro: (micro_sizes.append(len(micro)), original(micro))[1]
+    dtypes = []  # what the model computed in under amp = "bf16": the logits the losses see
+    trainer.criterion.register_forward_pre_hook(lambda m, args: dtypes.append(args[0].logits.dtype))
     result = trainer.fit()
     assert micro_sizes == [2, 2, 2]
+    assert dtypes == [torch.bfloat16] * 6  # every micro-batch ran under bf16 autocast
     assert max(norms) <= 0.5 + 1e-4
     saved = weights(tmp_path / "run")
     ema = trainer.ema.module.state_dict()
@@ -361,7 +364,8 @@ def test_accumulation_clipping_ema_bf16_channels_last(registry, tmp_path):
     conv = next(m for m in trainer.model.backbone.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
     assert not conv.weight.is_contiguous()
-    assert 0 <= result.metrics["mIoU"] <= 1
+    reported = json.loads((tmp_path / "run" / "metrics.json").read_text())["val"]
+    assert reported["mIoU"] == result.metrics["mIoU"] and reported["IoU"] == result.metrics["IoU"]
 
 
 def test_aux_head_loss_terms_are_logged(registry, tmp_path):
