@@ -168,3 +168,13 @@ def test_every_example_pipeline_checks(example, capsys):
     path = Path(__file__).resolve().parents[1] / "examples" / example
     assert main(["check", str(path)]) == 0, capsys.readouterr().err
     assert "ok: every stage keeps its contract" in capsys.readouterr().out
+
+
+def test_a_value_over_a_nested_table_of_the_base_is_a_config_error(write_pipeline, base_pipeline, capsys):
+    """``[data] augment = 1`` over a base with ``[data.augment]`` (was a TypeError traceback in the merge)."""
+    base = write_pipeline(base_pipeline + "\n[data.augment]\ncrop_size = [32, 32]\n", name="base.toml")
+    path = write_pipeline('base = "base.toml"\n[data]\naugment = 1\n')
+    assert base.parent == path.parent
+    assert main(["check", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "data.augment: expected a table of keys, not a single value (got 1)" in err and "Traceback" not in err
