@@ -61,8 +61,8 @@ def broadcast_buffers(*modules: nn.Module | None, src: int = 0) -> None:
 def any_rank(flag: bool, device: torch.device | str = "cpu") -> bool:
     """True on every rank when *flag* is true on at least one (a Ctrl-C seen by one rank stops all at one step)."""
     if not _multi():
-        return flag
-    t = torch.tensor([int(flag)], device=device)
+        return bool(flag)
+    t = torch.tensor([int(bool(flag))], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item())
 

@@ -442,7 +442,7 @@ class Trainer:
                     if not ended and (self._due(t.checkpoint_every, at_epoch_end) or
                                       (t.checkpoint_every_iters and self.step % t.checkpoint_every_iters == 0)):  # fmt: skip
                         self._checkpoint()
-                    if any_rank(self._stop):  # every rank stops after the same step
+                    if any_rank(self._stop, self.device):  # every rank stops after the same step
                         folder = self._checkpoint()
                         raise Interrupted(
                             f"interrupted at step {self.step}; checkpoint {folder}. Continue with: "
