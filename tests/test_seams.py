@@ -455,3 +455,39 @@ def test_compile_fullgraph(reg):
     x = torch.rand(1, 3, 64, 80)
     compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
     torch.testing.assert_close(compiled(x).logits, model(x).logits)
+
+
+# -- data and evaluation mechanisms recipes need -------------------------------------------------------------------
+
+
+def test_random_split_draws_disjoint_seeded_train_and_val_from_one_split(reg):
+    from segcore.data import build_split
+
+    text = BACKBONE + '[model.decoder]\nname = "bicubic_head"\n' + DATA.replace("num_train = 8", "num_train = 20")
+    table = '\n[data.random_split]\nsource = "train"\nval_fraction = 0.1\nseed = {seed}\n'
+    draw = {}
+    for seed in (0, 1):
+        cfg = pipeline(reg, text + table.format(seed=seed))
+        train, val = build_split(cfg.data, reg, "train"), build_split(cfg.data, reg, "val")
+        assert (len(train), len(val)) == (18, 2)
+        assert not set(train.indices) & set(val.indices) and set(train.indices) | set(val.indices) == set(range(20))
+        assert train.meta == val.meta
+        draw[seed] = val.indices
+        again = build_split(pipeline(reg, text + table.format(seed=seed)).data, reg, "val")
+        assert again.indices == val.indices and torch.equal(again[0]["mask"], val[0]["mask"])
+    assert draw[0] != draw[1]
+
+
+def test_eval_resize_infers_at_the_fixed_size_and_scores_at_the_image_size():
+    from segcore.config import EvalConfig
+    from segcore.engine.inference import infer
+    from segcore.stages import ModelOutput
+
+    seen = []
+
+    def model(x):
+        seen.append(tuple(x.shape[-2:]))
+        return ModelOutput(x[:, :2] * 10, {}, {})
+
+    scores = infer(model, torch.rand(1, 3, 97, 131), EvalConfig(resize=(64, 128)))
+    assert seen == [(64, 128)] and scores.shape == (1, 2, 97, 131)

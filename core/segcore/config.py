@@ -22,6 +22,7 @@ __all__ = [
     "ModelConfig",
     "PipelineConfig",
     "PredictConfig",
+    "RandomSplitConfig",
     "RunConfig",
     "TrainConfig",
     "dump_pipeline",
@@ -171,12 +172,24 @@ class ModelConfig:
 
 
 @frozen
+class RandomSplitConfig:
+    """``[data.random_split]``: train and val drawn from one split of the dataset by a seeded permutation, for
+    datasets whose release has no usable val split (seed 000's VOC recipe: a 9:1 split of train_aug). Replaces
+    ``train_split``/``val_split``; the same seed always gives the same two sets."""
+
+    source: str
+    val_fraction: float = field(default=0.1, validator=[gt(0.0), lt(1.0)])
+    seed: int = field(default=0, validator=ge(0))
+
+
+@frozen
 class DataConfig:
     """``[data]``: the dataset and how batches are made."""
 
     dataset: DatasetSpec
     train_split: str = "train"
     val_split: str = "val"
+    random_split: RandomSplitConfig | None = None
     batch_size: int = field(default=8, validator=gt(0))
     num_workers: int = field(default=0, validator=ge(0))
     augment: AugmentConfig = AugmentConfig()
@@ -241,6 +254,9 @@ class EvalConfig:
     window: tuple[int, int] = field(default=(512, 512), validator=positive_size)
     stride: tuple[int, int] = field(default=(341, 341), validator=positive_size)
     scales: tuple[float, ...] = field(default=(1.0,), validator=[non_empty, each_positive])
+    # evaluate on the image resized to this (H, W) (bilinear), scored at the label's size (seed 000 evaluates
+    # Cityscapes at 512x1024 and 1024x2048); None: the image's own size
+    resize: tuple[int, int] | None = field(default=None, validator=positive_size)
     flip: bool = False
     batch_size: int = field(default=1, validator=gt(0))
     plots: int = field(default=4, validator=ge(0))  # image/label/prediction rows in the overlay grid
@@ -385,7 +401,7 @@ def make_converter(registry: Registry) -> cattrs.Converter:
 
 for _cls in (
     AttentionSpec, BackboneSpec, EnhancerSpec, DecoderSpec, LossSpec, DatasetSpec,
-    AuxHeadConfig, ModelConfig, DataConfig, TrainConfig, EvalConfig, PredictConfig, RunConfig, PipelineConfig,
+    AuxHeadConfig, ModelConfig, RandomSplitConfig, DataConfig, TrainConfig, EvalConfig, PredictConfig, RunConfig, PipelineConfig,
 ):  # fmt: skip
     attrs.resolve_types(_cls)
 

@@ -4,13 +4,14 @@ decoding, label mapping and the checks that turn a bad file into a clear error."
 from __future__ import annotations
 
 __all__ = [
-    "FolderDataset", "FolderDatasetConfig", "PairDataset", "build_dataset", "dataset_meta", "default_palette", "read_image",
+    "FolderDataset", "FolderDatasetConfig", "PairDataset", "SplitSubset", "build_dataset", "build_split", "dataset_meta", "default_palette", "read_image",
     "read_label",
 ]  # fmt: skip
 
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -18,8 +19,8 @@ from attrs import frozen
 from PIL import Image
 from torch import Tensor
 
-from .config import DatasetSpec
-from .errors import DataError
+from .config import DataConfig, DatasetSpec
+from .errors import ConfigError, DataError
 from .registry import Registry
 from .stages import Dataset, DatasetMeta
 
@@ -194,3 +195,31 @@ def dataset_meta(spec: DatasetSpec, registry: Registry) -> DatasetMeta:
     if isinstance(meta, DatasetMeta):
         return meta
     return entry.build(spec.config, split=entry.cls.splits_for(spec.config)[0]).meta
+
+
+class SplitSubset(Dataset):
+    """Some samples of another dataset (a `RandomSplitConfig` draw), with its meta."""
+
+    def __init__(self, dataset: Dataset, indices: Sequence[int]) -> None:
+        self.dataset, self.indices = dataset, list(indices)
+        self.meta = dataset.meta
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        return self.dataset[self.indices[index]]
+
+
+def build_split(data: DataConfig, registry: Registry, which: Literal["train", "val"]) -> Dataset:
+    """The ``[data]`` table's training or validation set: ``train_split``/``val_split`` of the dataset, or the two
+    parts of a seeded ``random_split`` of one split."""
+    split = data.random_split
+    if split is None:
+        return build_dataset(data.dataset, registry, data.train_split if which == "train" else data.val_split)
+    full = build_dataset(data.dataset, registry, split.source)
+    if len(full) < 2:
+        raise ConfigError(f"data.random_split: split {split.source!r} has {len(full)} sample(s); it needs 2 to make two sets")
+    order = torch.randperm(len(full), generator=torch.Generator().manual_seed(split.seed)).tolist()
+    n_val = min(max(1, round(len(full) * split.val_fraction)), len(full) - 1)
+    return SplitSubset(full, sorted(order[n_val:] if which == "train" else order[:n_val]))

@@ -54,6 +54,8 @@ def infer(model: Model, image: Tensor, cfg: EvalConfig) -> Tensor:
     ``cfg.flip``, horizontal flips; with a single scale and no flip, the raw logits."""
     h, w = image.shape[-2:]
     resize = final_resize(model)
+    if cfg.resize is not None:  # a fixed evaluation size; the scores come back to (h, w) below
+        image = F.interpolate(image, size=tuple(cfg.resize), mode="bilinear", align_corners=False)
     views = [(s, f) for s in cfg.scales for f in ((False, True) if cfg.flip else (False,))]
     total = None
     for scale, flip in views:

@@ -11,6 +11,8 @@ import torch
 
 from ..config import PipelineConfig
 from ..errors import ConfigError
+from ..hub import is_pretrained_name, load_for_pipeline
+from ..stages import DatasetMeta
 from ..model import SegModel, build_model
 from ..registry import Registry
 from ..weights import load_weights
@@ -18,7 +20,7 @@ from .dist import init_distributed
 from .evaluate import EvalResult, evaluate
 from .inference import pad_collate
 from .predict import predict_folder
-from ..data import build_dataset, dataset_meta
+from ..data import build_split, dataset_meta
 from .trainer import Trainer, resolve_device
 
 
@@ -36,10 +38,12 @@ def load_model_weights(model: SegModel, path: str | Path) -> None:
                  hint="Was it trained with this pipeline's [model]?")  # fmt: skip
 
 
-def _trained_model(cfg: PipelineConfig, registry: Registry, num_classes: int, device: torch.device) -> SegModel:
+def _trained_model(cfg: PipelineConfig, registry: Registry, meta: DatasetMeta, device: torch.device) -> SegModel:
     if cfg.run.checkpoint is None:
-        raise ConfigError(f'run.task = "{cfg.run.task}" needs run.checkpoint = "<model.safetensors or run folder>"')
-    model = build_model(cfg.model, registry, num_classes=num_classes)
+        raise ConfigError(f'run.task = "{cfg.run.task}" needs run.checkpoint = "<model.safetensors, run folder or pretrained name>"')
+    if is_pretrained_name(cfg.run.checkpoint):  # a zoo name or hf-hub:owner/name, through the hub's checks
+        return load_for_pipeline(cfg.model, cfg.run.checkpoint, registry, meta).to(device).eval()
+    model = build_model(cfg.model, registry, num_classes=cfg.model.num_classes or meta.num_classes)
     load_model_weights(model, cfg.run.checkpoint)
     return model.to(device).eval()
 
@@ -54,10 +58,10 @@ def run_pipeline(cfg: PipelineConfig, registry: Registry, *, progress: bool = Tr
     info = init_distributed("cpu")
     device = resolve_device(cfg.run.device, info.local_rank)
     meta = dataset_meta(cfg.data.dataset, registry)
-    model = _trained_model(cfg, registry, cfg.model.num_classes or meta.num_classes, device)
+    model = _trained_model(cfg, registry, meta, device)
     if cfg.run.task == "predict":
         return predict_folder(model, cfg.predict, meta, eval_cfg=cfg.eval, progress=progress)
-    val_set = build_dataset(cfg.data.dataset, registry, cfg.data.val_split)
+    val_set = build_split(cfg.data, registry, "val")
     loader = torch.utils.data.DataLoader(
         val_set, batch_size=cfg.eval.batch_size, num_workers=cfg.data.num_workers,
         collate_fn=functools.partial(pad_collate, ignore_index=meta.ignore_index),

@@ -24,7 +24,7 @@ from ..augment import BatchAugment
 from ..config import DatasetSpec, PipelineConfig, dump_pipeline, unstructure
 from ..errors import ConfigError, DamagedFileError, SegcoreError
 from ..io import remove_stale_temps, write_text
-from ..data import build_dataset
+from ..data import build_split
 from ..model import SegModel, build_model, init_from, without_training_heads
 from ..registry import Registry
 from ..stages import Dataset, DatasetMeta, Loss, ModelOutput
@@ -184,8 +184,8 @@ class Trainer:
         torch.manual_seed(t.seed)
         self.progress = progress and self.dist.main
 
-        self.train_set = build_dataset(cfg.data.dataset, registry, cfg.data.train_split)
-        self.val_set = build_dataset(cfg.data.dataset, registry, cfg.data.val_split)
+        self.train_set = build_split(cfg.data, registry, "train")
+        self.val_set = build_split(cfg.data, registry, "val")
         self.meta = self.train_set.meta
         num_classes = cfg.model.num_classes or self.meta.num_classes
         model = build_model(cfg.model, registry, num_classes=num_classes)
