@@ -97,6 +97,9 @@ def test_voc_aug_splits_and_sbd_mat_labels(tmp_path):
     b = aug[[p[0].stem for p in aug.pairs].index("b")]["mask"]
     assert sorted(b.unique().tolist()) == [0, 15, 255]  # palette PNG: the index is the class
     assert len(build("voc_aug", tmp_path, "val")) == 2 and len(build("voc_aug", tmp_path, "train")) == 2
+    everything = build("voc_aug", tmp_path, "trainval_aug")  # train_aug + VOC val: what seed 000 splits 9:1 itself
+    assert sorted(p[0].stem for p in everything.pairs) == ["a", "b", "c", "d", "e", "f", "g"]
+    assert {p[0].stem: p[1].suffix for p in everything.pairs}["c"] == ".png"  # VOC val keeps its VOC label
 
 
 def test_ade20k_zero_is_ignored_and_ids_shift(tmp_path):
