@@ -33,7 +33,8 @@ class TimmBackboneConfig:
 
     For timm's HRNets the default is their four branch outputs (``feature_location=""``, levels 1-4: W, 2W,
     4W, 8W channels at strides 4-32), not timm's classification "incre" features. Models with a patch embedding
-    (Swin, ...) are created with ``strict_img_size = false`` unless ``kwargs`` says otherwise, so any size runs.
+    (Swin, ...) are created with ``strict_img_size = false`` unless ``kwargs`` says otherwise, so any size runs (also
+    with ``img_size``, which then only sets the window grid the weights were made for).
     """
 
     model_name: str = field(validator=_timm_model_name)
@@ -53,7 +54,7 @@ def _create(cfg: TimmBackboneConfig, kwargs: dict[str, Any]):
         cfg = attrs.evolve(cfg, pretrained=False)
 
     try:
-        if "img_size" in kwargs or "strict_img_size" in kwargs:
+        if "strict_img_size" in kwargs:  # the user's choice (with img_size = [H, W], true fixes the input size)
             return timm.create_model(cfg.model_name, pretrained=cfg.pretrained, features_only=True, **kwargs)
         try:  # patch-embedding models accept it and then run any size; the others refuse the keyword at once
             return timm.create_model(cfg.model_name, pretrained=cfg.pretrained, features_only=True, strict_img_size=False, **kwargs)
