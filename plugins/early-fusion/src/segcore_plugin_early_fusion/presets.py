@@ -7,7 +7,8 @@ Encoder: core's ``timm`` backbone with Yalniz et al.'s semi-weakly supervised Re
 (``resnet50.fb_swsl_ig1b_ft_in1k``; their semi-supervised one is ``model_name = "resnet50.fb_ssl_yfcc100m_ft_in1k"``),
 taps 0-4 (64 ch at 1/2, then 256/512/1024/2048 at 1/4-1/32), pretrained and frozen for the whole run. A frozen
 encoder is only meaningful with its weights, so the presets ask for them; without the Hugging Face cache set
-``[model.backbone] pretrained = false`` (``segcore check`` needs that too offline: it builds the backbone).
+``[model.backbone] pretrained = false`` (a fine-tuning recipe with ``init_from`` needs no cache: the weights it
+starts from include the encoder's).
 No dropout before the classifier (HRNet's head has none).
 """
 
