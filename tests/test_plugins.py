@@ -97,9 +97,14 @@ def test_broken_registrations_name_the_plugin(register, fragment):
 
 
 def test_disable_variable_blocks_builtins_and_plugins(monkeypatch):
-    monkeypatch.setenv("SEGCORE_DISABLE_PLUGINS", "classic, datasets, segcore.builtin.datasets,segcore.builtin.enhancers")
+    import importlib.metadata
+
+    installed = [ep.name for ep in importlib.metadata.entry_points(group="segcore")]  # classic, datasets, the papers'
+    assert {"classic", "datasets"} <= set(installed)
+    blocked = [*installed, "segcore.builtin.datasets", "segcore.builtin.enhancers"]
+    monkeypatch.setenv("SEGCORE_DISABLE_PLUGINS", " , ".join(blocked))
     registry = load_registry(get_plugin_manager())
-    assert [e.name for e in registry.entries()] == ["timm"]
+    assert [e.name for e in registry.entries()] == ["timm"] and registry.presets() == {}
 
 
 def test_every_hookspec_is_documented_in_contributing():
