@@ -13,6 +13,7 @@ from .data import PairDataset, build_dataset, dataset_meta, default_palette, rea
 from .engine.predict import predict
 from .errors import ConfigError, ContractError, DataError, PluginError, RegistryError, SegcoreError
 from .hookspecs import hookimpl
+from .hub import from_pretrained, push_to_hub, save_pretrained
 from .model import SegModel, build_model, inference_state_dict, init_from, without_training_heads
 from .weights import load_weights, read_weights, save_weights
 from .plugins import get_plugin_manager, load_registry
@@ -65,6 +66,7 @@ __all__ = [
     "dataset_meta",
     "default_palette",
     "dump_pipeline",
+    "from_pretrained",
     "get_plugin_manager",
     "hookimpl",
     "inference_state_dict",
@@ -74,9 +76,11 @@ __all__ = [
     "load_registry",
     "load_weights",
     "predict",
+    "push_to_hub",
     "read_image",
     "read_label",
     "read_weights",
+    "save_pretrained",
     "save_weights",
     "without_training_heads",
 ]

@@ -1,4 +1,4 @@
-"""The ``segcore`` command: run, check, list."""
+"""The ``segcore`` command: run, check, list, data, hub."""
 
 from __future__ import annotations
 
@@ -205,6 +205,70 @@ def cmd_data_push(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_hub_list(args: argparse.Namespace) -> int:
+    from .hub import zoo
+
+    entries = zoo(_registry())
+    rows = [("name", "plugin", "dataset", "val mIoU", "weights", "recipe")]
+    for name, e in entries.items():
+        if e.metrics.get("mIoU") is not None:
+            miou = f"{e.metrics['mIoU']:.2f}"
+        else:
+            miou = f"({e.paper['mIoU']} paper)" if "mIoU" in e.paper else "-"
+        rows.append((name, e.plugin, e.dataset or "-", miou, e.status, os.path.relpath(e.path(e.recipe)) if e.recipe else "-"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    return 0
+
+
+def cmd_hub_save(args: argparse.Namespace) -> int:
+    from .hub import manifest_lines, save_run
+
+    config = save_run(args.run_dir, args.out, name=args.name, dtype=args.dtype, evaluate=not args.no_evaluate,
+                      hardware=args.hardware, train_hours=args.train_hours, cores=args.cores, registry=_registry(),
+                      progress=not args.quiet)  # fmt: skip
+    m = config.get("metrics")
+    if m:
+        print(f"{m['split']} mIoU {100 * m['mIoU']:.2f} ({config['weights']['dtype']} weights)"
+              + (f"; float32 weights: {100 * m['float32_mIoU']:.2f}" if "float32_mIoU" in m else ""))  # fmt: skip
+    print(f"wrote {args.out}/ (model.safetensors, config.json, README.md). Manifest lines (hub/manifest.toml):\n")
+    print(manifest_lines(Path(args.out), config))
+    return 0
+
+
+def cmd_hub_push(args: argparse.Namespace) -> int:
+    from .hub import push_to_hub
+
+    result = push_to_hub(args.folder, args.repo_id, private=args.private)
+    print(f"pushed {args.folder} to {result.url}\nManifest lines:\n\nrepo_id = \"{result.repo_id}\"\n"
+          f"revision = \"{result.revision}\"\nsha256 = \"{result.sha256}\"")  # fmt: skip
+    return 0
+
+
+def cmd_hub_cards(args: argparse.Namespace) -> int:
+    from .hub import render_zoo_card, zoo, zoo_dir
+    from .io import write_text
+
+    registry = _registry()
+    folder = zoo_dir()
+    written = 0
+    for name, entry in zoo(registry).items():
+        if entry.folder is None and entry.recipe is not None:
+            write_text(folder / "cards" / f"{name}.md", render_zoo_card(entry, registry))
+            written += 1
+    print(f"wrote {written} cards to {folder / 'cards'}/")
+    return 0
+
+
+def _push_parser(sub, help: str, func) -> None:
+    p = sub.add_parser("push", help=help)
+    p.add_argument("folder")
+    p.add_argument("--repo-id", required=True, help="owner/name")
+    p.add_argument("--private", action="store_true")
+    p.set_defaults(func=func)
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="segcore", description="Plugin-based semantic segmentation.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -239,11 +303,26 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--title", help="the card's title")
     p.add_argument("--rows-per-shard", type=int, default=500)
     p.set_defaults(func=cmd_data_convert)
-    p = dsub.add_parser("push", help="upload a converted folder to the Hugging Face Hub as a dataset repo")
-    p.add_argument("folder")
-    p.add_argument("--repo-id", required=True, help="owner/name")
-    p.add_argument("--private", action="store_true")
-    p.set_defaults(func=cmd_data_push)
+    _push_parser(dsub, "upload a converted folder to the Hugging Face Hub as a dataset repo", cmd_data_push)
+    hub = sub.add_parser("hub", help="the model zoo: list it, make a model folder from a run, push one to the Hub")
+    hsub = hub.add_subparsers(dest="hub_command", required=True, metavar="COMMAND")
+    p = hsub.add_parser("list", help="every pretrained name: dataset, val mIoU, where its weights are, its recipe")
+    p.set_defaults(func=cmd_hub_list)
+    p = hsub.add_parser("save", help="a finished run folder -> a model folder with its card (evaluates the stored weights)")
+    p.add_argument("run_dir", help="the run folder (run.out_dir of a finished training run)")
+    p.add_argument("out", help="the model folder to write, e.g. hub/models/hrnet_l-camvid")
+    p.add_argument("--name", help="the pretrained name (default: the folder's name)")
+    p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
+                   help="storage dtype of the weights (bfloat16 halves the file; both are evaluated and the change stated)")
+    p.add_argument("--no-evaluate", action="store_true", help="state the run's last evaluation instead of evaluating")
+    p.add_argument("--hardware", help="what it trained on, for the card (default: this machine's cores and CPU)")
+    p.add_argument("--train-hours", type=float, help="wall-clock hours it trained (default: from the run's log)")
+    p.add_argument("--cores", type=_positive, help="cores it trained on, for CPU hours (default: this machine's)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_hub_save)
+    _push_parser(hsub, "upload a model folder to the Hugging Face Hub (create_repo + upload_folder)", cmd_hub_push)
+    p = hsub.add_parser("cards", help="rewrite hub/cards/<name>.md for the entries whose weights are not in the repository")
+    p.set_defaults(func=cmd_hub_cards)
     return parser
 
 

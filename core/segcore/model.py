@@ -215,10 +215,12 @@ def build_model(cfg: ModelConfig, registry: Registry, *, num_classes: int) -> Se
     final = None
     if "final_upsample" in cfg.attention:
         final = _slots(cfg, registry, "model")("final_upsample", num_classes)
-    return SegModel(
+    model = SegModel(
         backbone, decoder, num_classes=num_classes, enhancers=enhancers, aux=aux, final_attention=final,
         frozen_backbone=cfg.backbone.frozen, dropout=cfg.dropout, mean=cfg.mean, std=cfg.std,
     )  # fmt: skip
+    model.model_config = cfg  # what segcore.save_pretrained writes into a model folder's config.json
+    return model
 
 
 def _build_decoder(spec: _WiredSpec, registry: Registry, path: str, info: Sequence[FeatureInfo], source: str) -> Decoder:
@@ -260,8 +262,14 @@ def _classifier_keys(model: nn.Module) -> list[str]:
 
 
 def resolve_weights(source: str, *, what: str = "[model] init_from") -> Path:
-    """A ``model.safetensors`` path from a run folder, a model folder or a file."""
+    """A ``model.safetensors`` path from a run folder, a model folder, a file, or a pretrained name (``hrnet_l-camvid``,
+    ``hf-hub:owner/name``: resolved and checked through `segcore.hub`)."""
     path = Path(source).expanduser()
+    if not path.exists():
+        from .hub import is_pretrained_name, weights_for  # the hub builds models: imported when needed
+
+        if is_pretrained_name(source):
+            return weights_for(source, what=what)
     if path.is_dir():
         path = path / "model.safetensors"
         if not path.is_file():
