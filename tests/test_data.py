@@ -202,7 +202,7 @@ def test_training_on_camvid_with_workers_keeps_uint8_until_the_device(tmp_path, 
     assert trainer._loader(1, 0).sampler.indices[:6] != first[0]
     trainer.val_set.pairs = trainer.val_set.pairs[:4]  # a quick evaluation
     result = trainer.fit()
-    labelled = sum(int((trainer.val_set[i]["mask"] != 255).sum()) for i in range(4))
+    labelled = sum(int((trainer.val_set[i]["mask"] != trainer.meta.ignore_index).sum()) for i in range(4))
     assert result.matrix.shape == (11, 11) and result.matrix.sum() == labelled  # every labelled val pixel, once
     iou = np.diag(result.matrix) / (result.matrix.sum(0) + result.matrix.sum(1) - np.diag(result.matrix))
     assert result.metrics["mIoU"] == pytest.approx(np.nanmean(iou))

@@ -221,7 +221,8 @@ def _check_signature(cls: type, stage: type, where: str) -> None:
         inspect.signature(cls).bind(None, **dict.fromkeys(wiring))
     except TypeError as exc:
         kw = "".join(f", {w}" for w in wiring)
+        shown = inspect.signature(cls).replace(return_annotation=inspect.Signature.empty)
         raise RegistryError(
-            f"{where}: {cls.__name__}{inspect.signature(cls)} cannot be called as {cls.__name__}(cfg, *{kw}) ({exc}); a "
+            f"{where}: {cls.__name__}{shown} cannot be called as {cls.__name__}(cfg, *{kw}) ({exc}); a "
             f"{stage.__name__} takes its config and exactly this wiring (see segcore.stages)"
         ) from None

@@ -13,6 +13,7 @@ from torch import Tensor
 from ..errors import ConfigError, did_you_mean
 from ..hookspecs import hookimpl
 from ..layers.basic import building_on_meta
+from ..pretrained import timm_weights_file
 from ..registry import Registry
 from ..stages import Backbone, FeatureInfo
 
@@ -52,6 +53,8 @@ def _create(cfg: TimmBackboneConfig, kwargs: dict[str, Any]):
 
     if building_on_meta():  # counting: the architecture only, nothing to download
         cfg = attrs.evolve(cfg, pretrained=False)
+    if cfg.pretrained:  # from the cache, or a fast ConfigError: never a minute of retries against an unreachable Hub
+        kwargs = {**kwargs, "pretrained_cfg_overlay": {"file": str(timm_weights_file(cfg.model_name, what="model.backbone.pretrained"))}}
 
     try:
         if "strict_img_size" in kwargs:  # the user's choice (with img_size = [H, W], true fixes the input size)
@@ -64,13 +67,6 @@ def _create(cfg: TimmBackboneConfig, kwargs: dict[str, Any]):
             return timm.create_model(cfg.model_name, pretrained=cfg.pretrained, features_only=True, **kwargs)
     except (TypeError, IndexError, ValueError, AssertionError) as exc:
         raise ConfigError(f"timm.create_model({cfg.model_name!r}, features_only=True, **{kwargs}) failed: {exc}") from exc
-    except (OSError, RuntimeError) as exc:
-        if not cfg.pretrained:
-            raise
-        raise ConfigError(
-            f"could not fetch pretrained weights for {cfg.model_name!r}: {exc}. Set pretrained = false, or fill "
-            "the Hugging Face cache on a machine with network and run with HF_HUB_OFFLINE=1."
-        ) from exc
 
 
 class TimmBackbone(Backbone):
