@@ -616,7 +616,7 @@ def test_the_manifest_s_recipes_load_and_its_cards_are_current(registry, monkeyp
     monkeypatch.delenv(hubmod.ZOO_VAR, raising=False)
     entries = hubmod.zoo()
     assert {"hrnet_l-camvid", "frm_van_b0-camvid", "hrnet_l-cityscapes"} <= set(entries)
-    assert {e.plugin for e in entries.values()} == {"hrnet_fusion", "frm", "attention_fusion"}
+    assert {e.plugin for e in entries.values()} == {"hrnet_fusion", "frm", "attention_fusion", "early_fusion"}
     for name, entry in entries.items():
         cfg = segcore.load_pipeline(entry.path(entry.recipe), registry=registry)
         assert cfg.data.dataset.name == entry.dataset and cfg.run.out_dir == f"runs/zoo/{name}", name
