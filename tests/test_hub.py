@@ -370,6 +370,20 @@ def test_an_uncached_name_while_offline_fails_at_once_with_the_download_command(
         segcore.from_pretrained("nobody/nothing", registry=registry)
 
 
+def test_an_unreachable_hub_is_not_retried(registry, zoo, offline, downloads, monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr("segcore.pretrained.hub_reachable", lambda timeout=3.0: False)
+    x = torch.rand(1, 3, 24, 24)
+    model = segcore.from_pretrained("tiny-hub", registry=registry)  # what is cached still loads
+    assert downloads[-1] == ("segcore/tiny-shapes", "model.safetensors", COMMIT, True) and logits(model, x).shape == (1, 3, 24, 24)
+    start = time.perf_counter()
+    with pytest.raises(ConfigError, match=r"config.json of segcore/not-cached at revision b{40} is not cached and the Hub "
+                                          r"cannot be reached; check the network, or fill the cache elsewhere with `hf download"):
+        segcore.from_pretrained("tiny-uncached", registry=registry)
+    assert time.perf_counter() - start < 2.0
+
+
 def test_unpublished_unknown_and_misplaced_names_say_what_to_do(registry, zoo, saved):
     with pytest.raises(ConfigError) as err:
         segcore.from_pretrained("tiny-later", registry=registry)

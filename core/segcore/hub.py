@@ -214,11 +214,13 @@ def _download(repo_id: str, filename: str, revision: str | None, label: str) -> 
     )  # fmt: skip
 
     from . import __version__
+    from .pretrained import hub_reachable
 
     offline = _offline()
+    local = offline or not hub_reachable()  # an unreachable Hub: the cache alone, instead of a minute of retries
     at = f"{repo_id} at revision {revision or 'main'}"
     try:
-        return Path(hf_hub_download(repo_id, filename, revision=revision, local_files_only=offline,
+        return Path(hf_hub_download(repo_id, filename, revision=revision, local_files_only=local,
                                     library_name="segcore", library_version=__version__))  # fmt: skip
     except LocalEntryNotFoundError:
         fetch = f"hf download {repo_id} {CONFIG} {WEIGHTS} {CARD}" + (f" --revision {revision}" if revision else "")
