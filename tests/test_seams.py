@@ -4,6 +4,7 @@ constructor checks at registration, timm maps of any layout, and export-safe out
 
 from __future__ import annotations
 
+import re
 import textwrap
 import tomllib
 
@@ -511,3 +512,19 @@ def test_pretrained_timm_weights_not_in_the_cache_fail_fast_and_clearly(tmp_path
     with pytest.raises(ConfigError, match=r"timm's weights 'timm/resnet18\.a1_in1k' are not in the Hugging Face cache"):
         TimmBackbone(TimmBackboneConfig(model_name="resnet18", pretrained=True))
     assert time.perf_counter() - start < 5  # no retries
+
+
+@pytest.mark.parametrize(
+    ("edit", "fragment"),
+    [
+        (lambda t: t + '[data]\nval_split = "vall"\n', "ShapesDataset has no split 'vall'; its splits: train, val"),
+        (lambda t: t.replace('heads = ["fcn"]', 'heads = ["fnc"]'), "'fnc' is not a logits head"),
+    ],
+)
+def test_check_catches_what_run_would_trip_on_before_its_first_step(reg, edit, fragment):
+    from segcore.check import check_pipeline
+
+    from segcore import SegcoreError
+
+    with pytest.raises(SegcoreError, match=re.escape(fragment)):  # a user error: exit 2 from the CLI
+        check_pipeline(pipeline(reg, edit(HEADS)), reg, input_size=(64, 64))

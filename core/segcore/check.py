@@ -17,7 +17,7 @@ from .counting import Convention, Count, Meter, get_convention
 from .errors import ContractError
 from .model import SegModel, build_model
 from .registry import PluginInfo, Registry
-from .stages import Attention, Backbone, Decoder, Enhancer, FeatureInfo
+from .stages import Attention, Backbone, Dataset, Decoder, Enhancer, FeatureInfo
 from .data import dataset_meta
 
 
@@ -167,13 +167,28 @@ def check_model(
     return rows
 
 
+def _check_data_and_losses(cfg: PipelineConfig, registry: Registry, num_classes: int, ignore_index: int) -> None:
+    """What ``run`` would trip on before its first step, without touching a file: the splits it reads and the losses'
+    heads and extras."""
+    from .engine.criterion import Criterion
+
+    dataset = registry.get(Dataset, cfg.data.dataset.name).cls
+    split = cfg.data.random_split
+    for name in (split.source,) if split is not None else (cfg.data.train_split, cfg.data.val_split):
+        dataset.check_split(cfg.data.dataset.config, name)
+    if cfg.loss:
+        Criterion(cfg.loss, cfg.model.aux, registry, num_classes=num_classes, ignore_index=ignore_index)
+
+
 def check_pipeline(
     cfg: PipelineConfig, registry: Registry, *, input_size: tuple[int, int] | None = None,
     convention: str | Convention = "true",
 ) -> list[StageRow]:
     """Build *cfg*'s model on the meta device (no weights allocated), check it at *input_size*, count it under
     *convention* (see `check_model`)."""
-    num_classes = cfg.model.num_classes or dataset_meta(cfg.data.dataset, registry).num_classes
+    meta = dataset_meta(cfg.data.dataset, registry)
+    num_classes = cfg.model.num_classes or meta.num_classes
+    _check_data_and_losses(cfg, registry, num_classes, meta.ignore_index)
     with torch.device("meta"):
         model = build_model(cfg.model, registry, num_classes=num_classes)
     names = {"model.backbone": _name(registry, Backbone, cfg.model.backbone.name),
