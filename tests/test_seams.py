@@ -528,3 +528,28 @@ def test_check_catches_what_run_would_trip_on_before_its_first_step(reg, edit, f
 
     with pytest.raises(SegcoreError, match=re.escape(fragment)):  # a user error: exit 2 from the CLI
         check_pipeline(pipeline(reg, edit(HEADS)), reg, input_size=(64, 64))
+
+
+def test_an_attention_that_changes_the_shape_is_named_by_its_slot_and_plugin(reg):
+    from segcore.check import check_pipeline
+
+    class Halve(Attention):
+        def __init__(self, cfg, *, channels):
+            super().__init__()
+
+        def forward(self, x):
+            return x[:, : x.shape[1] // 2]
+
+    from segcore import ContractError
+    from segcore.registry import PluginInfo
+
+    r = Registry()
+    for e in reg.entries():
+        r._entries[e.stage][e.name] = e
+    with r.registering(PluginInfo("halver", "segcore-plugin-halver", "0.1")):
+        r.add(Halve, name="halve", config=CountingConfig)
+    cfg = pipeline(r, BACKBONE + '[model.decoder]\nname = "bicubic_head"\n[model.decoder.attention.upsample]\nname = "halve"\n' + DATA)
+    with pytest.raises(ContractError, match=re.escape(
+            "[model.decoder.attention.upsample] attention 'halve' (plugin \"halver\" from segcore-plugin-halver 0.1) "
+            "changed the shape (1, 8, 16, 16) -> (1, 4, 16, 16)")):  # fmt: skip
+        check_pipeline(cfg, r, input_size=(64, 64))

@@ -17,6 +17,7 @@ from .hub import from_pretrained, push_to_hub, save_pretrained
 from .model import SegModel, build_model, inference_state_dict, init_from, without_training_heads
 from .weights import load_weights, read_weights, save_weights
 from .plugins import get_plugin_manager, load_registry
+from .pretrained import timm_weights_file
 from .registry import Entry, Registry
 from .stages import (
     Attention,
@@ -82,5 +83,6 @@ __all__ = [
     "read_weights",
     "save_pretrained",
     "save_weights",
+    "timm_weights_file",
     "without_training_heads",
 ]

@@ -118,7 +118,9 @@ def check_model(
 
     def attention_hook(m: nn.Module, inputs: tuple[Tensor, ...], out: Tensor) -> None:
         if out.shape != inputs[0].shape:
-            raise ContractError(f"attention {type(m).__name__} changed the shape {tuple(inputs[0].shape)} -> {tuple(out.shape)}")
+            where = getattr(m, "segcore_where", f"attention {type(m).__name__}")
+            raise ContractError(f"{where} changed the shape {tuple(inputs[0].shape)} -> {tuple(out.shape)}; an Attention "
+                                "must return a map of its input's shape")  # fmt: skip
 
     hooks += [m.register_forward_hook(attention_hook) for m in model.modules() if isinstance(m, Attention)]
     was_training = model.training

@@ -160,7 +160,9 @@ def _slots(spec: _WiredSpec | ModelConfig, registry: Registry, path: str) -> Att
         entry = registry.get(Attention, attn.name)
 
         def build(channels: int) -> nn.Module:
-            return _construct(entry, attn.config, f"{path}.attention.{slot}", channels=channels)
+            module = _construct(entry, attn.config, f"{path}.attention.{slot}", channels=channels)
+            module.segcore_where = _describe(f"{path}.attention.{slot}", entry)  # for messages about this place
+            return module
 
         return build
 

@@ -11,19 +11,16 @@ through `timm_to_segcore` (stem names differ, classification-head keys are dropp
 
 from __future__ import annotations
 
-import os
 import re
-import socket
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlparse
 
 import torch
 from attrs import field, frozen
 from attrs.validators import gt, optional
 from torch import Tensor, nn
 
-from segcore import Backbone, ConfigError, FeatureInfo
+from segcore import Backbone, ConfigError, FeatureInfo, timm_weights_file
 from segcore.layers import ConvBNAct, HRModule, Transition, init_hrnet_weights
 from segcore.layers.hrnet import make_blocks
 
@@ -129,31 +126,8 @@ def _timm_state_dict(cfg: HRNetConfig) -> dict[str, Tensor]:
         if not path.is_file():
             raise ConfigError(f"weights: no such file {str(path)!r}; give a timm HRNet state dict (.safetensors or .pth)")
         return _load_file(path)
-    import timm
-    from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
-
     name = TIMM_NAMES[(cfg.width, cfg.small)] + (f".{cfg.pretrained_tag}" if cfg.pretrained_tag else "")
-    pcfg = timm.models.get_pretrained_cfg(name)
-    if pcfg is None or not pcfg.hf_hub_id:
-        raise ConfigError(f"pretrained_tag: timm has no weights {name!r}; see timm.list_pretrained('hrnet*')")
-    repo = pcfg.hf_hub_id
-    files = ("model.safetensors", "pytorch_model.bin")
-    cached = [p for f in files if isinstance(p := try_to_load_from_cache(repo, f), str)]
-    if not cached:
-        host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
-        if constants.HF_HUB_OFFLINE or not _reachable(host):
-            raise ConfigError(
-                f"pretrained: timm's weights {repo!r} are not in the Hugging Face cache "
-                f"({constants.HF_HUB_CACHE}) and {host} cannot be reached"
-                f"{' (HF_HUB_OFFLINE is set)' if constants.HF_HUB_OFFLINE else ''}. Fill the cache on a machine with "
-                f"network (python -c \"import timm; timm.create_model({name!r}, pretrained=True)\"), or give "
-                "weights = <path to the file>, or set pretrained = false."
-            )
-        try:
-            cached = [hf_hub_download(repo, files[0])]
-        except Exception as exc:  # the Hub answered but has no such file, or the download broke
-            raise ConfigError(f"pretrained: could not download {repo}/{files[0]}: {exc}") from exc
-    return _load_file(Path(cached[0]))
+    return _load_file(timm_weights_file(name, what="model.backbone.pretrained"))
 
 
 def _load_file(path: Path) -> dict[str, Tensor]:
@@ -162,13 +136,3 @@ def _load_file(path: Path) -> dict[str, Tensor]:
 
         return load_file(path)
     return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def _reachable(host: str, timeout: float = 3.0) -> bool:
-    if os.environ.get("HF_HUB_OFFLINE"):
-        return False
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-    except OSError:
-        return False
-    return True
