@@ -188,8 +188,8 @@ def test_timm_weights_load_offline_from_the_hub_cache_and_a_missing_one_fails_fa
     assert result["compared"] == 318 and result["mismatched"] == []  # every encoder tensor is the file's
     assert result["unused"] == ["fc.bias", "fc.weight"]  # the classifier, dropped by features_only
     msg = result["message"]
-    assert "could not fetch pretrained weights for 'resnet50.fb_ssl_yfcc100m_ft_in1k'" in msg
-    assert "Set pretrained = false" in msg and "HF_HUB_OFFLINE=1" in msg
+    assert "timm's weights 'timm/resnet50.fb_ssl_yfcc100m_ft_in1k' are not in the Hugging Face cache" in msg
+    assert "(HF_HUB_OFFLINE is set)" in msg and "set pretrained = false" in msg
     # fast: no name lookup at all (the Hub's retries start with a 1 s sleep after a failed connection), and the
     # failing build costs no more than building the same encoder without weights plus a margin for this shared machine
     assert result["dns"] == [] and "Retrying" not in proc.stderr

@@ -30,8 +30,9 @@ def pipeline(name: str, *, aux: bool = True):
     its training-only heads."""
     raw = read_toml(CONFIGS / name, registry=REGISTRY)
     raw["model"]["backbone"].pop("weights", None)
-    if not aux:
+    if not aux:  # the inference model; without its embedding head the contrastive loss has nothing to read
         raw["model"].pop("aux", None)
+        raw["loss"] = [{"name": "ce"}]
     return structure_pipeline(raw, registry=REGISTRY, source=name)
 
 
