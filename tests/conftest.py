@@ -39,6 +39,25 @@ def base_pipeline() -> str:
     return BASE_PIPELINE
 
 
+# Seed 000's HRNet_L (hrnet-fusion's preset: classic's hrnet backbone, AAM, FUSM with bicubic upsampling places)
+# narrowed to width 8, one block and one module per stage: the fast path, export and bench tests.
+TINY_HRNET_L = """
+base = "hrnet_l_w18"
+[model.backbone]
+width = 8
+num_blocks = 1
+num_modules = [1, 1, 1]
+[[loss]]
+name = "ce"
+"""
+
+
+@pytest.fixture
+def tiny_hrnet_l() -> str:
+    """TOML text of a tiny HRNet_L pipeline without [data] and [run] (the test adds its own)."""
+    return TINY_HRNET_L
+
+
 @pytest.fixture(scope="session")
 def registry() -> Registry:
     """Every installed plugin (core's built-ins and plugins/classic)."""

@@ -112,9 +112,10 @@ def test_predict_api_takes_uint8_hwc_and_returns_labels_at_its_size():
 
     model = Pointwise().eval()
     image = np.random.default_rng(0).integers(0, 255, (37, 53, 3), dtype=np.uint8)
-    labels = segcore.predict(model, image)
+    labels = segcore.predict(model, image, eval_cfg=EvalConfig(precision="fp32"))  # the fast path, kept in fp32
     assert labels.shape == (37, 53) and labels.dtype == np.int64
     expected = model(torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255).logits.argmax(1)[0].numpy()
     assert np.array_equal(labels, expected)
+    assert np.array_equal(segcore.predict(model, image, eval_cfg=EvalConfig(fast=False)), expected)
     with pytest.raises(segcore.DataError, match="uint8 RGB"):
         segcore.predict(model, image.astype(np.float32))

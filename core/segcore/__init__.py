@@ -11,6 +11,7 @@ from .builtin.backbones import TimmBackbone, TimmBackboneConfig
 from .config import PipelineConfig, dump_pipeline, load_pipeline
 from .data import PairDataset, build_dataset, dataset_meta, default_palette, read_image, read_label
 from .engine.predict import predict
+from .fastpath import optimize_for_inference
 from .errors import ConfigError, ContractError, DataError, PluginError, RegistryError, SegcoreError
 from .hookspecs import hookimpl
 from .hub import from_pretrained, push_to_hub, save_pretrained
@@ -76,6 +77,7 @@ __all__ = [
     "load_pipeline",
     "load_registry",
     "load_weights",
+    "optimize_for_inference",
     "predict",
     "push_to_hub",
     "read_image",

@@ -134,6 +134,88 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import format_bench, run_bench, to_json
+    from .config import load_pipeline
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    registry = _registry()
+    cfg = load_pipeline(args.pipeline, registry=registry)
+    modes = list(args.modes) + (["fast path + compile"] if args.compile else [])
+    say = None if args.json or args.quiet else (lambda message: print(f"  {message}", file=sys.stderr))
+    result = run_bench(cfg, registry, input_size=args.input_size, batch=args.batch, train_size=args.train_size,
+                       train_batch=args.train_batch, inference_modes=modes,
+                       train_modes=[] if args.no_train else args.train_modes,
+                       baseline=args.baseline, repeats=args.repeats, warmup=args.warmup, progress=say)  # fmt: skip
+    print(to_json(result) if args.json else format_bench(result))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import check_onnx, export_onnx, onnx_initializers, parity_images
+
+    registry = _registry()
+    model, cfg, out = _export_source(args, registry)
+    start = time.perf_counter()
+    path = export_onnx(model, out, example_size=cfg.run.input_size if cfg else (512, 512), opset=args.opset)
+    heads = [n for n in onnx_initializers(path) if ".aux." in f".{n}"]
+    print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MB, {time.perf_counter() - start:.0f} s): input image "
+          f"(batch, 3, height, width) float in [0, 1], output logits (batch, {model.num_classes}, height, width); "
+          f"training-only heads in the graph: {len(heads)}")
+    if args.no_check:
+        return 0
+    images, where = parity_images(cfg, registry, images_dir=args.images, count=args.check_images)
+    import torch
+
+    print(f"parity with PyTorch (fp32 eager) on {len(images)} {where}; latency: batch 1, median of {args.repeats}, "
+          f"{torch.get_num_threads()} threads")  # fmt: skip
+    print(f"{'size':>9}  {'max |diff|':>10}  {'max |logit|':>11}  {'argmax agree':>12}  {'PyTorch ms':>10}  "
+          f"{'onnxruntime ms':>14}  {'speed-up':>8}")  # fmt: skip
+    ok = True
+    for scale in args.scales:
+        c = check_onnx(path, model, images, scale=scale, repeats=args.repeats)
+        ok &= c.agreement >= 0.999
+        print(f"{c.size[0]:>4}x{c.size[1]:<4}  {c.max_abs_diff:10.2e}  {c.max_abs_logit:11.2f}  "
+              f"{100 * c.agreement:11.3f}%  {c.torch_ms:10.0f}  {c.onnxruntime_ms:14.0f}  "
+              f"{c.torch_ms / c.onnxruntime_ms:7.2f}x")
+    if not ok:
+        print("error: argmax agreement below 99.9 % at some size", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _export_source(args: argparse.Namespace, registry):
+    """(model in eval mode, its pipeline or None, output path) from a pipeline file, a run folder, or a pretrained
+    name / model folder / Hub repo id."""
+    from .config import load_pipeline
+    from .data import dataset_meta
+    from .engine.run import load_model_weights
+    from .hub import from_pretrained
+    from .model import build_model
+
+    source = Path(args.source)
+    run_folder = source.is_dir() and (source / "pipeline.toml").is_file() and not (source / "config.json").is_file()
+    if source.suffix == ".toml" or run_folder:
+        pipeline = source / "pipeline.toml" if run_folder else source
+        cfg = load_pipeline(pipeline, registry=registry)
+        weights = args.weights or (source if run_folder else cfg.run.checkpoint)
+        meta = dataset_meta(cfg.data.dataset, registry)
+        model = build_model(cfg.model, registry, num_classes=cfg.model.num_classes or meta.num_classes)
+        if weights:
+            load_model_weights(model, weights)
+        else:
+            print("warning: no weights (give --weights, run.checkpoint or a run folder): exporting random weights",
+                  file=sys.stderr)  # fmt: skip
+        out = args.out or (source / "model.onnx" if run_folder else source.with_suffix(".onnx"))
+        return model.eval(), cfg, Path(out)
+    model = from_pretrained(args.source, registry=registry)
+    name = source.name if source.is_dir() else args.source.replace("/", "_").replace(":", "_")
+    return model.eval(), None, Path(args.out or (source / "model.onnx" if source.is_dir() else f"{name}.onnx"))
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     registry = _registry()
     for stage in STAGES:
@@ -290,6 +372,45 @@ def make_parser() -> argparse.ArgumentParser:
                         "thop params), mmcv (mmcv get_model_complexity_info; aux heads: params only)")
     p.add_argument("--json", action="store_true", help="print per-stage rows and totals as JSON instead of the table")
     p.set_defaults(func=cmd_check)
+    p = sub.add_parser("bench", help="time inference and a training step (fp32, channels_last, bf16, fast path) "
+                       "and the machine's peaks")
+    p.add_argument("pipeline", help="pipeline TOML file")
+    p.add_argument("--input-size", type=_size, help="HxW for inference (default: eval.resize, else run.input_size)")
+    p.add_argument("--batch", type=_positive, help="inference batch (default: eval.batch_size)")
+    p.add_argument("--train-size", type=_size, help="HxW for the training step (default: data.augment.crop_size, "
+                   "else the inference size)")
+    p.add_argument("--train-batch", type=_positive, help="training batch (default: data.batch_size)")
+    p.add_argument("--modes", nargs="+", default=["fp32 eager", "channels_last", "bf16 autocast", "fast path"],
+                   choices=["fp32 eager", "channels_last", "bf16 autocast", "fast path"], help="inference modes")
+    p.add_argument("--train-modes", nargs="+", default=["fp32 eager", "channels_last", "bf16 autocast"],
+                   choices=["fp32 eager", "channels_last", "bf16 autocast"], help="training-step modes")
+    p.add_argument("--no-train", action="store_true", help="time inference only")
+    p.add_argument("--compile", action="store_true", help="also time the fast path compiled (inductor, freezing; the "
+                   "compile takes minutes on a CPU)")
+    p.add_argument("--baseline", metavar="TIMM_MODEL", help="also time this timm model's features (fp32 eager) on "
+                   "the same input and print every inference mode's speed-up over it, e.g. hrnet_w48")
+    p.add_argument("--repeats", type=_positive, default=3, help="timed runs per case (median reported)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed runs per case first")
+    p.add_argument("--threads", type=_positive, help="torch threads (default: torch's own choice; on a machine shared "
+                   "with other jobs 1 thread gives steadier numbers)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.set_defaults(func=cmd_bench)
+    p = sub.add_parser("export", help="write the inference model as ONNX (dynamic batch/height/width) and check it "
+                       "against PyTorch with onnxruntime")
+    p.add_argument("source", help="a pipeline file (weights: --weights or run.checkpoint), a run folder, or a "
+                   "pretrained name, model folder or Hub repo id")
+    p.add_argument("--format", choices=["onnx"], default="onnx")
+    p.add_argument("--out", type=Path, help="output file (default: beside the source, .onnx)")
+    p.add_argument("--weights", help="model.safetensors or run folder (overrides run.checkpoint)")
+    p.add_argument("--opset", type=int, help="ONNX opset (default: torch's)")
+    p.add_argument("--no-check", action="store_true", help="skip the parity check and the onnxruntime timing")
+    p.add_argument("--check-images", type=_positive, default=8, help="validation images to check on (default 8)")
+    p.add_argument("--images", type=Path, help="a folder of images to check on (default: the pipeline's val split)")
+    p.add_argument("--scales", type=float, nargs="+", default=[1.0, 0.75],
+                   help="image scales to check at (default: 1.0 0.75, two sizes through the one graph)")
+    p.add_argument("--repeats", type=_positive, default=3, help="timed runs for the latencies")
+    p.set_defaults(func=cmd_export)
     p = sub.add_parser("list", help="every stage with its components and the plugin providing each")
     p.set_defaults(func=cmd_list)
     data = sub.add_parser("data", help="datasets as parquet + dataset card (Hugging Face Hub format)")

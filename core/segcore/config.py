@@ -260,6 +260,14 @@ class EvalConfig:
     flip: bool = False
     batch_size: int = field(default=1, validator=gt(0))
     plots: int = field(default=4, validator=ge(0))  # image/label/prediction rows in the overlay grid
+    # the inference fast path (segcore.fastpath) for task = "evaluate"/"predict" and segcore.predict: BatchNorm folded,
+    # channels_last, bicubic upsampling as matrix products, bf16 where the hardware has it ("precision"); the
+    # training run's own validation keeps train.amp / train.channels_last
+    fast: bool = True
+    precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 on CPUs with AVX512-BF16/AMX and on CUDA
+    compile: bool = False  # torch.compile (inductor, freezing) the first size seen twice; minutes on a CPU
+    int8: bool = False  # x86 CPUs: int8 (PT2E + X86InductorQuantizer, needs torchao) for that size, compiled
+    calibration_images: int = field(default=8, validator=gt(0))  # training images that calibrate int8
 
 
 @frozen

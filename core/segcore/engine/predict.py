@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from ..config import EvalConfig, PredictConfig
 from ..data import read_image
 from ..errors import DamagedFileError, DataError
+from ..fastpath import fast_model_for
 from ..io import atomic_write, write_text
 from ..stages import DatasetMeta
 from .inference import infer
@@ -28,10 +29,15 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 @torch.no_grad()
 def predict(model: nn.Module, image: np.ndarray, *, eval_cfg: EvalConfig = EvalConfig(), device: str | torch.device | None = None) -> np.ndarray:
-    """(H, W, 3) uint8 RGB -> (H, W) int64 class ids at the image's size. The model normalises its input itself."""
+    """(H, W, 3) uint8 RGB -> (H, W) int64 class ids at the image's size. The model normalises its input itself.
+
+    Runs the inference fast path (`segcore.fastpath`: BatchNorm folded, channels_last, bf16 where the hardware has
+    it), built once per model and kept while its weights stay the same; ``eval_cfg=EvalConfig(fast=False)`` runs
+    the model as it is."""
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise DataError(f"predict takes an (H, W, 3) uint8 RGB array, got {image.shape} {image.dtype}")
     device = torch.device(device) if device is not None else next(model.parameters()).device
+    model = fast_model_for(model, eval_cfg, device=device)
     x = torch.as_tensor(np.array(image)).permute(2, 0, 1)[None].to(device).float().div_(255)
     was_training = model.training
     model.eval()

@@ -11,6 +11,7 @@ import torch
 
 from ..config import PipelineConfig
 from ..errors import ConfigError
+from ..fastpath import fast_model_for
 from ..hub import is_pretrained_name, load_for_pipeline
 from ..stages import DatasetMeta
 from ..model import SegModel, build_model
@@ -48,6 +49,16 @@ def _trained_model(cfg: PipelineConfig, registry: Registry, meta: DatasetMeta, d
     return model.to(device).eval()
 
 
+def _inference_model(model: SegModel, cfg: PipelineConfig, registry: Registry, device: torch.device) -> torch.nn.Module:
+    """What evaluate and predict run: the fast path (`segcore.fastpath`) unless ``[eval] fast = false``; int8 is
+    calibrated on the first ``[eval] calibration_images`` training images."""
+    calibration = []
+    if cfg.eval.fast and cfg.eval.int8:
+        train = build_split(cfg.data, registry, "train")
+        calibration = [train[i]["image"] for i in range(min(cfg.eval.calibration_images, len(train)))]
+    return fast_model_for(model, cfg.eval, device=device, calibration=calibration)
+
+
 def run_pipeline(cfg: PipelineConfig, registry: Registry, *, progress: bool = True, resume: bool = False,
                  overwrite: bool = False) -> EvalResult | list[Path]:  # fmt: skip
     from ..check import check_pipeline  # check imports the engine
@@ -58,7 +69,7 @@ def run_pipeline(cfg: PipelineConfig, registry: Registry, *, progress: bool = Tr
     info = init_distributed("cpu")
     device = resolve_device(cfg.run.device, info.local_rank)
     meta = dataset_meta(cfg.data.dataset, registry)
-    model = _trained_model(cfg, registry, meta, device)
+    model = _inference_model(_trained_model(cfg, registry, meta, device), cfg, registry, device)
     if cfg.run.task == "predict":
         return predict_folder(model, cfg.predict, meta, eval_cfg=cfg.eval, progress=progress)
     val_set = build_split(cfg.data, registry, "val")

@@ -1,0 +1,182 @@
+"""``segcore export``: a model as ONNX through torch.export (the dynamo-based exporter, torch's default), with
+dynamic batch, height and width; checked against PyTorch on real images and timed with onnxruntime beside it.
+
+The graph is the inference model (`without_training_heads`, eval mode) returning the logits alone: input ``image``
+(B, 3, H, W) float32 in [0, 1] (normalisation is inside), output ``logits`` (B, K, H, W). Height and width are
+export dimensions from twice the backbone's largest stride (its smallest map keeps 2 px) up to 8192; sizes need
+not divide by anything, as in PyTorch. Needs ``onnx``, ``onnxscript`` and, for the check, ``onnxruntime``
+(``pip install "segcore[export]"``).
+"""
+
+from __future__ import annotations
+
+__all__ = ["OnnxCheck", "check_onnx", "export_onnx"]
+
+import statistics
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import attrs
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .errors import ConfigError
+from .model import without_training_heads
+
+MAX_SIDE = 8192
+
+
+class _Logits(nn.Module):
+    """The inference model returning its logits tensor (ONNX outputs are tensors)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: Tensor) -> Tensor:
+        out = self.model(image)
+        return out.logits if hasattr(out, "logits") else out
+
+
+def _min_side(model: nn.Module) -> int:
+    info = getattr(getattr(model, "backbone", None), "feature_info", None)
+    stride = max((i.stride for i in info), default=32) if info else 32
+    return 2 * stride
+
+
+def _require(module: str) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise ConfigError(f"segcore export needs the {module!r} package: pip install onnx onnxscript onnxruntime "
+                          '(or pip install "segcore[export]")')  # fmt: skip
+
+
+def export_onnx(model: nn.Module, path: str | Path, *, example_size: tuple[int, int] = (256, 256),
+                opset: int | None = None, verbose: bool = False) -> Path:  # fmt: skip
+    """Write *model*'s inference graph to *path* (.onnx), dynamic in batch, height and width. Returns the path."""
+    _require("onnx")
+    _require("onnxscript")
+    from torch.export import Dim
+
+    wrapper = _Logits(without_training_heads(model)).eval()
+    low = _min_side(wrapper.model)
+    h, w = (max(s, low) for s in example_size)
+    example = torch.rand(1, 3, h, w, device=next(wrapper.parameters()).device)
+    dims = {"image": {0: Dim("batch", min=1, max=1024), 2: Dim("height", min=low, max=MAX_SIDE),
+                      3: Dim("width", min=low, max=MAX_SIDE)}}  # fmt: skip
+    kwargs = {} if opset is None else {"opset_version": opset}
+    program = torch.onnx.export(wrapper, (example,), dynamo=True, dynamic_shapes=dims, input_names=["image"],
+                                output_names=["logits"], verbose=verbose, **kwargs)  # fmt: skip
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    program.save(str(path))
+    return path
+
+
+@attrs.frozen
+class OnnxCheck:
+    """Parity of the ONNX model with PyTorch (fp32 eager) on some images at one size, and both latencies."""
+
+    size: tuple[int, int]
+    images: int
+    max_abs_diff: float  # over every logit
+    max_abs_logit: float  # the largest |logit|, for scale
+    agreement: float  # fraction of pixels with the same argmax
+    torch_ms: float  # median latency per image, batch 1
+    onnxruntime_ms: float
+
+
+def _session(path: Path, threads: int):
+    _require("onnxruntime")
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def check_onnx(path: str | Path, model: nn.Module, images: Sequence[Tensor], *, scale: float = 1.0,
+               repeats: int = 3) -> OnnxCheck:  # fmt: skip
+    """Run *images* ((3, H, W) uint8 or float in [0, 1], all one size), rescaled by *scale*, through PyTorch (the
+    model in fp32 eager) and onnxruntime; compare every logit and argmax; time both (median of *repeats* runs per
+    image after one warm-up, batch 1, the torch thread count)."""
+    session = _session(Path(path), torch.get_num_threads())
+    wrapper = _Logits(without_training_heads(model)).eval()
+    worst = biggest = 0.0
+    same = total = 0
+    torch_times: list[float] = []
+    ort_times: list[float] = []
+    size = None
+    for i, img in enumerate(images):
+        x = img.float().div(255) if img.dtype == torch.uint8 else img.float()
+        x = x[None]
+        if scale != 1.0:
+            x = F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False, recompute_scale_factor=False)
+        size = tuple(x.shape[-2:])
+        with torch.no_grad():
+            ref = wrapper(x).numpy()
+        feed = {"image": x.numpy()}
+        out = session.run(None, feed)[0]
+        worst = max(worst, float(np.abs(out - ref).max()))
+        biggest = max(biggest, float(np.abs(ref).max()))
+        same += int((out.argmax(1) == ref.argmax(1)).sum())
+        total += ref.shape[0] * ref.shape[2] * ref.shape[3]
+        if i == 0:  # latency on the first image
+            with torch.no_grad():
+                for _ in range(repeats):
+                    start = time.perf_counter()
+                    wrapper(x)
+                    torch_times.append(time.perf_counter() - start)
+            for _ in range(repeats):
+                start = time.perf_counter()
+                session.run(None, feed)
+                ort_times.append(time.perf_counter() - start)
+    if size is None:
+        raise ConfigError("segcore export: no images to check the ONNX model on")
+    return OnnxCheck(size, len(images), worst, biggest, same / total, 1000 * statistics.median(torch_times),
+                     1000 * statistics.median(ort_times))  # fmt: skip
+
+
+def parity_images(cfg, registry, *, images_dir: Path | None = None, count: int = 8) -> tuple[list[Tensor], str]:
+    """Up to *count* real images of one size, (3, H, W) uint8, and where they came from: the files of *images_dir*,
+    else the pipeline's validation split (the most common size among the first ones)."""
+    from .data import build_split, read_image
+    from .engine.predict import IMAGE_SUFFIXES
+
+    by_size: dict[tuple[int, int], list[Tensor]] = {}
+    if images_dir is not None:
+        files = sorted(p for p in Path(images_dir).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        for f in files:
+            image = torch.from_numpy(read_image(f).copy()).permute(2, 0, 1)
+            group = by_size.setdefault(tuple(image.shape[-2:]), [])
+            group.append(image)
+            if len(group) >= count:
+                break
+        where = f"images from {images_dir}"
+    elif cfg is not None:
+        dataset = build_split(cfg.data, registry, "val")
+        for i in range(len(dataset)):
+            image = dataset[i]["image"]
+            group = by_size.setdefault(tuple(image.shape[-2:]), [])
+            group.append(image)
+            if len(group) >= count:
+                break
+        where = f"{cfg.data.dataset.name} validation images"
+    else:
+        raise ConfigError("segcore export: a pretrained model has no validation split; give --images <folder> for the "
+                          "parity check, or --no-check")  # fmt: skip
+    if not by_size:
+        raise ConfigError(f"segcore export: no images found for the parity check ({where})")
+    return max(by_size.values(), key=len), where
+
+
+def onnx_initializers(path: str | Path) -> list[str]:
+    """Names of the ONNX model's initializers (its weights)."""
+    import onnx
+
+    return [t.name for t in onnx.load(str(path), load_external_data=False).graph.initializer]
