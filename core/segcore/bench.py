@@ -71,23 +71,26 @@ def _time(fn: Callable[[], Any]) -> tuple[float, float]:
 
 
 def measure_peaks(*, repeats: int = 5) -> dict[str, float]:
-    """GFLOP/s of the best of *repeats*: a 2048 x 2048 x 2048 matrix product and a 3x3 convolution 256 -> 256 on a
-    (1, 256, 128, 128) channels_last map, each in fp32 and in bf16."""
+    """GFLOP/s of the best of *repeats*: a 2048 x 2048 x 2048 matrix product, and a 3x3 convolution 256 -> 256 on a
+    (1, 256, 128, 128) map (the faster of NCHW and channels_last), each in fp32 and in bf16."""
     n = 2048
     peaks = {}
     a, b = torch.randn(n, n), torch.randn(n, n)
-    conv = nn.Conv2d(256, 256, 3, padding=1, bias=False).eval().to(memory_format=torch.channels_last)
-    x = torch.randn(1, 256, 128, 128).contiguous(memory_format=torch.channels_last)
+    conv = nn.Conv2d(256, 256, 3, padding=1, bias=False).eval()
+    x = torch.randn(1, 256, 128, 128)
     conv_flops = 2 * 256 * 256 * 9 * 128 * 128
     with torch.no_grad():
         for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
             aa, bb = a.to(dtype), b.to(dtype)
-            cv, xx = copy.deepcopy(conv).to(dtype), x.to(dtype)
-            torch.mm(aa, bb), cv(xx)
+            torch.mm(aa, bb)
             mm = min(_time(lambda: torch.mm(aa, bb))[0] for _ in range(repeats))
-            cc = min(_time(lambda: cv(xx))[0] for _ in range(repeats))
+            best = float("inf")
+            for layout in (torch.contiguous_format, torch.channels_last):
+                cv, xx = copy.deepcopy(conv).to(dtype, memory_format=layout), x.to(dtype, memory_format=layout)
+                cv(xx)
+                best = min(best, *(_time(lambda: cv(xx))[0] for _ in range(repeats)))
             peaks[f"{name}_matmul_gflop_s"] = 2 * n**3 / mm / 1e9
-            peaks[f"{name}_conv_gflop_s"] = conv_flops / cc / 1e9
+            peaks[f"{name}_conv_gflop_s"] = conv_flops / best / 1e9
     return peaks
 
 
@@ -110,13 +113,18 @@ def _inference_cases(model: nn.Module, batch: int, size: tuple[int, int], modes:
         elif mode in ("channels_last", "bf16 autocast"):
             m = copy.deepcopy(infer_model).to(memory_format=torch.channels_last)
             inp, amp = x_cl, mode == "bf16 autocast"
-        elif mode.startswith("fast path"):
-            m = optimize_for_inference(infer_model, device="cpu", compile=mode == "fast path + compile")
+        elif mode in ("fast path", "fast path + compile", "fast path + int8"):
+            int8 = mode == "fast path + int8"
+            calibration = [torch.rand(3, *size) for _ in range(2)] if int8 else ()  # timing only: random images
+            m = optimize_for_inference(infer_model, device="cpu", compile=mode == "fast path + compile", int8=int8,
+                                       calibration=calibration)  # fmt: skip
             inp, amp = x, False
-            note = f"{m.folded} BN folded, {str(m.dtype).removeprefix('torch.')}" + (", compiled (inductor, freezing)"
-                                                                                     if m.compile else "")  # fmt: skip
+            note = f"{m.folded} BN folded, " + {
+                "fast path": f"{str(m.dtype).removeprefix('torch.')} eager",
+                "fast path + compile": f"{str(m.dtype).removeprefix('torch.')}, compiled (inductor, freezing)",
+                "fast path + int8": "int8 convs (PT2E, x86 quantizer; random calibration), compiled"}[mode]
         else:
-            known = ", ".join([*INFERENCE_MODES, "fast path + compile"])
+            known = ", ".join([*INFERENCE_MODES, "fast path + compile", "fast path + int8"])
             raise ValueError(f"unknown inference mode {mode!r}; modes: {known}")
 
         def run(m: nn.Module = m, inp: Tensor = inp, amp: bool = amp) -> Any:
@@ -216,7 +224,8 @@ def run_bench(
     for case in cases:  # warm-up (the compiled fast path compiles on its second call)
         say(f"warm-up: {case.kind} {case.mode}")
         start = time.perf_counter()
-        for _ in range(max(warmup, 2 if case.mode == "fast path + compile" else 0)):
+        compiled = case.mode in ("fast path + compile", "fast path + int8")
+        for _ in range(max(warmup, 2) if compiled else warmup):
             case.run()
         case.setup_s += time.perf_counter() - start
     for r in range(repeats):

@@ -144,7 +144,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     registry = _registry()
     cfg = load_pipeline(args.pipeline, registry=registry)
-    modes = list(args.modes) + (["fast path + compile"] if args.compile else [])
+    extra = (("fast path + compile", args.compile), ("fast path + int8", args.int8))
+    modes = list(args.modes) + [mode for mode, on in extra if on]
     say = None if args.json or args.quiet else (lambda message: print(f"  {message}", file=sys.stderr))
     result = run_bench(cfg, registry, input_size=args.input_size, batch=args.batch, train_size=args.train_size,
                        train_batch=args.train_batch, inference_modes=modes,
@@ -157,6 +158,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from .export import check_onnx, export_onnx, onnx_initializers, parity_images
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     registry = _registry()
     model, cfg, out = _export_source(args, registry)
     start = time.perf_counter()
@@ -173,14 +178,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     print(f"parity with PyTorch (fp32 eager) on {len(images)} {where}; latency: batch 1, median of {args.repeats}, "
           f"{torch.get_num_threads()} threads")  # fmt: skip
     print(f"{'size':>9}  {'max |diff|':>10}  {'max |logit|':>11}  {'argmax agree':>12}  {'PyTorch ms':>10}  "
-          f"{'onnxruntime ms':>14}  {'speed-up':>8}")  # fmt: skip
+          f"{'onnxruntime ms':>14}  {'ORT speed-up':>12}  {'PyTorch fast path ms':>20}")  # fmt: skip
     ok = True
     for scale in args.scales:
         c = check_onnx(path, model, images, scale=scale, repeats=args.repeats)
         ok &= c.agreement >= 0.999
         print(f"{c.size[0]:>4}x{c.size[1]:<4}  {c.max_abs_diff:10.2e}  {c.max_abs_logit:11.2f}  "
               f"{100 * c.agreement:11.3f}%  {c.torch_ms:10.0f}  {c.onnxruntime_ms:14.0f}  "
-              f"{c.torch_ms / c.onnxruntime_ms:7.2f}x")
+              f"{c.torch_ms / c.onnxruntime_ms:11.2f}x  {c.fast_ms:20.0f}")
     if not ok:
         print("error: argmax agreement below 99.9 % at some size", file=sys.stderr)
         return 1
@@ -387,6 +392,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-train", action="store_true", help="time inference only")
     p.add_argument("--compile", action="store_true", help="also time the fast path compiled (inductor, freezing; the "
                    "compile takes minutes on a CPU)")
+    p.add_argument("--int8", action="store_true", help="also time the fast path with int8 convolutions (PT2E, x86 "
+                   "quantizer, needs torchao; calibrated on random images, for timing only), compiled")
     p.add_argument("--baseline", metavar="TIMM_MODEL", help="also time this timm model's features (fp32 eager) on "
                    "the same input and print every inference mode's speed-up over it, e.g. hrnet_w48")
     p.add_argument("--repeats", type=_positive, default=3, help="timed runs per case (median reported)")
@@ -410,6 +417,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--scales", type=float, nargs="+", default=[1.0, 0.75],
                    help="image scales to check at (default: 1.0 0.75, two sizes through the one graph)")
     p.add_argument("--repeats", type=_positive, default=3, help="timed runs for the latencies")
+    p.add_argument("--threads", type=_positive, help="threads for PyTorch and onnxruntime alike (default: torch's own "
+                   "choice; on a machine shared with other jobs 1 thread gives steadier numbers)")
     p.set_defaults(func=cmd_export)
     p = sub.add_parser("list", help="every stage with its components and the plugin providing each")
     p.set_defaults(func=cmd_list)

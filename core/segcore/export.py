@@ -88,6 +88,7 @@ class OnnxCheck:
     agreement: float  # fraction of pixels with the same argmax
     torch_ms: float  # median latency per image, batch 1
     onnxruntime_ms: float
+    fast_ms: float  # PyTorch's inference fast path (segcore.fastpath), for comparison
 
 
 def _session(path: Path, threads: int):
@@ -103,14 +104,18 @@ def _session(path: Path, threads: int):
 def check_onnx(path: str | Path, model: nn.Module, images: Sequence[Tensor], *, scale: float = 1.0,
                repeats: int = 3) -> OnnxCheck:  # fmt: skip
     """Run *images* ((3, H, W) uint8 or float in [0, 1], all one size), rescaled by *scale*, through PyTorch (the
-    model in fp32 eager) and onnxruntime; compare every logit and argmax; time both (median of *repeats* runs per
-    image after one warm-up, batch 1, the torch thread count)."""
+    model in fp32 eager) and onnxruntime; compare every logit and argmax; time both, and PyTorch's fast path, on
+    the first image (median of *repeats* runs after one warm-up, batch 1, the torch thread count)."""
+    from .fastpath import optimize_for_inference
+
     session = _session(Path(path), torch.get_num_threads())
     wrapper = _Logits(without_training_heads(model)).eval()
+    fast = optimize_for_inference(model)
     worst = biggest = 0.0
     same = total = 0
     torch_times: list[float] = []
     ort_times: list[float] = []
+    fast_times: list[float] = []
     size = None
     for i, img in enumerate(images):
         x = img.float().div(255) if img.dtype == torch.uint8 else img.float()
@@ -128,10 +133,12 @@ def check_onnx(path: str | Path, model: nn.Module, images: Sequence[Tensor], *, 
         total += ref.shape[0] * ref.shape[2] * ref.shape[3]
         if i == 0:  # latency on the first image
             with torch.no_grad():
+                fast(x)
                 for _ in range(repeats):
-                    start = time.perf_counter()
-                    wrapper(x)
-                    torch_times.append(time.perf_counter() - start)
+                    for runner, times in ((wrapper, torch_times), (fast, fast_times)):
+                        start = time.perf_counter()
+                        runner(x)
+                        times.append(time.perf_counter() - start)
             for _ in range(repeats):
                 start = time.perf_counter()
                 session.run(None, feed)
@@ -139,7 +146,7 @@ def check_onnx(path: str | Path, model: nn.Module, images: Sequence[Tensor], *, 
     if size is None:
         raise ConfigError("segcore export: no images to check the ONNX model on")
     return OnnxCheck(size, len(images), worst, biggest, same / total, 1000 * statistics.median(torch_times),
-                     1000 * statistics.median(ort_times))  # fmt: skip
+                     1000 * statistics.median(ort_times), 1000 * statistics.median(fast_times))  # fmt: skip
 
 
 def parity_images(cfg, registry, *, images_dir: Path | None = None, count: int = 8) -> tuple[list[Tensor], str]:

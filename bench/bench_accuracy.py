@@ -1,0 +1,85 @@
+"""What the inference fast path costs in accuracy: val mIoU and per-pixel argmax agreement, fp32 eager against the
+fast path (bf16, and optionally fp32 and int8), on a trained model, in one run.
+
+    python bench/bench_accuracy.py RUN_FOLDER [--int8] [--threads N] [--limit N]
+
+RUN_FOLDER is a finished `segcore run` folder (its pipeline.toml and model.safetensors); the validation split of
+its dataset is scored whole-image at its own size, as `segcore run` with task = "evaluate" does. int8 is calibrated
+on the first ``[eval] calibration_images`` training images, as `segcore run` does. Also printed: CPU time per image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from segcore import load_registry
+from segcore.config import load_pipeline
+from segcore.data import build_split, dataset_meta
+from segcore.engine.run import load_model_weights
+from segcore.fastpath import optimize_for_inference
+from segcore.metrics import ConfusionMatrix
+from segcore.model import build_model
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path, help="a finished run folder")
+    parser.add_argument("--int8", action="store_true", help="also int8 (needs torchao)")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--limit", type=int, default=None, help="first N validation images only")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    registry = load_registry()
+    cfg = load_pipeline(args.run / "pipeline.toml", registry=registry)
+    meta = dataset_meta(cfg.data.dataset, registry)
+    model = build_model(cfg.model, registry, num_classes=cfg.model.num_classes or meta.num_classes)
+    load_model_weights(model, args.run)
+    model.eval()
+    val = build_split(cfg.data, registry, "val")
+    n = min(len(val), args.limit or len(val))
+    variants = {"fp32 eager (reference)": model,
+                "fast path, bf16": optimize_for_inference(model, precision="bf16"),
+                "fast path, fp32": optimize_for_inference(model, precision="fp32")}  # fmt: skip
+    if args.int8:
+        train = build_split(cfg.data, registry, "train")
+        calibration = [train[i]["image"] for i in range(min(cfg.eval.calibration_images, len(train)))]
+        variants["fast path, int8"] = optimize_for_inference(model, precision="bf16", int8=True, calibration=calibration)
+    matrices = {k: ConfusionMatrix(meta.num_classes, meta.ignore_index) for k in variants}
+    same = dict.fromkeys(variants, 0)
+    cpu = dict.fromkeys(variants, 0.0)
+    pixels = 0
+    with torch.no_grad():
+        for i in range(n):
+            sample = val[i]
+            x = sample["image"][None].float().div(255)
+            ref = None
+            for name, m in variants.items():
+                start = time.process_time()
+                pred = m(x).logits.argmax(1)[0]
+                if i > 1:  # the first two images warm up (the int8 variant compiles on the second)
+                    cpu[name] += time.process_time() - start
+                ref = pred if ref is None else ref
+                same[name] += int((pred == ref).sum())
+                matrices[name].update(pred, sample["mask"])
+            pixels += ref.numel()
+    print(f"{cfg.model.backbone.name} + {cfg.model.decoder.name} from {args.run}, {cfg.data.dataset.name} "
+          f"{cfg.data.val_split}: {n} images; {torch.get_num_threads()} threads, load average "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")  # fmt: skip
+    print(f"{'inference':<24} {'mIoU':>7} {'aAcc':>7} {'argmax = fp32':>14} {'CPU s/img':>10}")
+    base = matrices["fp32 eager (reference)"].compute()["mIoU"]
+    for name in variants:
+        m = matrices[name].compute()
+        print(f"{name:<24} {100 * m['mIoU']:7.2f} {100 * m['aAcc']:7.2f} {100 * same[name] / pixels:13.3f}% "
+              f"{cpu[name] / max(n - 2, 1):10.3f}   mIoU change {100 * (m['mIoU'] - base):+.2f}")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
