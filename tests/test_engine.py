@@ -105,7 +105,7 @@ def test_same_seed_same_weights_and_outputs(registry, tmp_path):
     out = tmp_path / "a" / "run"
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert {r["kind"] for r in records} == {"train", "eval"}
-    assert {"loss", "lr", "img_s", "loss.ce"} <= set(records[0])
+    assert {"loss", "lr", "img_s", "elapsed_s", "loss.ce"} <= set(records[0])
     assert json.loads((out / "metrics.json").read_text())["val"]["mIoU"] > 0
 
 
@@ -162,6 +162,11 @@ def test_interrupted_and_resumed_run_is_bitwise_equal(registry, tmp_path, how):
     assert resumed.returncode == 0, err
     a, b = weights(tmp_path / "straight" / "run"), weights(run)
     assert all(torch.equal(a[k], b[k]) for k in a)
+    # the run's wall-clock time goes on from the checkpoint's instead of starting again at 0
+    assert state["elapsed_s"] > 0
+    after = [r for r in map(json.loads, (run / "log.jsonl").read_text().splitlines())
+             if r["kind"] == "train" and r["step"] > state["step"]]  # fmt: skip
+    assert after and all(r["elapsed_s"] >= state["elapsed_s"] for r in after)
 
 
 def test_distributed_two_processes_match_one(tmp_path):

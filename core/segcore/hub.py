@@ -637,7 +637,7 @@ def _training(cfg: PipelineConfig, records: list[dict[str, Any]], *, hardware: s
     if train_hours is not None:
         hours, how = train_hours, "as given to segcore hub save"
     elif elapsed:
-        hours, how = max(elapsed) / 3600, "logged wall-clock time of the training steps"
+        hours, how = max(elapsed) / 3600, "logged wall-clock time of the run (training and its evaluations)"
     elif train and train[-1].get("img_s"):
         images = train[-1]["step"] * d.batch_size * t.grad_accum_steps
         hours, how = images / train[-1]["img_s"] / 3600, "estimated from the logged throughput (training steps only)"

@@ -235,6 +235,8 @@ class Trainer:
         self.log = report.RunLog(self.out, enabled=self.dist.main, tensorboard=t.tensorboard)
         self.step = self.epoch = self.batch_in_epoch = 0
         self.best = -1.0
+        self.elapsed = 0.0  # wall-clock seconds of fit() so far, across resumes (logged as elapsed_s)
+        self._fit_started: float | None = None
         if resume:
             self._resume()
         self.ddp = self._wrap()
@@ -297,6 +299,7 @@ class Trainer:
         state = load_checkpoint(ckpt, model=self.model, optimizer=self.optimizer, ema=self._ema_state())
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         self.best = state.get("best", -1.0)
+        self.elapsed = float(state.get("elapsed_s", 0.0))
         self.log.keep_until(self.step)  # the steps after the checkpoint are logged again
         self._say(f"resumed from {ckpt.folder} (step {self.step}, epoch {self.epoch})")
 
@@ -365,7 +368,8 @@ class Trainer:
         )
 
     def _save(self, folder: Path) -> Path:
-        state = {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "best": self.best}
+        state = {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "best": self.best,
+                 "elapsed_s": self._elapsed()}
         return save_checkpoint(folder, model=self.model, optimizer=self.optimizer,
                                ema=self._ema_state(), state=state)  # fmt: skip
 
@@ -394,6 +398,11 @@ class Trainer:
             self._save(self.out / "best")
         return result
 
+    def _elapsed(self) -> float:
+        """Wall-clock seconds this run has trained (its evaluations included), summed over resumed sessions."""
+        started = self._fit_started
+        return self.elapsed + (time.perf_counter() - started if started is not None else 0.0)
+
     def _due(self, every: int, at_epoch_end: bool) -> bool:
         """Is an every-N-units event (eval, checkpoint) due after this step? (units: epochs or iters)"""
         if every <= 0:
@@ -408,6 +417,7 @@ class Trainer:
         signal.signal(signal.SIGINT, self._on_sigint)  # every rank: a Ctrl-C reaches the whole process group
         bar = tqdm(total=self.total, initial=self.step, desc="train", disable=not self.progress, dynamic_ncols=True)
         start, seen = time.perf_counter(), 0
+        self._fit_started = start
         try:
             while self.step < self.total:
                 skip = self.batch_in_epoch * t.grad_accum_steps
@@ -426,7 +436,8 @@ class Trainer:
                     rate = seen / (time.perf_counter() - start)
                     lr = self.optimizer.param_groups[0]["lr"]
                     if self.step % t.log_every == 0 or self.step == self.total:
-                        self.log.write("train", self.step, epoch=self.epoch, loss=loss, lr=lr, img_s=rate, **terms)
+                        self.log.write("train", self.step, epoch=self.epoch, loss=loss, lr=lr, img_s=rate,
+                                       elapsed_s=round(self._elapsed(), 1), **terms)  # fmt: skip
                     shown = {k.removeprefix("loss."): f"{v:.3f}" for k, v in terms.items() if k.startswith("loss.")}
                     bar.set_postfix(loss=f"{loss:.3f}", **(shown if len(shown) > 1 else {}), lr=f"{lr:.2e}", img_s=f"{rate:.1f}")
                     bar.update()
