@@ -405,6 +405,32 @@ def test_plots_and_predict_folder(registry, tmp_path):
         assert im.mode == "RGB" and im.size == (48, 64)
 
 
+def test_segcore_plot_compares_runs(registry, tmp_path, capsys):
+    from segcore.cli import main
+
+    raw = tiny(tmp_path, train={"iters": 4, "eval_every": 2})
+    fit(registry, raw)
+    run, out = tmp_path / "run", tmp_path / "compare.png"
+    evals = [r for r in map(json.loads, (run / "log.jsonl").read_text().splitlines()) if r["kind"] == "eval"]
+    assert main(["plot", str(run), str(run), "--label", "ce", "ce again", "--x", "hours", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"ce: last val mIoU {100 * evals[-1]['mIoU']:.2f} (step 4)" in printed and "ce again:" in printed
+    with Image.open(out) as im:
+        assert im.format == "PNG" and im.size[0] > 600
+    # user errors: a message and exit 2
+    assert main(["plot", str(run), "--label", "a", "b", "--out", str(out)]) == 2
+    assert "2 labels for 1 runs" in capsys.readouterr().err
+    assert main(["plot", str(tmp_path / "nothing"), "--out", str(out)]) == 2
+    assert "no log.jsonl" in capsys.readouterr().err
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "log.jsonl").write_text("".join(json.dumps({k: v for k, v in r.items() if k != "elapsed_s"}) + "\n"
+                                           for r in map(json.loads, (run / "log.jsonl").read_text().splitlines())))
+    assert main(["plot", str(old), "--x", "hours", "--out", str(out)]) == 2
+    assert "no elapsed_s" in capsys.readouterr().err
+    assert main(["plot", str(old), "--out", str(out)]) == 0
+
+
 @pytest.mark.parametrize("optimizer, nesterov", [("sgd", True), ("sgd", False), ("adamw", False)])
 def test_optimizer_choice(optimizer, nesterov):
     from segcore.config import TrainConfig

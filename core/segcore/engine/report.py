@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["RunLog", "plot_confusion", "plot_curves", "plot_iou", "plot_overlays"]
+__all__ = ["RunLog", "plot_compare", "plot_confusion", "plot_curves", "plot_iou", "plot_overlays"]
 
 import json
 from collections.abc import Sequence
@@ -117,6 +117,42 @@ def plot_curves(records: Sequence[dict[str, Any]], path: Path) -> None:
         ax_iou.plot(*zip(*evals), marker="o")
     ax_iou.set(xlabel="step", ylabel="mIoU (%)", title="validation mIoU")
     ax_iou.grid(alpha=0.3)
+    _save(fig, path)
+
+
+def plot_compare(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]], path: Path, *, x: str = "step") -> None:
+    """Several runs on one figure: the total training loss and val mIoU of each (``segcore plot``).
+
+    *x* is ``"step"``, or ``"hours"`` (the logged wall-clock ``elapsed_s``; an evaluation is placed at the time of
+    the last training record before it), to compare runs by what they reach per hour.
+    """
+    if x not in ("step", "hours"):
+        raise ValueError(f"x must be 'step' or 'hours', not {x!r}")
+    plt = _pyplot()
+    fig, (ax_loss, ax_iou) = plt.subplots(1, 2, figsize=(11, 4))
+    for label, records in runs:
+        train = [r for r in records if r["kind"] == "train" and "loss" in r]
+        if x == "hours":
+            clock = {r["step"]: r["elapsed_s"] / 3600 for r in train if "elapsed_s" in r}
+            if not clock:
+                raise ConfigError(f"{label}: its log has no elapsed_s (the wall-clock time, logged by newer trainers); "
+                                  "plot it against the step instead (--x step)")  # fmt: skip
+            def at(step: int) -> float:  # the clock of the last training record at or before the step
+                known = [s for s in clock if s <= step]
+                return clock[max(known)] if known else 0.0
+        else:
+            def at(step: int) -> float:
+                return step
+        (line,) = ax_loss.plot([at(r["step"]) for r in train], [r["loss"] for r in train], label=label, alpha=0.8)
+        evals = [(at(r["step"]), 100 * r["mIoU"]) for r in records if r["kind"] == "eval" and "mIoU" in r]
+        if evals:
+            ax_iou.plot(*zip(*evals), marker="o", color=line.get_color(), label=f"{label} ({evals[-1][1]:.1f})")
+    xlabel = "wall-clock hours" if x == "hours" else "step"
+    ax_loss.set(xlabel=xlabel, ylabel="loss", title="training loss", yscale="log")
+    ax_iou.set(xlabel=xlabel, ylabel="mIoU (%)", title="validation mIoU (last in brackets)")
+    for ax in (ax_loss, ax_iou):
+        ax.grid(alpha=0.3)
+        ax.legend()
     _save(fig, path)
 
 
