@@ -1,0 +1,68 @@
+"""PyTorch kernel work-arounds the trainer applies (segcore.engine.workarounds)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import safetensors.torch
+import torch
+from torch import Tensor, nn
+
+from segcore.config import structure_pipeline
+from segcore.engine.trainer import Trainer
+from segcore.engine.workarounds import Float32Conv2d, float32_dilated_grouped_convs
+
+
+def _grads(conv: nn.Conv2d, x: Tensor, g: Tensor, *, bf16: bool) -> Tensor:
+    conv.zero_grad()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        y = conv(x)
+    y.backward(g.to(y.dtype))
+    return conv.weight.grad.clone()
+
+
+def test_dilated_depthwise_weight_gradient_is_right_in_bf16_channels_last():
+    """VAN's LKA conv (7x7, dilation 3, depthwise) at a VAN-B0 stage-1 size, bf16 autocast + channels_last: with the
+    switch the weight gradient is the float32 one (without it, torch 2.14's is garbage: errors of 1e30 and more)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(32, 32, 5, padding=2, groups=32),
+                          nn.Conv2d(32, 32, 7, padding=9, dilation=3, groups=32),
+                          nn.Conv2d(32, 32, 3, padding=2, dilation=2),  # dense: its kernel is right, left alone
+                          nn.Conv2d(32, 32, 1))  # fmt: skip
+    keys = list(model.state_dict())
+    assert float32_dilated_grouped_convs(model) == 1
+    assert [type(m) for m in model] == [nn.Conv2d, Float32Conv2d, nn.Conv2d, nn.Conv2d]
+    assert list(model.state_dict()) == keys and isinstance(copy.deepcopy(model)[1], Float32Conv2d)
+    conv = model[1]
+    reference = nn.Conv2d(32, 32, 7, padding=9, dilation=3, groups=32)
+    reference.load_state_dict(conv.state_dict())
+    x = torch.randn(8, 32, 64, 80)
+    g = torch.randn(8, 32, 64, 80)
+    expected = _grads(reference, x, g, bf16=False)
+    conv = conv.to(memory_format=torch.channels_last)
+    xc, gc = x.contiguous(memory_format=torch.channels_last), g.contiguous(memory_format=torch.channels_last)
+    for _ in range(5):  # the bug reads uninitialised memory: it shows on some calls only
+        got = _grads(conv, xc, gc, bf16=True)
+        assert torch.allclose(got, expected, rtol=1e-4, atol=1e-3 * expected.abs().max()), (got - expected).abs().max()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert conv(xc).dtype == torch.float32 and model[0](x).dtype == torch.bfloat16
+    assert conv(x).dtype == torch.float32  # no autocast: a plain convolution
+
+
+@pytest.mark.parametrize("amp, channels_last, switched", [("bf16", True, 13), ("bf16", False, 0), ("none", True, 0)])
+def test_the_trainer_switches_them_for_bf16_channels_last_on_the_cpu(registry, tmp_path, amp, channels_last, switched):
+    """VAN-B0 (frm plugin) has 13 LKA blocks, each with one 7x7 dilation-3 depthwise conv."""
+    raw = {
+        "model": {"backbone": {"name": "van", "variant": "b0"}, "decoder": {"name": "fcn", "in_index": -1}},
+        "data": {"dataset": {"name": "shapes", "size": [64, 64], "num_train": 4, "num_val": 2}, "batch_size": 2},
+        "loss": [{"name": "ce"}],
+        "train": {"iters": 1, "amp": amp, "channels_last": channels_last, "plots": False},
+        "run": {"out_dir": str(tmp_path / "run"), "device": "cpu"},
+    }  # fmt: skip
+    trainer = Trainer(structure_pipeline(raw, registry=registry), registry, progress=False)
+    assert sum(isinstance(m, Float32Conv2d) for m in trainer.model.modules()) == switched
+    if switched:  # a step runs, and what is saved has the model's own keys
+        trainer.fit()
+        saved = safetensors.torch.load_file(str(tmp_path / "run" / "model.safetensors"))
+        assert sum(k.endswith("dw_dilated.weight") for k in saved) == 13
