@@ -46,7 +46,8 @@ def test_every_thesis_experiment_has_a_recipe():
     per_dataset = {"cityscapes": ["hrnetv2_w48", *swin, "deeplabv3_r18", "deeplabv3_r50", "deeplabv3_r101"],
                    "ade20k": [*swin, "deeplabv3_r50", "deeplabv3_r101"], "voc": [*swin, "deeplabv3_r50", "deeplabv3_r101"]}  # fmt: skip
     tables = {f"{d}/{h}{afu}.toml" for d, hosts in per_dataset.items() for h in hosts for afu in ("", "-afu")}
-    assert names == table1 | tables | {"camvid_base.toml", "camvid_afu.toml"}
+    camvid = {"camvid_base.toml", "camvid_afu.toml"} | {f"camvid_seeds/camvid_{v}_seed{s}.toml" for v in ("base", "afu") for s in (1, 2)}
+    assert names == table1 | tables | camvid
 
 
 # AFU modules per host when the module is on: UperNet 3 top-down + 3 to-1/4 + final; HRNetV2 head 3 streams + final;
@@ -57,13 +58,13 @@ EXPECTED_PLACES = {"upernet": 7, "hrnetv2": 4, "camvid": 4, "deeplabv3": 1, "ocn
 @pytest.mark.parametrize("path", RECIPES, ids=_id)
 def test_recipe_builds_with_afu_exactly_at_its_places(path):
     cfg = load(path)
-    with_afu = path.stem.endswith("-afu") or path.stem == "camvid_afu" or (
+    with_afu = path.stem.endswith("-afu") or path.stem.startswith("camvid_afu") or (
         path.parent.name == "table1" and not path.stem.endswith("none"))  # fmt: skip
     expected = next(n for prefix, n in EXPECTED_PLACES.items() if path.stem.startswith(prefix))
     assert places(cfg) == (expected if with_afu else 0)
 
 
-@pytest.mark.parametrize("path", [p for p in RECIPES if p.stem.endswith("-afu") or p.stem == "camvid_afu"], ids=_id)
+@pytest.mark.parametrize("path", [p for p in RECIPES if p.stem.endswith("-afu") or p.stem.startswith("camvid_afu")], ids=_id)
 def test_afu_recipe_differs_from_its_baseline_only_by_the_module(path):
     base = path.with_name(path.name.replace("-afu", "").replace("camvid_afu", "camvid_base"))
     a, b = load(path), load(base)
