@@ -139,6 +139,7 @@ def _inference_cases(model: nn.Module, batch: int, size: tuple[int, int], modes:
 def _train_cases(cfg: PipelineConfig, registry: Registry, model: nn.Module, batch: int, size: tuple[int, int],
                  num_classes: int, ignore_index: int, modes: Sequence[str]) -> list[BenchCase]:  # fmt: skip
     from .engine.criterion import Criterion
+    from .engine.workarounds import training_workarounds
 
     criterion = None
     if cfg.loss:
@@ -156,8 +157,9 @@ def _train_cases(cfg: PipelineConfig, registry: Registry, model: nn.Module, batc
         if mode != "fp32 eager":
             m = m.to(memory_format=torch.channels_last)
             inp = x.contiguous(memory_format=torch.channels_last)
-        opt = torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
         amp = mode == "bf16 autocast"
+        training_workarounds(m, device="cpu", bf16=amp, channels_last=mode != "fp32 eager")  # as the trainer does
+        opt = torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
 
         def step(m: nn.Module = m, inp: Tensor = inp, opt: torch.optim.Optimizer = opt, amp: bool = amp) -> None:
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 __all__ = ["RunLog", "plot_compare", "plot_confusion", "plot_curves", "plot_iou", "plot_overlays"]
 
+import bisect
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -132,17 +134,17 @@ def plot_compare(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]], path: Pat
     fig, (ax_loss, ax_iou) = plt.subplots(1, 2, figsize=(11, 4))
     for label, records in runs:
         train = [r for r in records if r["kind"] == "train" and "loss" in r]
-        if x == "hours":
-            clock = {r["step"]: r["elapsed_s"] / 3600 for r in train if "elapsed_s" in r}
-            if not clock:
-                raise ConfigError(f"{label}: its log has no elapsed_s (the wall-clock time, logged by newer trainers); "
-                                  "plot it against the step instead (--x step)")  # fmt: skip
-            def at(step: int) -> float:  # the clock of the last training record at or before the step
-                known = [s for s in clock if s <= step]
-                return clock[max(known)] if known else 0.0
-        else:
-            def at(step: int) -> float:
+        clock = sorted((r["step"], r["elapsed_s"] / 3600) for r in train if "elapsed_s" in r)
+        if x == "hours" and not clock:
+            raise ConfigError(f"{label}: its log has no elapsed_s (the wall-clock time, logged by newer trainers); "
+                              "plot it against the step instead (--x step)")  # fmt: skip
+
+        def at(step: int, clock: list = clock) -> float:  # hours: the clock of the last training record at or before it
+            if x == "step":
                 return step
+            i = bisect.bisect_right(clock, (step, math.inf))
+            return clock[i - 1][1] if i else 0.0
+
         (line,) = ax_loss.plot([at(r["step"]) for r in train], [r["loss"] for r in train], label=label, alpha=0.8)
         evals = [(at(r["step"]), 100 * r["mIoU"]) for r in records if r["kind"] == "eval" and "mIoU" in r]
         if evals:

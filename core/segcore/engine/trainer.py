@@ -36,7 +36,7 @@ from .dist import DistInfo, EpochSampler, any_rank, broadcast_buffers, init_dist
 from .evaluate import EvalResult, evaluate
 from .inference import pad_collate
 from .optim import LRSchedule, build_optimizer, param_groups
-from .workarounds import float32_dilated_grouped_convs
+from .workarounds import training_workarounds  # PyTorch kernel bugs
 from ..weights import save_weights
 
 
@@ -201,8 +201,7 @@ class Trainer:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.memory_format = torch.channels_last if t.channels_last else torch.preserve_format
         self.model: SegModel = model.to(self.device, memory_format=self.memory_format)
-        if self.device.type == "cpu" and t.amp == "bf16" and t.channels_last:
-            float32_dilated_grouped_convs(self.model)  # a PyTorch kernel bug, see engine/workarounds.py
+        training_workarounds(self.model, device=self.device, bf16=t.amp == "bf16", channels_last=t.channels_last)
         self.criterion = Criterion(cfg.loss, cfg.model.aux, registry, num_classes=num_classes,
                                    ignore_index=self.meta.ignore_index).to(self.device)
         self.augment = BatchAugment(cfg.data.augment, self.meta.ignore_index)

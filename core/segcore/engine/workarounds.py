@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-__all__ = ["Float32Conv2d", "float32_dilated_grouped_convs"]
+__all__ = ["Float32Conv2d", "float32_dilated_grouped_convs", "training_workarounds"]
 
 import torch
 from torch import Tensor, nn
@@ -33,3 +33,12 @@ def float32_dilated_grouped_convs(model: nn.Module) -> int:
             module.__class__ = Float32Conv2d
             count += 1
     return count
+
+
+def training_workarounds(model: nn.Module, *, device: torch.device | str, bf16: bool, channels_last: bool) -> int:
+    """Every work-around above that training *model* on *device* with these settings needs, applied in place (by
+    the trainer, and by `segcore bench`'s training step so that it times what the trainer runs). Returns how many
+    modules were changed."""
+    if torch.device(device).type == "cpu" and bf16 and channels_last:
+        return float32_dilated_grouped_convs(model)
+    return 0
