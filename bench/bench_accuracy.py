@@ -19,12 +19,12 @@ from pathlib import Path
 import torch
 
 from segcore import load_registry
-from segcore.config import load_pipeline
-from segcore.data import build_split, dataset_meta
+from segcore.config.schema import load_pipeline
+from segcore.data.datasets import build_split, dataset_meta
 from segcore.engine.run import load_model_weights
-from segcore.fastpath import optimize_for_inference
-from segcore.metrics import ConfusionMatrix
-from segcore.model import build_model
+from segcore.inference.fast import optimize_for_inference
+from segcore.engine.metrics import ConfusionMatrix
+from segcore.model.build import build_model
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,7 +23,7 @@ import kornia.augmentation as K
 import torch
 
 from segcore import Dataset, load_registry
-from segcore.augment import AugmentConfig, BatchAugment, FastColorJitter
+from segcore.data.augment import AugmentConfig, BatchAugment, FastColorJitter
 
 CROP = (384, 384)
 JITTER = dict(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1)

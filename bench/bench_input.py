@@ -24,9 +24,9 @@ from pathlib import Path
 import torch
 
 from segcore import load_registry
-from segcore.config import resolve_bases, structure_pipeline
+from segcore.config.schema import resolve_bases, structure_pipeline
 from segcore.engine.trainer import Trainer
-from segcore.metrics import ConfusionMatrix
+from segcore.engine.metrics import ConfusionMatrix
 
 
 def pipeline(root: str, workers: int, out: str) -> dict:

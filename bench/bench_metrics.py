@@ -20,7 +20,7 @@ import torch
 from torchmetrics.classification import MulticlassJaccardIndex
 
 from segcore import Dataset, load_registry
-from segcore.metrics import ConfusionMatrix
+from segcore.engine.metrics import ConfusionMatrix
 
 
 def pairs(root: str) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], int, int]:

@@ -12,7 +12,7 @@ import torch
 from kornia.constants import DataKey
 from kornia.geometry.transform import warp_affine
 
-from segcore.augment import AugmentConfig, BatchAugment, FastColorJitter, ScaleCrop
+from segcore.data.augment import AugmentConfig, BatchAugment, FastColorJitter, ScaleCrop
 
 
 def _crop_params(scale: list[float], origin: list[list[float]], size: tuple[int, int]) -> dict[str, torch.Tensor]:

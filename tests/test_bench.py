@@ -8,7 +8,7 @@ import textwrap
 import pytest
 import torch
 
-from segcore.cli import main
+from segcore.cli.main import main
 
 DATA = """
 [data.dataset]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from segcore import ConfigError, load_pipeline
-from segcore.cli import main
+from segcore.cli.main import main
 
 # (what to change in the base pipeline, fragments the message must hold)
 CASES = {

@@ -11,10 +11,10 @@ import torch
 from torch import nn
 
 from segcore import ConfigError, load_pipeline
-from segcore.check import check_pipeline, totals
-from segcore.cli import main
-from segcore.counting import CONVENTIONS, THOP_RULES, count
-from segcore.config import structure_pipeline
+from segcore.model.check import check_pipeline, totals
+from segcore.cli.main import main
+from segcore.model.counting import CONVENTIONS, THOP_RULES, count
+from segcore.config.schema import structure_pipeline
 
 
 def _counts(make, *shape: int) -> dict[str, tuple[int, int]]:

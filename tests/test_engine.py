@@ -19,12 +19,12 @@ import torch
 from PIL import Image
 
 from segcore import ConfigError, Loss, hookimpl
-from segcore.config import structure_pipeline
+from segcore.config.schema import structure_pipeline
 from segcore.engine.checkpoint import latest_checkpoint
 from segcore.engine.optim import LRSchedule, param_groups
 from segcore.engine.run import run_pipeline
 from segcore.engine.trainer import Trainer, TrainingError
-from segcore.plugins import get_plugin_manager, load_registry
+from segcore.contracts.plugins import get_plugin_manager, load_registry
 
 
 def tiny(tmp_path: Path, **sections) -> dict:
@@ -332,7 +332,7 @@ def test_param_groups_lr_mult_no_decay_and_layer_decay(registry, tmp_path):
     ],
 )
 def test_schedules(train, checks):
-    from segcore.config import TrainConfig
+    from segcore.config.schema import TrainConfig
 
     sched = LRSchedule(TrainConfig(iters=100, **train), 100)
     for step, factor in checks:
@@ -406,7 +406,7 @@ def test_plots_and_predict_folder(registry, tmp_path):
 
 
 def test_segcore_plot_compares_runs(registry, tmp_path, capsys):
-    from segcore.cli import main
+    from segcore.cli.main import main
 
     raw = tiny(tmp_path, train={"iters": 4, "eval_every": 2})
     fit(registry, raw)
@@ -433,7 +433,7 @@ def test_segcore_plot_compares_runs(registry, tmp_path, capsys):
 
 @pytest.mark.parametrize("optimizer, nesterov", [("sgd", True), ("sgd", False), ("adamw", False)])
 def test_optimizer_choice(optimizer, nesterov):
-    from segcore.config import TrainConfig
+    from segcore.config.schema import TrainConfig
     from segcore.engine.optim import build_optimizer
 
     cfg = TrainConfig(iters=1, optimizer=optimizer, nesterov=nesterov, momentum=0.9, betas=(0.8, 0.9), lr=0.1)

@@ -10,11 +10,11 @@ import pytest
 import torch
 from torch import nn
 
-from segcore.config import EvalConfig
+from segcore.config.schema import EvalConfig
 from segcore.engine.evaluate import evaluate
 from segcore.engine.inference import infer, pad_collate, slide_logits
-from segcore.metrics import ConfusionMatrix
-from segcore.stages import DatasetMeta, ModelOutput
+from segcore.engine.metrics import ConfusionMatrix
+from segcore.contracts.stages import DatasetMeta, ModelOutput
 
 
 def test_confusion_metrics_by_hand():

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from segcore.cli import main
-from segcore.config import resolve_bases, structure_pipeline
-from segcore.export import check_onnx, export_onnx, onnx_initializers
-from segcore.model import build_model
+from segcore.cli.main import main
+from segcore.config.schema import resolve_bases, structure_pipeline
+from segcore.inference.onnx import check_onnx, export_onnx, onnx_initializers
+from segcore.model.build import build_model
 
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")

@@ -12,12 +12,12 @@ import torch.nn.functional as F
 from torch import nn
 
 import segcore
-from segcore.config import EvalConfig, resolve_bases, structure_pipeline
-from segcore.fastpath import (
+from segcore.config.schema import EvalConfig, resolve_bases, structure_pipeline
+from segcore.inference.fast import (
     FastModel, MatmulResize, cached_fast_model, cubic_matrix, fold_batchnorm, optimize_for_inference,
 )  # fmt: skip
-from segcore.model import build_model
-from segcore.stages import ModelOutput
+from segcore.model.build import build_model
+from segcore.contracts.stages import ModelOutput
 
 # seed 000's HRNet_L (hrnet-fusion preset: classic's hrnet backbone, AAM, FUSM with bicubic upsampling places),
 # narrowed to width 8 with one block and one module per stage

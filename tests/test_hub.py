@@ -25,12 +25,12 @@ import torch
 
 import segcore
 from segcore import ConfigError, RegistryError
-from segcore import hub as hubmod
-from segcore.cli import main
-from segcore.config import EvalConfig, ModelConfig, structure_table
+from segcore.hub import folder as hubmod
+from segcore.cli.main import main
+from segcore.config.schema import EvalConfig, ModelConfig, structure_table
 from segcore.errors import DamagedFileError
-from segcore.stages import DatasetMeta
-from segcore.weights import read_weights, save_weights
+from segcore.contracts.stages import DatasetMeta
+from segcore.model.weights import read_weights, save_weights
 
 REPO = Path(__file__).resolve().parents[1]
 COMMIT = "a" * 40
@@ -254,7 +254,7 @@ def test_names_load_from_a_shipped_folder_without_the_hub_and_from_the_cache_thr
 
 
 def test_a_name_a_plugin_registers_loads_from_its_repo_and_is_pinned_by_its_sha256(registry, saved, zoo, offline):
-    from segcore.registry import PluginInfo
+    from segcore.contracts.registry import PluginInfo
 
     reg = _reduced(registry, "none")
     sha = hubmod.file_sha256(saved[1] / "model.safetensors")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from segcore.metrics import ConfusionMatrix
+from segcore.engine.metrics import ConfusionMatrix
 
 torchmetrics = pytest.importorskip("torchmetrics")
 

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from segcore import Attention, Backbone, Decoder, hookimpl, load_registry
-from segcore.plugins import get_plugin_manager
+from segcore.contracts.plugins import get_plugin_manager
 
 
 @attrs.frozen
@@ -112,7 +112,7 @@ def test_every_hookspec_is_documented_in_contributing():
     import inspect
     from pathlib import Path
 
-    from segcore import hookspecs
+    from segcore.contracts import hookspecs
 
     text = (Path(__file__).resolve().parents[1] / "CONTRIBUTING.md").read_text()
     specs = [f for name, f in vars(hookspecs).items() if name.startswith("segcore_") and callable(f)]

@@ -26,13 +26,13 @@ import torch
 from PIL import Image
 from torch import nn
 
-import segcore.cli
+import segcore.cli.main
 from segcore import DataError, Dataset, Decoder, hookimpl, load_registry
-from segcore.cli import main
+from segcore.cli.main import main
 from segcore.engine.report import RunLog
 from segcore.errors import DamagedFileError
-from segcore.plugins import get_plugin_manager
-from segcore.weights import read_weights
+from segcore.contracts.plugins import get_plugin_manager
+from segcore.model.weights import read_weights
 
 PIPELINE = """
 [model]

@@ -13,7 +13,7 @@ from torch import nn
 
 from segcore.errors import ConfigError, DamagedFileError
 from segcore.io import atomic_dir, remove_stale_temps
-from segcore.weights import RECORD_KEY, load_weights, read_weights, save_weights, tensors_sha256
+from segcore.model.weights import RECORD_KEY, load_weights, read_weights, save_weights, tensors_sha256
 
 
 class Tiny(nn.Module):

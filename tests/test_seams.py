@@ -16,9 +16,9 @@ from torch import nn
 
 from segcore import Attention, ConfigError, Decoder, Loss, Registry, RegistryError, Resize, Upsample, hookimpl
 from segcore import get_plugin_manager, load_registry
-from segcore.config import dump_pipeline, resolve_bases, structure_pipeline, unstructure
+from segcore.config.schema import dump_pipeline, resolve_bases, structure_pipeline, unstructure
 from segcore.engine.criterion import Criterion
-from segcore.model import build_model, inference_state_dict, init_from, without_training_heads
+from segcore.model.build import build_model, inference_state_dict, init_from, without_training_heads
 
 BACKBONE = """
 [model.backbone]
@@ -250,7 +250,7 @@ def test_loss_routing_is_checked_when_the_pipeline_is_built(reg, edit, fragment)
 
 
 def test_aux_weight_has_one_default(reg):
-    from segcore.config import AUX_WEIGHT
+    from segcore.config.schema import AUX_WEIGHT
 
     cfg = pipeline(reg, HEADS.replace("weight = 0.25\n", ""))
     model = build_model(cfg.model, reg, num_classes=3)
@@ -315,7 +315,7 @@ def test_frozen_backbone_stays_bitwise_and_out_of_optimizer_and_ema(reg, tmp_pat
     assert trainer.ema.module.backbone is trainer.model.backbone  # one copy
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     assert trainable == sum(p.numel() for n, p in trainer.model.named_parameters() if not n.startswith("backbone."))
-    from segcore.weights import read_weights
+    from segcore.model.weights import read_weights
 
     stored = read_weights(sorted((tmp_path / "checkpoints").iterdir())[-1] / "train_state.safetensors")
     assert not any(k.startswith("ema.backbone.") for k in stored) and any(k.startswith("ema.decoder.") for k in stored)
@@ -328,7 +328,7 @@ def test_init_from_a_run_with_another_class_count(reg, tmp_path):
     cfg = pipeline(reg, SMALL.format(frozen="", classes=7, extra=f'init_from = "{tmp_path / "a"}"')
                    + f'[run]\nout_dir = "{tmp_path / "b"}"\n')  # fmt: skip
     second = Trainer(cfg, reg, progress=False)
-    from segcore.weights import read_weights
+    from segcore.model.weights import read_weights
 
     theirs = read_weights(tmp_path / "a" / "model.safetensors")  # the first run's inference weights (its EMA)
     assert len(theirs) == len(second.model.state_dict())
@@ -465,7 +465,7 @@ def test_compile_fullgraph(reg):
 
 
 def test_random_split_draws_disjoint_seeded_train_and_val_from_one_split(reg):
-    from segcore.data import build_split
+    from segcore.data.datasets import build_split
 
     text = BACKBONE + '[model.decoder]\nname = "bicubic_head"\n' + DATA.replace("num_train = 8", "num_train = 20")
     table = '\n[data.random_split]\nsource = "train"\nval_fraction = 0.1\nseed = {seed}\n'
@@ -483,9 +483,9 @@ def test_random_split_draws_disjoint_seeded_train_and_val_from_one_split(reg):
 
 
 def test_eval_resize_infers_at_the_fixed_size_and_scores_at_the_image_size():
-    from segcore.config import EvalConfig
+    from segcore.config.schema import EvalConfig
     from segcore.engine.inference import infer
-    from segcore.stages import ModelOutput
+    from segcore.contracts.stages import ModelOutput
 
     seen = []
 
@@ -522,7 +522,7 @@ def test_pretrained_timm_weights_not_in_the_cache_fail_fast_and_clearly(tmp_path
     ],
 )
 def test_check_catches_what_run_would_trip_on_before_its_first_step(reg, edit, fragment):
-    from segcore.check import check_pipeline
+    from segcore.model.check import check_pipeline
 
     from segcore import SegcoreError
 
@@ -531,7 +531,7 @@ def test_check_catches_what_run_would_trip_on_before_its_first_step(reg, edit, f
 
 
 def test_an_attention_that_changes_the_shape_is_named_by_its_slot_and_plugin(reg):
-    from segcore.check import check_pipeline
+    from segcore.model.check import check_pipeline
 
     class Halve(Attention):
         def __init__(self, cfg, *, channels):
@@ -541,7 +541,7 @@ def test_an_attention_that_changes_the_shape_is_named_by_its_slot_and_plugin(reg
             return x[:, : x.shape[1] // 2]
 
     from segcore import ContractError
-    from segcore.registry import PluginInfo
+    from segcore.contracts.registry import PluginInfo
 
     r = Registry()
     for e in reg.entries():

@@ -10,12 +10,12 @@ import attrs
 from attrs import field, frozen
 from torch import Tensor
 
-from ..errors import ConfigError, did_you_mean
-from ..hookspecs import hookimpl
-from ..layers.basic import building_on_meta
-from ..pretrained import timm_weights_file
-from ..registry import Registry
-from ..stages import Backbone, FeatureInfo
+from segcore.errors import ConfigError, did_you_mean
+from segcore.contracts.hookspecs import hookimpl
+from segcore.layers.basic import building_on_meta
+from segcore.model.pretrained import timm_weights_file
+from segcore.contracts.registry import Registry
+from segcore.contracts.stages import Backbone, FeatureInfo
 
 
 def _timm_model_name(_: object, attribute: object, value: str) -> None:

@@ -16,13 +16,13 @@ from attrs import field, frozen
 from attrs.validators import ge, gt
 from torch import Tensor
 
-from ..data import FolderDataset, FolderDatasetConfig
-from ..errors import ConfigError
-from ..hubdata import HubDataset, HubDatasetConfig
-from ..hookspecs import hookimpl
-from ..registry import Registry
-from ..stages import Dataset, DatasetMeta
-from ..validators import positive_size
+from segcore.data.datasets import FolderDataset, FolderDatasetConfig
+from segcore.errors import ConfigError
+from segcore.data.hubdata import HubDataset, HubDatasetConfig
+from segcore.contracts.hookspecs import hookimpl
+from segcore.contracts.registry import Registry
+from segcore.contracts.stages import Dataset, DatasetMeta
+from segcore.contracts.validators import positive_size
 
 CLASSES = ("background", "disc", "square", "triangle", "ring")
 PALETTE = ((0, 0, 0), (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200))

@@ -8,10 +8,10 @@ from attrs import field, frozen
 from attrs.validators import gt
 from torch import Tensor, nn
 
-from ..errors import ConfigError, ContractError
-from ..hookspecs import hookimpl
-from ..registry import Registry
-from ..stages import AttentionSlots, Enhancer, FeatureInfo
+from segcore.errors import ConfigError, ContractError
+from segcore.contracts.hookspecs import hookimpl
+from segcore.contracts.registry import Registry
+from segcore.contracts.stages import AttentionSlots, Enhancer, FeatureInfo
 
 
 def _levels(levels: Sequence[int] | None, n: int, who: str) -> tuple[int, ...]:

@@ -28,9 +28,9 @@ import torch
 from attrs import frozen
 from torch import Tensor, nn
 
-from ..errors import ConfigError, DamagedFileError
-from ..io import TEMP_MARK, atomic_dir
-from ..weights import apply_weights, read_weights, save_weights
+from segcore.errors import ConfigError, DamagedFileError
+from segcore.io import TEMP_MARK, atomic_dir
+from segcore.model.weights import apply_weights, read_weights, save_weights
 
 PREFIX = "ckpt-"
 _NAME = re.compile(rf"^{PREFIX}(\d+)$")

@@ -9,10 +9,10 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..config import AuxHeadConfig, LossSpec
-from ..errors import ConfigError
-from ..registry import Registry
-from ..stages import Loss, ModelOutput
+from segcore.config.schema import AuxHeadConfig, LossSpec
+from segcore.errors import ConfigError
+from segcore.contracts.registry import Registry
+from segcore.contracts.stages import Loss, ModelOutput
 
 MAIN = "main"
 

@@ -13,11 +13,11 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ..config import EvalConfig
-from ..metrics import ConfusionMatrix
-from ..stages import DatasetMeta
-from .dist import all_reduce_sum
-from .inference import final_resize, infer
+from segcore.config.schema import EvalConfig
+from segcore.engine.metrics import ConfusionMatrix
+from segcore.contracts.stages import DatasetMeta
+from segcore.engine.dist import all_reduce_sum
+from segcore.engine.inference import final_resize, infer
 
 
 @attrs.define

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..config import EvalConfig
-from ..stages import Resize
+from segcore.config.schema import EvalConfig
+from segcore.contracts.stages import Resize
 
 Model = Callable[[Tensor], object]
 

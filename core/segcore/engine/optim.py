@@ -12,7 +12,7 @@ import torch
 from attrs import frozen
 from torch import nn
 
-from ..config import TrainConfig
+from segcore.config.schema import TrainConfig
 
 _NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm)
 # a block: Swin's layers_i.blocks.j (and its downsample), ViT's blocks.i, ConvNeXt's stages.i, ResNet's layerK.i

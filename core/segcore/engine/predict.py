@@ -15,14 +15,14 @@ from PIL import Image
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..config import EvalConfig, PredictConfig
-from ..data import read_image
-from ..errors import DamagedFileError, DataError
-from ..fastpath import fast_model_for
-from ..io import atomic_write, write_text
-from ..stages import DatasetMeta
-from .inference import infer
-from .report import colorize
+from segcore.config.schema import EvalConfig, PredictConfig
+from segcore.data.datasets import read_image
+from segcore.errors import DamagedFileError, DataError
+from segcore.inference.fast import fast_model_for
+from segcore.io import atomic_write, write_text
+from segcore.contracts.stages import DatasetMeta
+from segcore.engine.inference import infer
+from segcore.engine.report import colorize
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 

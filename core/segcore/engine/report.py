@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError, DamagedFileError
-from ..io import atomic_write, write_text
+from segcore.errors import ConfigError, DamagedFileError
+from segcore.io import atomic_write, write_text
 
 
 class RunLog:

@@ -9,20 +9,20 @@ from pathlib import Path
 
 import torch
 
-from ..config import PipelineConfig
-from ..errors import ConfigError
-from ..fastpath import fast_model_for
-from ..hub import is_pretrained_name, load_for_pipeline
-from ..stages import DatasetMeta
-from ..model import SegModel, build_model
-from ..registry import Registry
-from ..weights import load_weights
-from .dist import init_distributed
-from .evaluate import EvalResult, evaluate
-from .inference import pad_collate
-from .predict import predict_folder
-from ..data import build_split, dataset_meta
-from .trainer import Trainer, resolve_device
+from segcore.config.schema import PipelineConfig
+from segcore.errors import ConfigError
+from segcore.inference.fast import fast_model_for
+from segcore.hub.folder import is_pretrained_name, load_for_pipeline
+from segcore.contracts.stages import DatasetMeta
+from segcore.model.build import SegModel, build_model
+from segcore.contracts.registry import Registry
+from segcore.model.weights import load_weights
+from segcore.engine.dist import init_distributed
+from segcore.engine.evaluate import EvalResult, evaluate
+from segcore.engine.inference import pad_collate
+from segcore.engine.predict import predict_folder
+from segcore.data.datasets import build_split, dataset_meta
+from segcore.engine.trainer import Trainer, resolve_device
 
 
 def load_model_weights(model: SegModel, path: str | Path) -> None:
@@ -61,7 +61,7 @@ def _inference_model(model: SegModel, cfg: PipelineConfig, registry: Registry, d
 
 def run_pipeline(cfg: PipelineConfig, registry: Registry, *, progress: bool = True, resume: bool = False,
                  overwrite: bool = False) -> EvalResult | list[Path]:  # fmt: skip
-    from ..check import check_pipeline  # check imports the engine
+    from segcore.model.check import check_pipeline  # check imports the engine
 
     check_pipeline(cfg, registry)  # every contract `segcore check` verifies (meta device), before any work
     if cfg.run.task == "train":

@@ -20,24 +20,24 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ..augment import BatchAugment
-from ..config import DatasetSpec, PipelineConfig, dump_pipeline, unstructure
-from ..errors import ConfigError, DamagedFileError, SegcoreError
-from ..io import remove_stale_temps, write_text
-from ..data import build_split
-from ..model import SegModel, build_model, init_from, without_training_heads
-from ..registry import Registry
-from ..stages import Dataset, DatasetMeta, Loss, ModelOutput
-from . import report
-from .criterion import Criterion
-from .checkpoint import (PREFIX, latest_checkpoint, list_checkpoints, load_checkpoint, newest_intact_checkpoint,
+from segcore.data.augment import BatchAugment
+from segcore.config.schema import DatasetSpec, PipelineConfig, dump_pipeline, unstructure
+from segcore.errors import ConfigError, DamagedFileError, SegcoreError
+from segcore.io import remove_stale_temps, write_text
+from segcore.data.datasets import build_split
+from segcore.model.build import SegModel, build_model, init_from, without_training_heads
+from segcore.contracts.registry import Registry
+from segcore.contracts.stages import Dataset, DatasetMeta, Loss, ModelOutput
+from segcore.engine import report
+from segcore.engine.criterion import Criterion
+from segcore.engine.checkpoint import (PREFIX, latest_checkpoint, list_checkpoints, load_checkpoint, newest_intact_checkpoint,
                          prune_checkpoints, save_checkpoint)  # fmt: skip
-from .dist import DistInfo, EpochSampler, any_rank, broadcast_buffers, init_distributed
-from .evaluate import EvalResult, evaluate
-from .inference import pad_collate
-from .optim import LRSchedule, build_optimizer, param_groups
-from .workarounds import training_workarounds  # PyTorch kernel bugs
-from ..weights import save_weights
+from segcore.engine.dist import DistInfo, EpochSampler, any_rank, broadcast_buffers, init_distributed
+from segcore.engine.evaluate import EvalResult, evaluate
+from segcore.engine.inference import pad_collate
+from segcore.engine.optim import LRSchedule, build_optimizer, param_groups
+from segcore.engine.workarounds import training_workarounds  # PyTorch kernel bugs
+from segcore.model.weights import save_weights
 
 
 class TrainingError(SegcoreError):

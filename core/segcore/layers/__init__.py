@@ -10,7 +10,7 @@ __all__ = [
     "init_hrnet_weights", "pool_concat", "resize_to",
 ]  # fmt: skip
 
-from .basic import ConvBNAct, building_on_meta, resize_to
-from .context import context_levels, pool_concat
-from .dnl import DisentangledNonLocal
-from .hrnet import BasicBlock, Bottleneck, HRModule, Transition, init_hrnet_weights
+from segcore.layers.basic import ConvBNAct, building_on_meta, resize_to
+from segcore.layers.context import context_levels, pool_concat
+from segcore.layers.dnl import DisentangledNonLocal
+from segcore.layers.hrnet import BasicBlock, Bottleneck, HRModule, Transition, init_hrnet_weights

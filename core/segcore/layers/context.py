@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..errors import ContractError
+from segcore.errors import ContractError
 
 
 def pool_concat(features: Sequence[Tensor], levels: Sequence[int] | None = None) -> Tensor:

@@ -21,7 +21,7 @@ from typing import Literal
 
 from torch import Tensor, nn
 
-from .basic import resize_to
+from segcore.layers.basic import resize_to
 
 BN_MOMENTUM = 0.1
 

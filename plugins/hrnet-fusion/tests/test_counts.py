@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from segcore import build_model, get_plugin_manager, load_pipeline, load_registry
-from segcore.check import check_pipeline
+from segcore.model.check import check_pipeline
 
 TABLE3 = Path(__file__).resolve().parents[1] / "configs" / "table3"
 REGISTRY = load_registry(get_plugin_manager())

@@ -13,8 +13,8 @@ from typing import Any
 import attrs
 from attrs import field, frozen
 
-from .errors import RegistryError, did_you_mean
-from .stages import STAGES, WIRING, stage_of
+from segcore.errors import RegistryError, did_you_mean
+from segcore.contracts.stages import STAGES, WIRING, stage_of
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -124,7 +124,7 @@ class Registry:
             raise RegistryError(f"{where}: preset names are lowercase snake_case (like 'hrnet_l_w48')")
         if not isinstance(pipeline, Mapping):
             raise RegistryError(f"{where}: must be a table (dict) like a parsed pipeline file, got {type(pipeline).__name__}")
-        from .config import PipelineConfig  # the config module imports this one
+        from segcore.config.schema import PipelineConfig  # the config module imports this one
 
         sections = ["base", *(f.name for f in attrs.fields(PipelineConfig))]
         bad = [k for k in pipeline if k not in sections]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 __all__ = [
     "AttentionSpec",
+    "AugmentConfig",
     "AuxHeadConfig",
     "BackboneSpec",
     "ComponentSpec",
@@ -47,17 +48,43 @@ from attrs import field, frozen
 from attrs.validators import ge, gt, le, lt
 from cattrs.errors import AttributeValidationNote, ClassValidationError, ForbiddenExtraKeysError
 
-from .errors import ConfigError, SegcoreError, did_you_mean
-from .augment import AugmentConfig
-from .registry import Registry
-from .validators import each_positive, fractions, fractions_each, non_empty, positive_size
-from .stages import Attention, Backbone, Dataset, Decoder, Enhancer, Loss
+from segcore.errors import ConfigError, SegcoreError, did_you_mean
+from segcore.contracts.registry import Registry
+from segcore.contracts.validators import each_positive, fractions, fractions_each, non_empty, positive_size
+from segcore.contracts.stages import Attention, Backbone, Dataset, Decoder, Enhancer, Loss
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 # -- component tables ---------------------------------------------------------------------------------------------
+
+
+
+def _range(instance: object, attribute: object, value: tuple[float, float] | None) -> None:
+    if value is not None and not 0 < value[0] <= value[1]:
+        raise ValueError(f"'{attribute.name}' must be [low, high] with 0 < low <= high, got {list(value)}")
+
+
+@frozen
+class AugmentConfig:
+    """``[data.augment]``: what happens to each training batch on the device."""
+
+    scale: tuple[float, float] | None = field(default=None, validator=_range)  # random rescale, e.g. [0.5, 2.0]
+    # (H, W) of the training crops; padded with ignore where the image ends
+    crop_size: tuple[int, int] | None = field(default=None, validator=positive_size)
+    hflip: float = field(default=0.5, validator=[ge(0.0), le(1.0)])  # probability
+    brightness: float = field(default=0.0, validator=ge(0.0))
+    contrast: float = field(default=0.0, validator=ge(0.0))
+    saturation: float = field(default=0.0, validator=ge(0.0))
+    hue: float = field(default=0.0, validator=[ge(0.0), le(0.5)])
+    jitter_p: float = field(default=1.0, validator=[ge(0.0), le(1.0)])
+    # torch.compile the four colour steps: inductor fuses their element-wise kernels, after a one-off compile of
+    # several seconds per process; the eager default is already as fast as torchvision (bench/bench_data.py)
+    compile: bool = False
+
+
+# -- scale + padded crop -----------------------------------------------------------------------------------------------
 
 
 @frozen

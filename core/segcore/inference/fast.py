@@ -35,10 +35,10 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 from torch.utils import _pytree as pytree
 
-from .config import EvalConfig
-from .errors import SegcoreError
-from .model import SegModel, without_training_heads
-from .stages import ModelOutput
+from segcore.config.schema import EvalConfig
+from segcore.errors import SegcoreError
+from segcore.model.build import SegModel, without_training_heads
+from segcore.contracts.stages import ModelOutput
 
 Precision = Literal["auto", "bf16", "fp32"]
 
@@ -229,7 +229,7 @@ class MatmulResize:
 
 def _fast_resizes(model: nn.Module) -> int:
     """Every bicubic upsampling place of *model* (`segcore.Upsample`) computed by `MatmulResize`; returns how many."""
-    from .stages import Upsample
+    from segcore.contracts.stages import Upsample
 
     done = 0
     for m in model.modules():

@@ -12,9 +12,9 @@ from typing import Any
 
 import pluggy
 
-from . import hookspecs
-from .errors import PluginError
-from .registry import PluginInfo, Registry
+from segcore.contracts import hookspecs
+from segcore.errors import PluginError
+from segcore.contracts.registry import PluginInfo, Registry
 
 BUILTIN_PLUGINS = ("segcore.builtin.backbones", "segcore.builtin.enhancers", "segcore.builtin.datasets")
 DISABLE_VAR = "SEGCORE_DISABLE_PLUGINS"

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from .registry import Registry
+    from segcore.contracts.registry import Registry
 
 hookspec = pluggy.HookspecMarker("segcore")
 hookimpl = pluggy.HookimplMarker("segcore")

@@ -2,7 +2,7 @@
 and exit code 130, as a Ctrl-C later does, not with a traceback from inside some library's import (numpy even
 turns it into an ImportError).
 
-Imported first by ``segcore/__init__.py``; `segcore.cli.main` hands Ctrl-C back to Python once the imports are
+Imported first by ``segcore/cli/__init__.py``; `segcore.cli.main` hands Ctrl-C back to Python once the imports are
 done. Only the command line is affected: a script or notebook importing segcore keeps Python's own handling.
 """
 

@@ -12,13 +12,13 @@ import torch
 from attrs import asdict, frozen
 from torch import Tensor, nn
 
-from .config import PipelineConfig
-from .counting import Convention, Count, Meter, get_convention
-from .errors import ContractError
-from .model import SegModel, build_model
-from .registry import PluginInfo, Registry
-from .stages import Attention, Backbone, Dataset, Decoder, Enhancer, FeatureInfo
-from .data import dataset_meta
+from segcore.config.schema import PipelineConfig
+from segcore.model.counting import Convention, Count, Meter, get_convention
+from segcore.errors import ContractError
+from segcore.model.build import SegModel, build_model
+from segcore.contracts.registry import PluginInfo, Registry
+from segcore.contracts.stages import Attention, Backbone, Dataset, Decoder, Enhancer, FeatureInfo
+from segcore.data.datasets import dataset_meta
 
 
 @frozen
@@ -172,7 +172,7 @@ def check_model(
 def _check_data_and_losses(cfg: PipelineConfig, registry: Registry, num_classes: int, ignore_index: int) -> None:
     """What ``run`` would trip on before its first step, without touching a file: the splits it reads and the losses'
     heads and extras."""
-    from .engine.criterion import Criterion
+    from segcore.engine.criterion import Criterion
 
     dataset = registry.get(Dataset, cfg.data.dataset.name).cls
     split = cfg.data.random_split

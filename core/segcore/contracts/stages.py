@@ -36,8 +36,8 @@ import torch.utils.data
 from attrs import frozen
 from torch import Tensor, nn
 
-from .errors import DataError
-from .layers.basic import resize_to
+from segcore.errors import DataError
+from segcore.layers.basic import resize_to
 
 
 @frozen

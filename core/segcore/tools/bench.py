@@ -30,12 +30,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import PipelineConfig
-from .counting import count
-from .data import dataset_meta
-from .fastpath import bf16_supported, optimize_for_inference
-from .model import build_model, without_training_heads
-from .registry import Registry
+from segcore.config.schema import PipelineConfig
+from segcore.model.counting import count
+from segcore.data.datasets import dataset_meta
+from segcore.inference.fast import bf16_supported, optimize_for_inference
+from segcore.model.build import build_model, without_training_heads
+from segcore.contracts.registry import Registry
 
 INFERENCE_MODES = ("fp32 eager", "channels_last", "bf16 autocast", "fast path")
 TRAIN_MODES = ("fp32 eager", "channels_last", "bf16 autocast")
@@ -138,8 +138,8 @@ def _inference_cases(model: nn.Module, batch: int, size: tuple[int, int], modes:
 
 def _train_cases(cfg: PipelineConfig, registry: Registry, model: nn.Module, batch: int, size: tuple[int, int],
                  num_classes: int, ignore_index: int, modes: Sequence[str]) -> list[BenchCase]:  # fmt: skip
-    from .engine.criterion import Criterion
-    from .engine.workarounds import training_workarounds
+    from segcore.engine.criterion import Criterion
+    from segcore.engine.workarounds import training_workarounds
 
     criterion = None
     if cfg.loss:

@@ -19,10 +19,10 @@ from attrs import frozen
 from PIL import Image
 from torch import Tensor
 
-from .config import DataConfig, DatasetSpec
-from .errors import ConfigError, DataError
-from .registry import Registry
-from .stages import Dataset, DatasetMeta
+from segcore.config.schema import DataConfig, DatasetSpec
+from segcore.errors import ConfigError, DataError
+from segcore.contracts.registry import Registry
+from segcore.contracts.stages import Dataset, DatasetMeta
 
 
 def read_image(path: Path) -> np.ndarray:

@@ -39,7 +39,7 @@ from attrs import frozen
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .errors import ConfigError, did_you_mean
+from segcore.errors import ConfigError, did_you_mean
 
 Rule = Callable[[nn.Module, tuple[Any, ...], Any], int]
 """MACs of one forward call of a module, from its inputs' and output's shapes (meta tensors work)."""

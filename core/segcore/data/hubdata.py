@@ -22,9 +22,9 @@ from attrs import frozen
 from PIL import Image
 from torch import Tensor
 
-from .errors import DataError
-from .io import atomic_write, write_text
-from .stages import Dataset, DatasetMeta
+from segcore.errors import DataError
+from segcore.io import atomic_write, write_text
+from segcore.contracts.stages import Dataset, DatasetMeta
 
 
 def _png(mask: np.ndarray) -> bytes:

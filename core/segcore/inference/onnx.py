@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .errors import ConfigError
-from .model import without_training_heads
+from segcore.errors import ConfigError
+from segcore.model.build import without_training_heads
 
 MAX_SIDE = 8192
 
@@ -106,7 +106,7 @@ def check_onnx(path: str | Path, model: nn.Module, images: Sequence[Tensor], *, 
     """Run *images* ((3, H, W) uint8 or float in [0, 1], all one size), rescaled by *scale*, through PyTorch (the
     model in fp32 eager) and onnxruntime; compare every logit and argmax; time both, and PyTorch's fast path, on
     the first image (median of *repeats* runs after one warm-up, batch 1, the torch thread count)."""
-    from .fastpath import optimize_for_inference
+    from segcore.inference.fast import optimize_for_inference
 
     session = _session(Path(path), torch.get_num_threads())
     wrapper = _Logits(without_training_heads(model)).eval()
@@ -152,8 +152,8 @@ def check_onnx(path: str | Path, model: nn.Module, images: Sequence[Tensor], *, 
 def parity_images(cfg, registry, *, images_dir: Path | None = None, count: int = 8) -> tuple[list[Tensor], str]:
     """Up to *count* real images of one size, (3, H, W) uint8, and where they came from: the files of *images_dir*,
     else the pipeline's validation split (the most common size among the first ones)."""
-    from .data import build_split, read_image
-    from .engine.predict import IMAGE_SUFFIXES
+    from segcore.data.datasets import build_split, read_image
+    from segcore.engine.predict import IMAGE_SUFFIXES
 
     by_size: dict[tuple[int, int], list[Tensor]] = {}
     if images_dir is not None:

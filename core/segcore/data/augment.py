@@ -25,40 +25,12 @@ from typing import Any, Callable
 import kornia.augmentation as K
 import torch
 import torch.nn.functional as F
-from attrs import field, frozen
-from attrs.validators import ge, le
 from kornia.augmentation.random_generator import ColorJitterGenerator, RandomGeneratorBase, UniformDistribution
 from kornia.augmentation.utils import _adapted_rsampling
 from kornia.constants import Resample
 from torch import Tensor
 
-from .validators import positive_size
-
-
-def _range(instance: object, attribute: object, value: tuple[float, float] | None) -> None:
-    if value is not None and not 0 < value[0] <= value[1]:
-        raise ValueError(f"'{attribute.name}' must be [low, high] with 0 < low <= high, got {list(value)}")
-
-
-@frozen
-class AugmentConfig:
-    """``[data.augment]``: what happens to each training batch on the device."""
-
-    scale: tuple[float, float] | None = field(default=None, validator=_range)  # random rescale, e.g. [0.5, 2.0]
-    # (H, W) of the training crops; padded with ignore where the image ends
-    crop_size: tuple[int, int] | None = field(default=None, validator=positive_size)
-    hflip: float = field(default=0.5, validator=[ge(0.0), le(1.0)])  # probability
-    brightness: float = field(default=0.0, validator=ge(0.0))
-    contrast: float = field(default=0.0, validator=ge(0.0))
-    saturation: float = field(default=0.0, validator=ge(0.0))
-    hue: float = field(default=0.0, validator=[ge(0.0), le(0.5)])
-    jitter_p: float = field(default=1.0, validator=[ge(0.0), le(1.0)])
-    # torch.compile the four colour steps: inductor fuses their element-wise kernels, after a one-off compile of
-    # several seconds per process; the eager default is already as fast as torchvision (bench/bench_data.py)
-    compile: bool = False
-
-
-# -- scale + padded crop -----------------------------------------------------------------------------------------------
+from segcore.config.schema import AugmentConfig
 
 
 class ScaleCropGenerator(RandomGeneratorBase):

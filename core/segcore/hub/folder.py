@@ -47,13 +47,13 @@ import torch
 from attrs import field, frozen
 from torch import nn
 
-from .config import ModelConfig, PipelineConfig, load_pipeline, structure_table, unstructure
-from .errors import ConfigError, DamagedFileError, RegistryError, did_you_mean
-from .io import atomic_dir, write_text
-from .model import SegModel, _classifier_keys, build_model, inference_state_dict
-from .registry import Registry
-from .stages import STAGES, Attention, Backbone, DatasetMeta, Decoder, Enhancer
-from .weights import apply_weights, read_weights, save_weights, tensors_sha256
+from segcore.config.schema import ModelConfig, PipelineConfig, load_pipeline, structure_table, unstructure
+from segcore.errors import ConfigError, DamagedFileError, RegistryError, did_you_mean
+from segcore.io import atomic_dir, write_text
+from segcore.model.build import SegModel, _classifier_keys, build_model, inference_state_dict
+from segcore.contracts.registry import Registry
+from segcore.contracts.stages import STAGES, Attention, Backbone, DatasetMeta, Decoder, Enhancer
+from segcore.model.weights import apply_weights, read_weights, save_weights, tensors_sha256
 
 FORMAT = 1  # of config.json; a newer one is refused with the upgrade command
 CONFIG, WEIGHTS, CARD = "config.json", "model.safetensors", "README.md"
@@ -122,7 +122,7 @@ def zoo_dir() -> Path | None:
         if not (folder / MANIFEST).is_file():
             raise ConfigError(f"{ZOO_VAR}={env}: no {MANIFEST} there; point it at a folder holding the zoo manifest, or unset it")
         return folder
-    clone = Path(__file__).resolve().parents[2] / "hub"
+    clone = Path(__file__).resolve().parents[3] / "hub"
     return clone if (clone / MANIFEST).is_file() else None
 
 
@@ -213,8 +213,8 @@ def _download(repo_id: str, filename: str, revision: str | None, label: str) -> 
         EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError,
     )  # fmt: skip
 
-    from . import __version__
-    from .pretrained import hub_reachable
+    from segcore._version import __version__
+    from segcore.model.pretrained import hub_reachable
 
     offline = _offline()
     local = offline or not hub_reachable()  # an unreachable Hub: the cache alone, instead of a minute of retries
@@ -369,7 +369,7 @@ def _plugins(cfg: ModelConfig, registry: Registry) -> list[dict[str, Any]]:
 
 def _plugin_dir(dist: str) -> str | None:
     """``plugins/<dir>`` of a clone holding distribution *dist* (for the editable-install hint)."""
-    root = Path(__file__).resolve().parents[2] / "plugins"
+    root = Path(__file__).resolve().parents[3] / "plugins"
     for pyproject in sorted(root.glob("*/pyproject.toml")) if root.is_dir() else ():
         if re.search(rf'^name\s*=\s*"{re.escape(dist)}"', pyproject.read_text(encoding="utf-8"), re.M):
             return f"plugins/{pyproject.parent.name}"
@@ -440,7 +440,7 @@ def inference_config(cfg: ModelConfig, num_classes: int) -> ModelConfig:
 
 @functools.lru_cache(maxsize=1)
 def _default_registry() -> Registry:
-    from .plugins import load_registry
+    from segcore.contracts.plugins import load_registry
 
     return load_registry()
 
@@ -523,7 +523,7 @@ def _cast(tensors: Mapping[str, torch.Tensor], dtype: str) -> dict[str, torch.Te
 
 def _config(model: nn.Module, cfg: ModelConfig, meta: DatasetMeta, registry: Registry, *, name: str, dtype: str,
             dataset: str | None, input_size: Sequence[int] | None, tensors: Mapping[str, torch.Tensor]) -> dict[str, Any]:  # fmt: skip
-    from . import __version__
+    from segcore._version import __version__
 
     return {
         "segcore": {"format": FORMAT, "version": __version__},
@@ -684,10 +684,10 @@ def save_run(run_dir: str | Path, out: str | Path, *, name: str | None = None, d
     float32 the run's float32 weights are evaluated too and the change is stated. Without, the metrics are those of
     the run's last evaluation (metrics.json: under the run's train.amp).
     """
-    from .data import dataset_meta
-    from .engine.report import RunLog
-    from .engine.run import run_pipeline
-    from .weights import load_weights
+    from segcore.data.datasets import dataset_meta
+    from segcore.engine.report import RunLog
+    from segcore.engine.run import run_pipeline
+    from segcore.model.weights import load_weights
 
     run_dir, out = Path(run_dir), Path(out)
     missing = [f for f in ("run.json", "pipeline.toml", WEIGHTS) if not (run_dir / f).is_file()]
@@ -711,7 +711,7 @@ def save_run(run_dir: str | Path, out: str | Path, *, name: str | None = None, d
         return run_pipeline(attrs.evolve(cfg, run=run), registry, progress=progress).metrics
 
     def metrics(folder: Path) -> dict[str, Any]:
-        from . import data
+        from segcore.data import datasets as data
 
         if hasattr(data, "build_split"):  # the [data] table's val set, whichever way it is drawn
             count = len(data.build_split(cfg.data, registry, "val"))
@@ -772,7 +772,7 @@ def manifest_lines(out: Path, config: Mapping[str, Any]) -> str:
 
 
 def _template() -> string.Template:
-    folder = zoo_dir() or Path(__file__).resolve().parents[2] / "hub"
+    folder = zoo_dir() or Path(__file__).resolve().parents[3] / "hub"
     path = folder / "card_template.md"
     if path.is_file():
         return string.Template(path.read_text(encoding="utf-8"))
@@ -890,7 +890,7 @@ def render_card(config: Mapping[str, Any], *, files: Sequence[str] = (CONFIG, WE
 
 def render_zoo_card(entry: ZooEntry, registry: Registry) -> str:
     """The card of a zoo entry whose weights are not in this repository: what it is, its recipe, the paper's numbers."""
-    from .data import dataset_meta
+    from segcore.data.datasets import dataset_meta
 
     recipe = entry.path(entry.recipe)
     cfg = load_pipeline(recipe, registry=registry)

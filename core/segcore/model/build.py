@@ -12,11 +12,11 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from .config import IMAGENET_MEAN, IMAGENET_STD, AttentionSpec, AuxHeadConfig, ModelConfig, _WiredSpec
-from .errors import ConfigError, ContractError, SegcoreError
-from .registry import Entry, Registry
-from .weights import apply_weights, read_weights
-from .stages import Attention, AttentionSlots, Backbone, Decoder, Enhancer, FeatureInfo, ModelOutput, Upsample
+from segcore.config.schema import IMAGENET_MEAN, IMAGENET_STD, AttentionSpec, AuxHeadConfig, ModelConfig, _WiredSpec
+from segcore.errors import ConfigError, ContractError, SegcoreError
+from segcore.contracts.registry import Entry, Registry
+from segcore.model.weights import apply_weights, read_weights
+from segcore.contracts.stages import Attention, AttentionSlots, Backbone, Decoder, Enhancer, FeatureInfo, ModelOutput, Upsample
 
 
 
@@ -268,7 +268,7 @@ def resolve_weights(source: str, *, what: str = "[model] init_from") -> Path:
     ``hf-hub:owner/name``: resolved and checked through `segcore.hub`)."""
     path = Path(source).expanduser()
     if not path.exists():
-        from .hub import is_pretrained_name, weights_for  # the hub builds models: imported when needed
+        from segcore.hub.folder import is_pretrained_name, weights_for  # the hub builds models: imported when needed
 
         if is_pretrained_name(source):
             return weights_for(source, what=what)

@@ -9,13 +9,13 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from .counting import CONVENTIONS
-from .errors import SegcoreError
-from .stages import STAGES
+from segcore.model.counting import CONVENTIONS
+from segcore.errors import SegcoreError
+from segcore.contracts.stages import STAGES
 
 
 def _registry():
-    from .plugins import load_registry
+    from segcore.contracts.plugins import load_registry
 
     registry = load_registry()
     for problem in registry.problems:
@@ -46,11 +46,11 @@ def _size(text: str) -> tuple[int, int]:
 def cmd_run(args: argparse.Namespace) -> int:
     import attrs
 
-    from .config import load_pipeline
-    from .engine.evaluate import EvalResult, format_metrics
-    from .engine.run import run_pipeline
-    from .data import dataset_meta
-    from .engine.trainer import Interrupted
+    from segcore.config.schema import load_pipeline
+    from segcore.engine.evaluate import EvalResult, format_metrics
+    from segcore.engine.run import run_pipeline
+    from segcore.data.datasets import dataset_meta
+    from segcore.engine.trainer import Interrupted
 
     if args.nproc_per_node > 1 and "WORLD_SIZE" not in os.environ:
         return _launch(args)
@@ -118,8 +118,8 @@ def _rank() -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from .check import check_pipeline, format_json, format_table
-    from .config import load_pipeline
+    from segcore.model.check import check_pipeline, format_json, format_table
+    from segcore.config.schema import load_pipeline
 
     start = time.perf_counter()
     registry = _registry()
@@ -135,8 +135,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import format_bench, run_bench, to_json
-    from .config import load_pipeline
+    from segcore.tools.bench import format_bench, run_bench, to_json
+    from segcore.config.schema import load_pipeline
 
     if args.threads:
         import torch
@@ -156,7 +156,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export import check_onnx, export_onnx, onnx_initializers, parity_images
+    from segcore.inference.onnx import check_onnx, export_onnx, onnx_initializers, parity_images
 
     if args.threads:
         import torch
@@ -195,11 +195,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 def _export_source(args: argparse.Namespace, registry):
     """(model in eval mode, its pipeline or None, output path) from a pipeline file, a run folder, or a pretrained
     name / model folder / Hub repo id."""
-    from .config import load_pipeline
-    from .data import dataset_meta
-    from .engine.run import load_model_weights
-    from .hub import from_pretrained
-    from .model import build_model
+    from segcore.config.schema import load_pipeline
+    from segcore.data.datasets import dataset_meta
+    from segcore.engine.run import load_model_weights
+    from segcore.hub.folder import from_pretrained
+    from segcore.model.build import build_model
 
     source = Path(args.source)
     run_folder = source.is_dir() and (source / "pipeline.toml").is_file() and not (source / "config.json").is_file()
@@ -242,7 +242,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from .engine.report import RunLog, plot_compare
+    from segcore.engine.report import RunLog, plot_compare
 
     if args.label and len(args.label) != len(args.runs):
         raise SegcoreError(f"--label: {len(args.label)} labels for {len(args.runs)} runs; give one per run or none")
@@ -264,11 +264,11 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def cmd_data_convert(args: argparse.Namespace) -> int:
-    from .config import DatasetSpec, structure_table
-    from .data import build_dataset
-    from .errors import DataError
-    from .hubdata import convert
-    from .stages import Dataset
+    from segcore.config.schema import DatasetSpec, structure_table
+    from segcore.data.datasets import build_dataset
+    from segcore.errors import DataError
+    from segcore.data.hubdata import convert
+    from segcore.contracts.stages import Dataset
 
     registry = _registry()
     entry = registry.get(Dataset, args.name)
@@ -307,7 +307,7 @@ def _parse_set(items: Sequence[str]) -> list[tuple[str, object]]:
 
 
 def cmd_data_push(args: argparse.Namespace) -> int:
-    from .hubdata import push
+    from segcore.data.hubdata import push
 
     url = push(Path(args.folder), args.repo_id, private=args.private)
     print(f"pushed {args.folder} to {args.repo_id}: {url}")
@@ -315,7 +315,7 @@ def cmd_data_push(args: argparse.Namespace) -> int:
 
 
 def cmd_hub_list(args: argparse.Namespace) -> int:
-    from .hub import zoo
+    from segcore.hub.folder import zoo
 
     entries = zoo(_registry())
     rows = [("name", "plugin", "dataset", "val mIoU", "weights", "recipe")]
@@ -332,7 +332,7 @@ def cmd_hub_list(args: argparse.Namespace) -> int:
 
 
 def cmd_hub_save(args: argparse.Namespace) -> int:
-    from .hub import manifest_lines, save_run
+    from segcore.hub.folder import manifest_lines, save_run
 
     config = save_run(args.run_dir, args.out, name=args.name, dtype=args.dtype, evaluate=not args.no_evaluate,
                       hardware=args.hardware, train_hours=args.train_hours, cores=args.cores, registry=_registry(),
@@ -347,7 +347,7 @@ def cmd_hub_save(args: argparse.Namespace) -> int:
 
 
 def cmd_hub_push(args: argparse.Namespace) -> int:
-    from .hub import push_to_hub
+    from segcore.hub.folder import push_to_hub
 
     result = push_to_hub(args.folder, args.repo_id, private=args.private)
     print(f"pushed {args.folder} to {result.url}\nManifest lines:\n\nrepo_id = \"{result.repo_id}\"\n"
@@ -356,8 +356,8 @@ def cmd_hub_push(args: argparse.Namespace) -> int:
 
 
 def cmd_hub_cards(args: argparse.Namespace) -> int:
-    from .hub import render_zoo_card, zoo, zoo_dir
-    from .io import write_text
+    from segcore.hub.folder import render_zoo_card, zoo, zoo_dir
+    from segcore.io import write_text
 
     registry = _registry()
     folder = zoo_dir()
@@ -492,7 +492,7 @@ def _strip_worker_traceback(message: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from . import _interrupts
+    from segcore.cli import _interrupts
 
     _interrupts.restore()  # the imports are done: Ctrl-C is a KeyboardInterrupt again, handled below
     args = make_parser().parse_args(argv)

@@ -14,7 +14,7 @@ import socket
 from pathlib import Path
 from urllib.parse import urlparse
 
-from .errors import ConfigError
+from segcore.errors import ConfigError
 
 _FILES = ("model.safetensors", "pytorch_model.bin")
 

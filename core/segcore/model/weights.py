@@ -27,8 +27,8 @@ import torch
 from attrs import frozen
 from torch import Tensor, nn
 
-from .errors import ConfigError, DamagedFileError
-from .io import atomic_write
+from segcore.errors import ConfigError, DamagedFileError
+from segcore.io import atomic_write
 
 RECORD_KEY = "segcore.sha256"
 DEFAULT_HINT = "Were they written for this pipeline's [model]?"

@@ -1,0 +1,16 @@
+"""Pipeline files: read, structure, check, write back and run them (the ``segcore run`` / ``segcore check`` API)."""
+
+from __future__ import annotations
+
+from segcore.config.schema import (DataConfig, DatasetSpec, EvalConfig, LossSpec, ModelConfig, PipelineConfig,
+                                   RunConfig, TrainConfig, dump_pipeline, load_pipeline, read_toml, resolve_bases,
+                                   structure_pipeline, structure_table, unstructure)  # fmt: skip
+from segcore.engine.run import run_pipeline
+from segcore.engine.trainer import Trainer
+from segcore.model.check import check_pipeline
+
+__all__ = [
+    "DataConfig", "DatasetSpec", "EvalConfig", "LossSpec", "ModelConfig", "PipelineConfig", "RunConfig",
+    "TrainConfig", "Trainer", "check_pipeline", "dump_pipeline", "load_pipeline", "read_toml", "resolve_bases",
+    "run_pipeline", "structure_pipeline", "structure_table", "unstructure",
+]  # fmt: skip

@@ -1,0 +1,1 @@
+"""Tools above the engine: benchmarks and publishing a finished run as a model folder."""
