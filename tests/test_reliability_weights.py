@@ -120,11 +120,34 @@ def test_missing_and_unexpected_by_name_and_non_strict_report(saved):
     model = Tiny()
     model.extra = nn.Linear(2, 2)
     del model.bn
-    with pytest.raises(ConfigError, match=r"2 missing from the file \(extra.weight, extra.bias\).*5 the model does not have \(bn"):
+    with pytest.raises(ConfigError, match=r"2 missing from the file \(extra.bias, extra.weight\).*5 the model does not have \(bn"):
         load_weights(model, path)
     report = load_weights(model, path, strict=False)
     assert report.missing == ("extra.weight", "extra.bias") and len(report.unexpected) == 5
     assert load_weights(model, path, strict=False, ignore_missing=("extra.",)).missing == ()
+
+
+def test_the_mismatch_message_lists_names_sorted_whatever_the_order_of_the_tensors(tmp_path):
+    """safetensors hands tensors back in an order that differs between processes; only five names of each kind
+    are shown, so the message must not depend on that order."""
+    from segcore.model.weights import apply_weights
+
+    model = nn.ModuleDict({f"m{i}": nn.Conv2d(2, 2, 1) for i in range(7)})
+    own = model.state_dict()
+    names = list(own)  # m0.weight, m0.bias, ..., m6.bias
+    theirs = {k: torch.zeros(3, 2, 1, 1) if k.endswith("weight") else own[k] for k in names[:8]}  # 4 of another shape
+    theirs |= {f"z{i}.weight": torch.zeros(1) for i in range(7)} | {f"a{i}.weight": torch.zeros(1) for i in range(7)}
+    messages = set()
+    for order in (sorted(theirs), sorted(theirs, reverse=True), [*names[5:8], *sorted(theirs)[::3], *sorted(theirs)]):
+        shuffled = {k: theirs[k] for k in dict.fromkeys(order)}
+        with pytest.raises(ConfigError) as info:
+            apply_weights(model, shuffled, source="w.safetensors")
+        messages.add(str(info.value))
+    assert len(messages) == 1
+    msg = messages.pop()
+    assert "4 of another shape (m0.weight is (3, 2, 1, 1) in the file, (2, 2, 1, 1) in the model; m1.weight is" in msg
+    assert "6 missing from the file (m4.bias, m4.weight, m5.bias, m5.weight, m6.bias (+1 more))" in msg
+    assert "14 the model does not have (a0.weight, a1.weight, a2.weight, a3.weight, a4.weight (+9 more))" in msg
 
 
 def test_tied_weights_and_bf16_round_trip(tmp_path):

@@ -191,15 +191,15 @@ def apply_weights(module: nn.Module, tensors: Mapping[str, Tensor], *, source: s
     unexpected = [k for k in tensors if k not in own]
     mismatched = [k for k in tensors if k in own and tensors[k].shape != own[k].shape]
     if strict and (missing or unexpected or mismatched):
-        parts = []
+        parts = []  # names sorted: a file's tensor order is not stable, the message users see must be
         if mismatched:
             shapes = "; ".join(f"{k} is {tuple(tensors[k].shape)} in the file, {tuple(own[k].shape)} in the model"
-                               for k in mismatched[:5])  # fmt: skip
+                               for k in sorted(mismatched)[:5])  # fmt: skip
             parts.append(f"{len(mismatched)} of another shape ({shapes}{'; ...' if len(mismatched) > 5 else ''})")
         if missing:
-            parts.append(f"{len(missing)} missing from the file ({_names(missing)})")
+            parts.append(f"{len(missing)} missing from the file ({_names(sorted(missing))})")
         if unexpected:
-            parts.append(f"{len(unexpected)} the model does not have ({_names(unexpected)})")
+            parts.append(f"{len(unexpected)} the model does not have ({_names(sorted(unexpected))})")
         classes = _class_count_hint(tensors, own)
         raise ConfigError(
             f"{source}: these weights do not fit the model: {'; '.join(parts)}.{classes} {hint or DEFAULT_HINT}"
