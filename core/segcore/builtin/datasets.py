@@ -17,7 +17,6 @@ from attrs.validators import ge, gt
 from torch import Tensor
 
 from segcore.data.datasets import FolderDataset, FolderDatasetConfig
-from segcore.errors import ConfigError
 from segcore.data.hubdata import HubDataset, HubDatasetConfig
 from segcore.contracts.hookspecs import hookimpl
 from segcore.contracts.registry import Registry

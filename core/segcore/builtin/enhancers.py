@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from attrs import field, frozen
-from attrs.validators import gt
 from torch import Tensor, nn
 
 from segcore.errors import ConfigError, ContractError

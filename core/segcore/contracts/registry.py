@@ -11,7 +11,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import attrs
-from attrs import field, frozen
+from attrs import frozen
 
 from segcore.errors import RegistryError, did_you_mean
 from segcore.contracts.stages import STAGES, WIRING, stage_of
