@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from segcore import load_registry
-from segcore.config.schema import load_pipeline
+from segcore.config import load_pipeline
 from segcore.data.datasets import build_split, dataset_meta
 from segcore.engine.run import load_model_weights
 from segcore.inference.fast import optimize_for_inference

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from segcore import build_model, get_plugin_manager, load_registry
-from segcore.config.schema import read_toml, structure_pipeline
+from segcore.config import read_toml, structure_pipeline
 
 CONFIGS = Path(__file__).resolve().parents[1] / "plugins" / "attention-fusion" / "configs"
 HOSTS = sorted(p.stem for p in (CONFIGS / "hosts").glob("*.toml")) + ["camvid"]

@@ -42,7 +42,7 @@ def run_case(preset: str, frozen: bool, batch: int, size: tuple[int, int], steps
     torch.set_num_threads(threads)
 
     from segcore import build_model, get_plugin_manager, load_registry
-    from segcore.config.schema import resolve_bases, structure_pipeline
+    from segcore.config import resolve_bases, structure_pipeline
     from segcore.engine.optim import build_optimizer, param_groups
 
     registry = load_registry(get_plugin_manager())

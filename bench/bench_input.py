@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from segcore import load_registry
-from segcore.config.schema import resolve_bases, structure_pipeline
+from segcore.config import resolve_bases, structure_pipeline
 from segcore.engine.trainer import Trainer
 from segcore.engine.metrics import ConfusionMatrix
 

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from segcore import build_model, load_registry
 from segcore.builtin.datasets import ShapesConfig, ShapesDataset
-from segcore.config.schema import structure_pipeline
+from segcore.config import structure_pipeline
 from segcore.engine.trainer import Trainer
 
 

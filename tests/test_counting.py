@@ -14,7 +14,7 @@ from segcore import ConfigError, load_pipeline
 from segcore.model.check import check_pipeline, totals
 from segcore.cli.main import main
 from segcore.model.counting import CONVENTIONS, THOP_RULES, count
-from segcore.config.schema import structure_pipeline
+from segcore.config import structure_pipeline
 
 
 def _counts(make, *shape: int) -> dict[str, tuple[int, int]]:

@@ -181,7 +181,7 @@ def test_augmentation_is_reproducible_per_seed():
 
 @needs_camvid
 def test_training_on_camvid_with_workers_keeps_uint8_until_the_device(tmp_path, registry):
-    from segcore.config.schema import structure_pipeline
+    from segcore.config import structure_pipeline
     from segcore.engine.trainer import Trainer
 
     raw = {

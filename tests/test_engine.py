@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from segcore import ConfigError, Loss, hookimpl
-from segcore.config.schema import structure_pipeline
+from segcore.config import structure_pipeline
 from segcore.engine.checkpoint import latest_checkpoint
 from segcore.engine.optim import LRSchedule, param_groups
 from segcore.engine.run import run_pipeline

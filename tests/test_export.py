@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from segcore.cli.main import main
-from segcore.config.schema import resolve_bases, structure_pipeline
+from segcore.config import resolve_bases, structure_pipeline
 from segcore.inference.onnx import check_onnx, export_onnx, onnx_initializers
 from segcore.model.build import build_model
 

@@ -27,7 +27,7 @@ import segcore
 from segcore import ConfigError, RegistryError
 from segcore.hub import folder as hubmod
 from segcore.cli.main import main
-from segcore.config.schema import EvalConfig, ModelConfig, structure_table
+from segcore.config import EvalConfig, ModelConfig, structure_table
 from segcore.errors import DamagedFileError
 from segcore.contracts.stages import DatasetMeta
 from segcore.model.weights import read_weights, save_weights

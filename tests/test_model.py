@@ -10,7 +10,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from segcore import ContractError, build_model, load_pipeline
 from segcore.model.check import check_pipeline
-from segcore.config.schema import structure_pipeline
+from segcore.config import structure_pipeline
 
 
 def _pipeline(registry, text, write_pipeline):

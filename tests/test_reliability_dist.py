@@ -17,7 +17,7 @@ import time
 import pytest
 
 from segcore import load_registry
-from segcore.config.schema import load_pipeline
+from segcore.config import load_pipeline
 from segcore.engine.checkpoint import latest_checkpoint, read_checkpoint
 from segcore.engine.run import run_pipeline
 

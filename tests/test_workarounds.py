@@ -9,7 +9,7 @@ import safetensors.torch
 import torch
 from torch import Tensor, nn
 
-from segcore.config.schema import structure_pipeline
+from segcore.config import structure_pipeline
 from segcore.engine.trainer import Trainer
 from segcore.engine.workarounds import Float32Conv2d, float32_dilated_grouped_convs
 

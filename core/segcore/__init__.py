@@ -61,8 +61,8 @@ _EXPORTS = {
     # pipelines (also in segcore.pipeline)
     "PipelineConfig": "segcore.config.schema",
     "ModelConfig": "segcore.config.schema",
-    "load_pipeline": "segcore.config.schema",
-    "dump_pipeline": "segcore.config.schema",
+    "load_pipeline": "segcore.config.load",
+    "dump_pipeline": "segcore.config.dump",
     # data (dataset plugins)
     **dict.fromkeys(
         ["PairDataset", "build_dataset", "dataset_meta", "default_palette", "read_image", "read_label"],
@@ -93,7 +93,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
     from segcore import layers
     from segcore.api import create_model, list_components, list_pretrained
     from segcore.builtin.backbones import TimmBackbone, TimmBackboneConfig
-    from segcore.config.schema import ModelConfig, PipelineConfig, dump_pipeline, load_pipeline
+    from segcore.config import ModelConfig, PipelineConfig, dump_pipeline, load_pipeline
     from segcore.contracts.hookspecs import hookimpl
     from segcore.contracts.plugins import get_plugin_manager, load_registry
     from segcore.contracts.registry import Entry, Registry

@@ -8,7 +8,7 @@ import fnmatch
 from collections.abc import Mapping
 from typing import Any
 
-from segcore.config.schema import ModelConfig, resolve_bases, structure_table
+from segcore.config import ModelConfig, resolve_bases, structure_table
 from segcore.contracts.plugins import load_registry
 from segcore.contracts.registry import Registry
 from segcore.contracts.stages import STAGES

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from segcore.config.schema import (DataConfig, DatasetSpec, EvalConfig, LossSpec, ModelConfig, PipelineConfig,
-                                   RunConfig, TrainConfig, dump_pipeline, load_pipeline, read_toml, resolve_bases,
-                                   structure_pipeline, structure_table, unstructure)  # fmt: skip
+from segcore.config import (DataConfig, DatasetSpec, EvalConfig, LossSpec, ModelConfig, PipelineConfig,
+                            RunConfig, TrainConfig, dump_pipeline, load_pipeline, read_toml, resolve_bases,
+                            structure_pipeline, structure_table, unstructure)  # fmt: skip
 from segcore.engine.run import run_pipeline
 from segcore.engine.trainer import Trainer
 from segcore.model.check import check_pipeline

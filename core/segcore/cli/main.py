@@ -46,7 +46,7 @@ def _size(text: str) -> tuple[int, int]:
 def cmd_run(args: argparse.Namespace) -> int:
     import attrs
 
-    from segcore.config.schema import load_pipeline
+    from segcore.config import load_pipeline
     from segcore.engine.evaluate import EvalResult, format_metrics
     from segcore.engine.run import run_pipeline
     from segcore.data.datasets import dataset_meta
@@ -119,7 +119,7 @@ def _rank() -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     from segcore.model.check import check_pipeline, format_json, format_table
-    from segcore.config.schema import load_pipeline
+    from segcore.config import load_pipeline
 
     start = time.perf_counter()
     registry = _registry()
@@ -136,7 +136,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from segcore.tools.bench import format_bench, run_bench, to_json
-    from segcore.config.schema import load_pipeline
+    from segcore.config import load_pipeline
 
     if args.threads:
         import torch
@@ -195,7 +195,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def _export_source(args: argparse.Namespace, registry):
     """(model in eval mode, its pipeline or None, output path) from a pipeline file, a run folder, or a pretrained
     name / model folder / Hub repo id."""
-    from segcore.config.schema import load_pipeline
+    from segcore.config import load_pipeline
     from segcore.data.datasets import dataset_meta
     from segcore.engine.run import load_model_weights
     from segcore.hub.folder import from_pretrained
@@ -264,7 +264,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def cmd_data_convert(args: argparse.Namespace) -> int:
-    from segcore.config.schema import DatasetSpec, structure_table
+    from segcore.config import DatasetSpec, structure_table
     from segcore.data.datasets import build_dataset
     from segcore.errors import DataError
     from segcore.data.hubdata import convert

@@ -13,37 +13,7 @@ from segcore.config.schema import AuxHeadConfig, LossSpec
 from segcore.errors import ConfigError
 from segcore.contracts.registry import Registry
 from segcore.contracts.stages import Loss, ModelOutput
-
-MAIN = "main"
-
-
-def _routes(specs: Sequence[LossSpec], heads: Mapping[str, AuxHeadConfig], registry: Registry) -> list[tuple[tuple[str, ...], dict[str, str]]]:
-    """For each loss: the logits heads it applies to and {extra it reads: head that makes it}; every name checked."""
-    logit_heads = [MAIN] + [k for k, h in heads.items() if h.output == "logits"]
-    extra_heads = [k for k, h in heads.items() if h.output == "extra"]
-    problems, routes = [], []
-    for i, spec in enumerate(specs):
-        where = f"loss[{i}] ({spec.name!r})"
-        names = logit_heads if spec.heads is None else list(spec.heads)
-        for h in names:
-            if h not in logit_heads:
-                problems.append(f"{where}.heads: {h!r} is not a logits head; logits heads: {', '.join(logit_heads)}")
-        needs = tuple(getattr(registry.get(Loss, spec.name).cls, "extras", ()))
-        for key in spec.extras:
-            if key not in needs:
-                problems.append(f"{where}.extras: the loss reads no extra {key!r}; it reads: {', '.join(needs) or 'none'}")
-        mapping = {need: spec.extras.get(need, need) for need in needs}
-        for need, head in mapping.items():
-            if head not in extra_heads:
-                problems.append(
-                    f"{where} needs the extra tensor {need!r} but no [model.aux.{head}] head with output = \"extra\" "
-                    f"makes it (extra heads: {', '.join(extra_heads) or 'none'}). Add one, or map it with "
-                    f"[[loss]] extras = {{ {need} = \"<head>\" }}."
-                )
-        routes.append((tuple(names), mapping))
-    if problems:
-        raise ConfigError("losses do not fit the model:\n  " + "\n  ".join(problems))
-    return routes
+from segcore.model.losses import MAIN, loss_routes
 
 
 class Criterion(nn.Module):
@@ -56,7 +26,7 @@ class Criterion(nn.Module):
         self.specs = list(specs)
         if not self.specs:
             raise ConfigError("the pipeline has no [[loss]] table; add one, e.g. [[loss]] name = \"ce\"")
-        self.routes = _routes(self.specs, heads, registry)
+        self.routes = loss_routes(self.specs, heads, registry)
         self.head_weights = {MAIN: 1.0} | {k: h.weight for k, h in heads.items() if h.output == "logits"}
         self.losses = nn.ModuleList(
             registry.get(Loss, s.name).build(s.config, num_classes=num_classes, ignore_index=ignore_index) for s in self.specs

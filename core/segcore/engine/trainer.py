@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from segcore.data.augment import BatchAugment
-from segcore.config.schema import DatasetSpec, PipelineConfig, dump_pipeline, unstructure
+from segcore.config import DatasetSpec, PipelineConfig, dump_pipeline, unstructure
 from segcore.errors import ConfigError, DamagedFileError, SegcoreError
 from segcore.io import remove_stale_temps, write_text
 from segcore.data.datasets import build_split

@@ -47,7 +47,7 @@ import torch
 from attrs import field, frozen
 from torch import nn
 
-from segcore.config.schema import ModelConfig, PipelineConfig, load_pipeline, structure_table, unstructure
+from segcore.config import ModelConfig, PipelineConfig, load_pipeline, structure_table, unstructure
 from segcore.errors import ConfigError, DamagedFileError, RegistryError, did_you_mean
 from segcore.io import atomic_dir, write_text
 from segcore.model.build import SegModel, _classifier_keys, build_model, inference_state_dict

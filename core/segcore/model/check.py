@@ -13,11 +13,12 @@ from attrs import asdict, frozen
 from torch import Tensor, nn
 
 from segcore.config.schema import PipelineConfig
+from segcore.model.losses import loss_routes
 from segcore.model.counting import Convention, Count, Meter, get_convention
 from segcore.errors import ContractError
 from segcore.model.build import SegModel, build_model
 from segcore.contracts.registry import PluginInfo, Registry
-from segcore.contracts.stages import Attention, Backbone, Dataset, Decoder, Enhancer, FeatureInfo
+from segcore.contracts.stages import Attention, Backbone, Dataset, Decoder, Enhancer, FeatureInfo, Loss
 from segcore.data.datasets import dataset_meta
 
 
@@ -171,15 +172,15 @@ def check_model(
 
 def _check_data_and_losses(cfg: PipelineConfig, registry: Registry, num_classes: int, ignore_index: int) -> None:
     """What ``run`` would trip on before its first step, without touching a file: the splits it reads and the losses'
-    heads and extras."""
-    from segcore.engine.criterion import Criterion
-
+    heads and extras (`loss_routes`), and that each loss builds."""
     dataset = registry.get(Dataset, cfg.data.dataset.name).cls
     split = cfg.data.random_split
     for name in (split.source,) if split is not None else (cfg.data.train_split, cfg.data.val_split):
         dataset.check_split(cfg.data.dataset.config, name)
     if cfg.loss:
-        Criterion(cfg.loss, cfg.model.aux, registry, num_classes=num_classes, ignore_index=ignore_index)
+        loss_routes(cfg.loss, cfg.model.aux, registry)
+        for spec in cfg.loss:
+            registry.get(Loss, spec.name).build(spec.config, num_classes=num_classes, ignore_index=ignore_index)
 
 
 def check_pipeline(

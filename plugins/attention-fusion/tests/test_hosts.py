@@ -12,7 +12,7 @@ import torch
 
 from segcore import build_model, get_plugin_manager, load_registry
 from segcore.model.check import check_pipeline
-from segcore.config.schema import structure_pipeline
+from segcore.config import structure_pipeline
 from segcore_plugin_attention_fusion.afu import AFU
 
 REGISTRY = load_registry(get_plugin_manager())

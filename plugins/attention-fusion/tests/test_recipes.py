@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from segcore import Dataset, build_model, get_plugin_manager, load_registry
-from segcore.config.schema import read_toml, structure_pipeline
+from segcore.config import read_toml, structure_pipeline
 from segcore_plugin_attention_fusion.afu import AFU
 
 REGISTRY = load_registry(get_plugin_manager())

@@ -11,7 +11,7 @@ import torch
 
 from segcore import AttentionSlots, FeatureInfo, build_model, get_plugin_manager, load_registry
 from segcore.model.check import check_pipeline
-from segcore.config.schema import structure_pipeline
+from segcore.config import structure_pipeline
 from segcore_plugin_classic.aspp_head import ASPPHead, ASPPHeadConfig
 from segcore_plugin_classic.ocnet_head import OCNetHead, OCNetHeadConfig
 from segcore_plugin_classic.uper_head import UperHead, UperHeadConfig

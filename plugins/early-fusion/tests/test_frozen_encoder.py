@@ -17,7 +17,7 @@ import safetensors.torch
 import torch
 
 from segcore import ConfigError, get_plugin_manager, load_registry
-from segcore.config.schema import structure_pipeline
+from segcore.config import structure_pipeline
 from segcore.engine.trainer import Trainer
 
 REGISTRY = load_registry(get_plugin_manager())

@@ -10,7 +10,7 @@ import attrs
 import pytest
 
 from segcore import Dataset, get_plugin_manager, load_registry
-from segcore.config.schema import load_pipeline
+from segcore.config import load_pipeline
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 REGISTRY = load_registry(get_plugin_manager())

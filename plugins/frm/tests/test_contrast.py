@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from segcore import ModelOutput, build_model, get_plugin_manager, load_registry
 from segcore.model.check import check_pipeline, totals
-from segcore.config.schema import structure_pipeline
+from segcore.config import structure_pipeline
 from segcore.engine.trainer import Trainer
 from segcore_plugin_frm.contrast import PixelContrastLoss, PixelContrastLossConfig, contrast_loss, sample_anchors
 

@@ -12,7 +12,7 @@ from torch import nn
 
 from segcore import AttentionSlots, Attention, ContractError, FeatureInfo, build_model, get_plugin_manager, load_registry
 from segcore.model.check import check_pipeline, totals
-from segcore.config.schema import read_toml, structure_pipeline
+from segcore.config import read_toml, structure_pipeline
 from segcore_plugin_frm.fpn import FPNDecoder, FPNDecoderConfig
 from segcore_plugin_frm.frm import FRM, FRMConfig
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from segcore import Attention, AttentionSlots, FeatureInfo, Resize, build_model, get_plugin_manager, load_registry
-from segcore.config.schema import structure_table
+from segcore.config import structure_table
 from segcore.config.schema import ModelConfig
 from segcore_plugin_hrnet_fusion.bfem import BFEM, BFEMConfig
 from segcore_plugin_hrnet_fusion.blocks import AAM, CCSF, MSCA, AAMConfig, CCSFConfig, MSCANBlock, SpatialAttention
