@@ -1,0 +1,312 @@
+"""``segcore sweep`` through the CLI on the built-in ``shapes`` dataset: tiny rows end to end, a Ctrl-C in the
+middle and --resume, a failing run, --table, malformed sweep files, --dry-run against ``segcore check``."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+import segcore.engine.report
+import segcore.engine.run
+from segcore.cli.main import main
+
+PIPELINE = """
+[model]
+dropout = 0.0
+[model.backbone]
+name = "timm"
+model_name = "test_resnet"
+[model.decoder]
+name = "fcn"
+num_convs = 1
+channels = 16
+in_index = -1
+[data]
+batch_size = 2
+[data.dataset]
+name = "shapes"
+size = [32, 32]
+num_train = 8
+num_val = 2
+[[loss]]
+name = "ce"
+[train]
+iters = 3
+optimizer = "adamw"
+lr = 0.01
+log_every = 1
+checkpoint_every = 0
+checkpoint_every_iters = 1
+plots = false
+[run]
+device = "cpu"
+input_size = [32, 32]
+"""
+
+ROWS = """
+[[row]]
+name = "fcn16"
+published = { miou = 40.0, params_m = 0.39 }
+
+[[row]]
+name = "+wide"
+set = { "model.decoder.channels" = 24 }
+"""
+
+RUN_FILES = ["fcn16/seed0", "fcn16/seed1", "plus-wide/seed0", "plus-wide/seed1"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny runs on a shared machine: one thread is ~20x faster than two fighting for cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def sweep_file(tmp_path: Path, rows: str = ROWS, seeds: str = "[0, 1]", extra: str = "") -> Path:
+    (tmp_path / "p.toml").write_text(PIPELINE)
+    path = tmp_path / "abl.sweep.toml"
+    path.write_text(f'base = "p.toml"\n[sweep]\nseeds = {seeds}\nconvention = "thop2x"\n'
+                    f'out_dir = "{tmp_path / "out"}"\n{extra}\n{textwrap.dedent(rows)}')  # fmt: skip
+    return path
+
+
+def sweep(capsys, path: Path, *args: str) -> tuple[int, str, str]:
+    code = main(["sweep", str(path), *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """run_pipeline with a log of (out_dir, resume) per call."""
+    calls: list[tuple[str, bool]] = []
+    real = segcore.engine.run.run_pipeline
+
+    def counting(cfg, registry, **kw):
+        calls.append((cfg.run.out_dir, kw.get("resume", False)))
+        return real(cfg, registry, **kw)
+
+    monkeypatch.setattr(segcore.engine.run, "run_pipeline", counting)
+    return calls
+
+
+def tables(out: Path) -> dict[str, bytes]:
+    return {name: (out / name).read_bytes() for name in ("table.md", "table.csv", "table.json")}
+
+
+def test_sweep_end_to_end_and_table_rebuild(tmp_path, capsys, counted):
+    path = sweep_file(tmp_path)
+    code, out, err = sweep(capsys, path)
+    assert code == 0, err
+    assert len(counted) == 4
+    root = tmp_path / "out"
+    for run in RUN_FILES:
+        folder = root / run
+        assert (folder / "metrics.json").is_file() and (folder / "model.safetensors").is_file()
+        assert (folder / "sweep_pipeline.toml").is_file()
+        assert json.loads((folder / "sweep_run.json").read_text())["status"] == "done"
+    # every seed trained with its own train.seed, into its own folder
+    assert 'seed = 1' in (root / "fcn16/seed1/sweep_pipeline.toml").read_text()
+    assert "sweep:" in err  # the one progress line
+    table = json.loads((root / "table.json").read_text())
+    assert [r["name"] for r in table["rows"]] == ["fcn16", "+wide"]
+    base, wide = table["rows"]
+    assert base["base"] and not wide["base"]
+    assert base["miou"]["n"] == wide["miou"]["n"] == 2 and set(base["miou"]["per_seed"]) == {"0", "1"}
+    assert base["miou"]["std"] is not None and base["per_class_iou"]["background"] > 0
+    assert wide["delta_miou"]["n_pairs"] == 2
+    expected = [wide["miou"]["per_seed"][s] - base["miou"]["per_seed"][s] for s in ("0", "1")]
+    assert wide["delta_miou"]["mean"] == pytest.approx(sum(expected) / 2, abs=1e-3)
+    assert wide["params"] > base["params"] and base["published"]["miou"] == 40.0
+    assert base["cpu_hours"] > 0
+    md = (root / "table.md").read_text()
+    assert "| fcn16 (base) |" in md and "| +wide |" in md and "40.00" in md
+    assert (root / "table.csv").read_text().splitlines()[1].startswith("fcn16,True,")
+    assert (root / "table.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| +wide |" in out
+
+    # --table rebuilds the same table from the run folders, training nothing
+    before = tables(root)
+    for name in before:
+        (root / name).unlink()
+    code, out, _ = sweep(capsys, path, "--table")
+    assert code == 0 and tables(root) == before and len(counted) == 4
+
+    # a second sweep into the same folder without --resume is refused, naming the fix
+    code, _, err = sweep(capsys, path, "-q")
+    assert code == 2 and "--resume" in err and len(counted) == 4
+    # with --resume every finished run is kept
+    code, _, err = sweep(capsys, path, "-q", "--resume")
+    assert code == 0 and len(counted) == 4 and "4 finished run(s) kept" in err
+
+
+def test_ctrl_c_mid_run_then_resume(tmp_path, capsys, counted, monkeypatch):
+    """A real Ctrl-C (SIGINT) after the first step of the 3rd run: the trainer checkpoints, the sweep stops (130);
+    --resume continues that run from its checkpoint and runs the 4th, without redoing the first two."""
+    path = sweep_file(tmp_path)
+    real_write = segcore.engine.report.RunLog.write
+
+    def write(self, kind, step, **values):
+        real_write(self, kind, step, **values)
+        if len(counted) == 3 and kind == "train" and step == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(segcore.engine.report.RunLog, "write", write)
+    code, _, err = sweep(capsys, path, "-q")
+    assert code == 130 and "--resume" in err and "+wide seed 0" in err
+    root = tmp_path / "out"
+    third = root / "plus-wide/seed0"
+    assert not (third / "metrics.json").exists() and any((third / "checkpoints").iterdir())
+    assert json.loads((third / "sweep_run.json").read_text())["status"] == "interrupted"
+    assert not (root / "plus-wide/seed1").exists()
+    mtimes = {run: (root / run / "metrics.json").stat().st_mtime_ns for run in RUN_FILES[:2]}
+
+    monkeypatch.setattr(segcore.engine.report.RunLog, "write", real_write)
+    code, _, err = sweep(capsys, path, "-q", "--resume")
+    assert code == 0, err
+    assert counted[3:] == [(str(third), True), (str(root / "plus-wide/seed1"), False)]
+    assert {run: (root / run / "metrics.json").stat().st_mtime_ns for run in RUN_FILES[:2]} == mtimes
+    log = [json.loads(line) for line in (third / "log.jsonl").read_text().splitlines()]
+    train_steps = [r["step"] for r in log if r["kind"] == "train"]
+    assert train_steps == [1, 2, 3]  # step 1 from before the Ctrl-C, 2 and 3 after --resume: no step redone
+    table = json.loads((root / "table.json").read_text())
+    assert [r["miou"]["n"] for r in table["rows"]] == [2, 2]
+
+
+def test_failing_run_is_reported_and_the_others_finish(tmp_path, capsys, counted, monkeypatch):
+    rows = ROWS + '\n[[row]]\nname = "broken"\nset = { "model.decoder.channels" = 8 }\n'
+    path = sweep_file(tmp_path, rows=rows, seeds="[0]")
+    counting = segcore.engine.run.run_pipeline
+
+    def failing(cfg, registry, **kw):
+        if "/broken/" in cfg.run.out_dir:
+            raise RuntimeError("simulated crash in the broken row")
+        return counting(cfg, registry, **kw)
+
+    monkeypatch.setattr(segcore.engine.run, "run_pipeline", failing)
+    code, out, err = sweep(capsys, path, "-q")
+    assert code == 1
+    assert "broken seed 0: RuntimeError: simulated crash in the broken row" in err
+    root = tmp_path / "out"
+    assert "simulated crash" in (root / "broken/seed0/sweep_error.txt").read_text()
+    assert json.loads((root / "broken/seed0/sweep_run.json").read_text())["status"] == "failed"
+    table = json.loads((root / "table.json").read_text())
+    assert [(r["name"], r["miou"]["n"], r["failed_seeds"]) for r in table["rows"]] == [
+        ("fcn16", 1, []), ("+wide", 1, []), ("broken", 0, [0])]
+    assert "1 failed" in (root / "table.md").read_text()
+    assert len(counted) == 2
+
+    # the cause fixed, --resume runs the failed run alone
+    monkeypatch.setattr(segcore.engine.run, "run_pipeline", counting)
+    code, _, err = sweep(capsys, path, "-q", "--resume")
+    assert code == 0, err
+    assert [c[0] for c in counted[2:]] == [str(root / "broken/seed0")]
+    assert not (root / "broken/seed0/sweep_error.txt").exists()
+
+
+MALFORMED = {
+    "unknown key": ('[[row]]\nname = "a"\n[[row]]\nname = "b"\nsett = { "train.lr" = 0.1 }\n',
+                    "row 'b': unknown key 'sett' (did you mean 'set'?)"),
+    "missing path": ('[[row]]\nname = "a"\n[[row]]\nname = "b"\nset = { "model.decodr.channels" = 8 }\n',
+                     "row 'b': set model.decodr.channels: the base pipeline has no table model.decodr"),
+    "does not build": ('[[row]]\nname = "a"\n[[row]]\nname = "b"\nset = { "train.lr" = -1.0 }\n',
+                       "row 'b': does not build"),
+    "duplicate": ('[[row]]\nname = "a"\n[[row]]\nname = "a"\nset = { "train.lr" = 0.1 }\n',
+                  "row 'a': duplicate row name"),
+    "unset missing": ('[[row]]\nname = "a"\n[[row]]\nname = "b"\nunset = ["train.epochs"]\n',
+                      "row 'b': unset train.epochs: the base pipeline has no key train.epochs"),
+    "unknown section key": ('[[row]]\nname = "a"\n', "[sweep] unknown key 'sed' (did you mean 'seeds'?)"),
+}
+
+
+@pytest.mark.parametrize("case", list(MALFORMED))
+def test_malformed_sweep_files_exit_2_naming_the_row(tmp_path, capsys, counted, case):
+    rows, message = MALFORMED[case]
+    path = sweep_file(tmp_path, rows=rows, extra="sed = 1" if case == "unknown section key" else "")
+    code, _, err = sweep(capsys, path)
+    assert code == 2
+    assert message in err
+    assert not counted and not (tmp_path / "out").exists()
+
+
+def test_every_problem_of_every_row_at_once(tmp_path, capsys, counted):
+    rows = """
+    [[row]]
+    name = "a"
+    [[row]]
+    name = "b"
+    sett = { "train.lr" = 0.1 }
+    [[row]]
+    name = "c"
+    set = { "model.decodr.channels" = 8 }
+    [[row]]
+    name = "d"
+    set = { "train.lr" = -1.0 }
+    [[row]]
+    name = "e"
+    unset = ["train.epochs"]
+    [[row]]
+    name = "a"
+    """
+    path = sweep_file(tmp_path, rows=rows)
+    code, _, err = sweep(capsys, path, "--dry-run")
+    assert code == 2 and not counted
+    for message in ("row 'b': unknown key 'sett'", "row 'c': set model.decodr.channels", "row 'd': does not build",
+                    "row 'e': unset train.epochs", "row 'a': duplicate row name"):
+        assert message in err
+    assert "5 problem(s)" in err
+
+
+def test_a_set_may_add_a_key_and_unset_removes_one(tmp_path, capsys):
+    rows = """
+    [[row]]
+    name = "a"
+    [[row]]
+    name = "b"
+    set = { "model.decoder.kernel_size" = 1, "loss[0].name" = "ce" }
+    unset = ["train.log_every"]
+    """
+    path = sweep_file(tmp_path, rows=rows)
+    code, out, err = sweep(capsys, path, "--dry-run")
+    assert code == 0, err
+    assert "ok: 2 row(s)" in out
+
+
+def test_a_new_component_name_replaces_its_table():
+    from segcore.tools.sweep import Row, _apply
+
+    base = {"model": {"decoder": {"name": "fcn", "channels": 16, "num_convs": 1}}, "train": {"iters": 3}}
+    row = Row("x", "x", {"model.decoder.channels": 8, "model.decoder.name": "psp"}, (), {}, False)
+    table, problems = _apply(base, row)
+    assert not problems and table["model"]["decoder"] == {"name": "psp", "channels": 8}
+    assert base["model"]["decoder"]["num_convs"] == 1  # the base is not changed
+    same = Row("y", "y", {"model.decoder.name": "fcn"}, (), {}, False)  # the same name keeps the table
+    assert _apply(base, same)[0]["model"]["decoder"] == base["model"]["decoder"]
+    _, problems = _apply(base, Row("z", "z", {"train.iters.x": 1, "model[0]": 1}, ("loss",), {}, False))
+    assert len(problems) == 3
+
+
+def test_dry_run_counts_equal_segcore_check(tmp_path, capsys, counted):
+    path = sweep_file(tmp_path, extra="input_size = [128, 160]")
+    code, out, err = sweep(capsys, path, "--dry-run")
+    assert code == 0, err
+    assert not counted and not (tmp_path / "out").exists()
+    lines = {line.split()[0]: line.split() for line in out.splitlines() if line.startswith(("fcn16", "+wide"))}
+    (tmp_path / "wide.toml").write_text(PIPELINE.replace("channels = 16", "channels = 24"))
+    for name, pipeline in (("fcn16", tmp_path / "p.toml"), ("+wide", tmp_path / "wide.toml")):
+        assert main(["check", str(pipeline), "--convention", "thop2x", "--input-size", "128x160", "--json"]) == 0
+        totals = json.loads(capsys.readouterr().out)["totals"]["inference"]
+        cells = lines[name]
+        assert f"{totals['params'] / 1e6:.3f}" in cells
+        assert f"{totals['macs'] / 1e9:.3f}" in cells
+    # the published params beside the measured ones, with the relative difference
+    assert lines["fcn16"][3] == "0.390" and lines["fcn16"][5] == "%"
