@@ -481,6 +481,8 @@ def make_parser() -> argparse.ArgumentParser:
     _push_parser(hsub, "upload a model folder to the Hugging Face Hub (create_repo + upload_folder)", cmd_hub_push)
     p = hsub.add_parser("cards", help="rewrite hub/cards/<name>.md for the entries whose weights are not in the repository")
     p.set_defaults(func=cmd_hub_cards)
+    from segcore.cli import sweep as sweep_cli
+    sweep_cli.add_parser(sub)
     return parser
 
 
