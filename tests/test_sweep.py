@@ -205,12 +205,17 @@ def test_failing_run_is_reported_and_the_others_finish(tmp_path, capsys, counted
     assert "1 failed" in (root / "table.md").read_text()
     assert len(counted) == 2
 
-    # the cause fixed, --resume runs the failed run alone
+    # the cause fixed, --resume (here of that row alone) runs the failed run again; the table still lists every row
     monkeypatch.setattr(segcore.engine.run, "run_pipeline", counting)
-    code, _, err = sweep(capsys, path, "-q", "--resume")
+    code, _, err = sweep(capsys, path, "-q", "--resume", "--rows", "brokn")
+    assert code == 2 and "no row 'brokn' (did you mean 'broken'?)" in err
+    code, _, err = sweep(capsys, path, "-q", "--resume", "--rows", "broken")
     assert code == 0, err
     assert [c[0] for c in counted[2:]] == [str(root / "broken/seed0")]
     assert not (root / "broken/seed0/sweep_error.txt").exists()
+    table = json.loads((root / "table.json").read_text())
+    assert [(r["name"], r["miou"]["n"], r["failed_seeds"]) for r in table["rows"]] == [
+        ("fcn16", 1, []), ("+wide", 1, []), ("broken", 1, [])]
 
 
 MALFORMED = {

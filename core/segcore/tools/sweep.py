@@ -475,11 +475,14 @@ def _torchrun(spec: RunSpec, pipeline: Path, *, resume: bool, nproc: int, say: C
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
            "-m", "segcore", "run", str(pipeline), "-q", *(["--resume"] if resume else [])]  # fmt: skip
     tail: collections.deque[str] = collections.deque(maxlen=40)
+    first_error = None  # a worker's "error: ..." line (segcore run's message), usually far above torchrun's report
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, errors="replace")
     try:
         assert proc.stderr is not None
         for line in proc.stderr:
             tail.append(line.rstrip("\n"))
+            if first_error is None and line.startswith("error: "):
+                first_error = line.rstrip("\n").removeprefix("error: ")
             say(line.rstrip("\n"))
         code = proc.wait()
     except KeyboardInterrupt:  # the workers got the terminal's Ctrl-C too: let them write their checkpoint
@@ -489,8 +492,8 @@ def _torchrun(spec: RunSpec, pipeline: Path, *, resume: bool, nproc: int, say: C
         raise KeyboardInterrupt
     if code != 0:
         text = "\n".join(tail)
-        last = next((ln for ln in reversed(tail) if ln.startswith("error: ")), f"torchrun exited with code {code}")
-        raise RuntimeError(f"{last.removeprefix('error: ')}\n--- torchrun's last lines ({' '.join(cmd)}):\n{text}")
+        what = f"{first_error} (torchrun exited with code {code})" if first_error else f"torchrun exited with code {code}"
+        raise SegcoreError(f"{what}\n--- torchrun's last lines ({' '.join(cmd)}):\n{text}")
 
 
 def run_sweep(sweep: Sweep, registry: Registry, *, rows: Sequence[Row] | None = None, resume: bool = False,
