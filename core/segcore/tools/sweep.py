@@ -749,7 +749,7 @@ def plot_table(table: dict[str, Any], path: Path) -> None:
     from segcore.io import atomic_write
 
     rows = table["rows"]
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(rows) + 1.5), 4.0))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(rows) + 1.5), 4.0))
     try:
         x = list(range(len(rows)))
         means = [r["miou"]["mean"] if r["miou"]["mean"] is not None else 0.0 for r in rows]
@@ -765,14 +765,15 @@ def plot_table(table: dict[str, Any], path: Path) -> None:
         if base is not None and base["miou"]["mean"] is not None:
             ax.axhline(base["miou"]["mean"], color="tab:orange", linestyle="--", linewidth=1)
         done = [v for r in rows for v in r["miou"]["per_seed"].values()] + [m for m in means if m]
+        done += [r["published"]["miou"] for r in rows if "miou" in r.get("published", {})]
         if done:
             lo, hi = min(done), max(done)
             pad = max(1.0, 0.15 * (hi - lo))
             ax.set_ylim(max(0.0, lo - pad - max(stds, default=0)), hi + pad + max(stds, default=0))
         ax.set_xticks(x, [r["name"] for r in rows], rotation=30 if len(rows) > 4 else 0, ha="right" if len(rows) > 4 else "center")
         ax.set_ylabel("val mIoU (%)")
-        ax.set_title(f"{Path(table['sweep']).name}: mean ± std over seeds {table['seeds']} (base: {table['base_row']}"
-                     + ("; x published" if any("miou" in r.get("published", {}) for r in rows) else "") + ")",
+        ax.set_title(f"{Path(table['sweep']).name}\nmean ± std over seeds {table['seeds']}, dots: seeds, orange: base"
+                     + (", x: published" if any("miou" in r.get("published", {}) for r in rows) else ""),
                      fontsize=9)  # fmt: skip
         ax.grid(axis="y", alpha=0.3)
         fig.tight_layout()
