@@ -66,7 +66,7 @@ def test_parquet_round_trip_is_bit_identical_and_datasets_loads_it(tmp_path, reg
 def test_hub_dataset_from_a_prepopulated_cache_offline(tmp_path, monkeypatch, registry):
     """A Hub repo that was downloaded before: HF_HUB_OFFLINE=1 loads it from the cache, no network."""
     from segcore.builtin.datasets import ShapesConfig, ShapesDataset
-    from segcore.data.hubdata import convert
+    from segcore.hub.datasets import convert
 
     src = convert({"train": ShapesDataset(ShapesConfig(size=(24, 24), num_train=5), split="train")}, tmp_path / "src", title="shapes")
     cache = tmp_path / "hf-cache"
@@ -92,7 +92,7 @@ def test_hub_dataset_from_a_prepopulated_cache_offline(tmp_path, monkeypatch, re
 def test_push_uploads_the_folder(tmp_path, monkeypatch, capsys):
     """Everything up to the upload itself (the Hub cannot be reached from here)."""
     from segcore.builtin.datasets import ShapesConfig, ShapesDataset
-    from segcore.data.hubdata import convert
+    from segcore.hub.datasets import convert
 
     folder = convert({"val": ShapesDataset(ShapesConfig(size=(16, 16), num_val=2), split="val")}, tmp_path / "d", title="t")
     calls = []

@@ -24,8 +24,8 @@ import pytest
 import torch
 
 import segcore
-from segcore import ConfigError, RegistryError
-from segcore.hub import folder as hubmod
+from segcore import ConfigError
+from segcore import hub as hubmod
 from segcore.cli.main import main
 from segcore.config import EvalConfig, ModelConfig, structure_table
 from segcore.errors import DamagedFileError
@@ -33,6 +33,7 @@ from segcore.contracts.stages import DatasetMeta
 from segcore.model.weights import read_weights, save_weights
 
 REPO = Path(__file__).resolve().parents[1]
+CLI = sys.modules["segcore.cli.main"]  # the module (segcore.cli.main is also the name of its function)
 COMMIT = "a" * 40
 OTHER_COMMIT = "b" * 40
 TINY = {
@@ -42,6 +43,15 @@ TINY = {
     "std": [0.2, 0.25, 0.3],
 }
 META = DatasetMeta(("sky", "road", "car"), ((128, 128, 128), (128, 64, 128), (64, 0, 128)), 255)
+
+
+@pytest.fixture(scope="module")
+def registry():
+    """Every installed plugin: the tiny model is HRNet + FUSM of hrnet_fusion, and its missing-plugin messages are
+    about that distribution."""
+    from segcore import get_plugin_manager, load_registry
+
+    return load_registry(get_plugin_manager())
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -373,7 +383,7 @@ def test_an_uncached_name_while_offline_fails_at_once_with_the_download_command(
 def test_an_unreachable_hub_is_not_retried(registry, zoo, offline, downloads, monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr("segcore.pretrained.hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr("segcore.model.pretrained.hub_reachable", lambda timeout=3.0: False)
     x = torch.rand(1, 3, 24, 24)
     model = segcore.from_pretrained("tiny-hub", registry=registry)  # what is cached still loads
     assert downloads[-1] == ("segcore/tiny-shapes", "model.safetensors", COMMIT, True) and logits(model, x).shape == (1, 3, 24, 24)
@@ -388,21 +398,28 @@ def test_unpublished_unknown_and_misplaced_names_say_what_to_do(registry, zoo, s
     with pytest.raises(ConfigError) as err:
         segcore.from_pretrained("tiny-later", registry=registry)
     recipe = zoo / "recipes" / "tiny-later.toml"
-    assert str(err.value).startswith("tiny-later: weights not published (trains on Cityscapes, not on these machines). "
+    assert str(err.value).startswith("from_pretrained 'tiny-later': weights not published (trains on Cityscapes, not on these machines). "
                                      f"Its recipe is {recipe}: train it with `segcore run {recipe}`")  # fmt: skip
-    with pytest.raises(RegistryError, match=r"unknown pretrained model 'tiny-hubb' \(did you mean 'tiny-hub'\?\)"):
+    with pytest.raises(ConfigError, match=r"unknown pretrained name \(did you mean 'tiny-hub'\?\)"):
         segcore.from_pretrained("tiny-hubb", registry=registry)
-    with pytest.raises(ConfigError, match="is a file; from_pretrained takes a model folder"):
-        segcore.from_pretrained(saved[1] / "model.safetensors", registry=registry)
-    with pytest.raises(ConfigError, match="revision='main' applies to Hub repos; a local folder has none"):
+    alone = zoo.parent / "alone.safetensors"  # weights with neither config.json nor pipeline.toml beside them
+    shutil.copyfile(saved[1] / "model.safetensors", alone)
+    with pytest.raises(ConfigError, match="a .safetensors file holds weights only, and neither config.json nor pipeline.toml"):
+        segcore.from_pretrained(alone, registry=registry)
+    with pytest.raises(ConfigError, match="revision='main' applies to Hub repos; a local path has none"):
         segcore.from_pretrained(saved[1], revision="main", registry=registry)
 
 
 def test_the_real_zoo_s_unpublished_entries_point_at_their_recipes(registry, monkeypatch):
-    monkeypatch.delenv(hubmod.ZOO_VAR, raising=False)
+    monkeypatch.delenv(hubmod.ZOO_VAR, raising=False)  # the packaged manifest, as from a wheel
     with pytest.raises(ConfigError) as err:
         segcore.from_pretrained("hrnet_l-cityscapes", registry=registry)
-    assert str(err.value).startswith("hrnet_l-cityscapes: weights not published (Cityscapes is not on the 2-CPU machines")
+    want = "from_pretrained 'hrnet_l-cityscapes': weights not published (Cityscapes is not on the 2-CPU machines"
+    assert str(err.value).startswith(want)
+    assert "Its recipe is hub/recipes/hrnet_l-cityscapes.toml of a clone (SEGCORE_ZOO=<clone>/hub)" in str(err.value)
+    monkeypatch.setenv(hubmod.ZOO_VAR, str(REPO / "hub"))  # a clone's hub/: the recipe's path
+    with pytest.raises(ConfigError) as err:
+        segcore.from_pretrained("hrnet_l-cityscapes", registry=registry)
     assert f"Its recipe is {REPO / 'hub' / 'recipes' / 'hrnet_l-cityscapes.toml'}" in str(err.value)
 
 
@@ -475,7 +492,7 @@ def trained(tmp_path_factory, registry):
     train = root / "train.toml"
     train.write_text(textwrap.dedent(TRAIN.format(out=root / "run")))
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("segcore.cli._registry", lambda: registry)
+        mp.setattr(CLI, "_registry", lambda: registry)
         assert main(["run", str(train), "-q"]) == 0
         assert main(["hub", "save", str(root / "run"), str(root / "zoo" / "models" / "tiny-shapes"), "-q"]) == 0
         assert main(["hub", "save", str(root / "run"), str(root / "zoo" / "models" / "tiny16-shapes"), "--dtype",
@@ -489,7 +506,7 @@ def trained(tmp_path_factory, registry):
 def test_hub_save_makes_a_folder_whose_card_states_what_segcore_run_prints(trained, registry, monkeypatch, capsys):
     root, train, folders = trained
     monkeypatch.setenv(hubmod.ZOO_VAR, str(root / "zoo"))
-    monkeypatch.setattr("segcore.cli._registry", lambda: registry)
+    monkeypatch.setattr(CLI, "_registry", lambda: registry)
     folder = folders["tiny-shapes"]
     assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "curves.png", "model.safetensors", "pipeline.toml"]
     config = json.loads((folder / "config.json").read_text())
@@ -516,10 +533,10 @@ def test_hub_save_makes_a_folder_whose_card_states_what_segcore_run_prints(train
 def test_init_from_and_run_checkpoint_take_a_pretrained_name(trained, registry, monkeypatch, capsys):
     root, train, folders = trained
     monkeypatch.setenv(hubmod.ZOO_VAR, str(root / "zoo"))
-    monkeypatch.setattr("segcore.cli._registry", lambda: registry)
+    monkeypatch.setattr(CLI, "_registry", lambda: registry)
     cfg = segcore.load_pipeline(train, registry=registry)
     model = segcore.build_model(cfg.model, registry, num_classes=5)
-    fresh = segcore.init_from(model, "tiny-shapes")
+    fresh = segcore.init_from(model, hubmod.resolve_source("tiny-shapes", what="[model] init_from").weights())
     stored = read_weights(folders["tiny-shapes"] / "model.safetensors")
     assert fresh == []  # same class count: nothing of the inference model starts fresh (the aux head is not in it)
     assert all(torch.equal(model.state_dict()[k], v) for k, v in stored.items())
@@ -535,7 +552,7 @@ def test_init_from_and_run_checkpoint_take_a_pretrained_name(trained, registry, 
 @pytest.mark.parametrize(
     ("checkpoint", "prepare", "message"),
     [
-        ("tiny-later", None, "tiny-later: weights not published"),
+        ("tiny-later", None, "run.checkpoint 'tiny-later': weights not published"),
         ("tiny-uncached", None, "HF_HUB_OFFLINE=1 forbids downloading it"),
         ("tiny-shipped", "replace", "differs from"),
         ("tiny-shipped", "truncate", "truncated"),
@@ -558,7 +575,7 @@ def test_every_refusal_exits_2_from_segcore_run(zoo, registry, tmp_path, monkeyp
         (zoo / "manifest.toml").write_text((zoo / "manifest.toml").read_text().replace(
             hubmod.file_sha256(tmp_path / "tiny-shapes" / "model.safetensors"), hubmod.file_sha256(shipped / "model.safetensors")))
     reg = _reduced(registry, "hrnet_fusion") if prepare == "plugin" else registry
-    monkeypatch.setattr("segcore.cli._registry", lambda: reg)
+    monkeypatch.setattr(CLI, "_registry", lambda: reg)
     train = tmp_path / "train.toml"
     train.write_text(textwrap.dedent(TRAIN.format(out=tmp_path / "run")).replace(
         'name = "fusm"', 'name = "hrnetv2_head"').replace('name = "aam"', 'name = "eca"') if prepare == "plugin" else
@@ -568,7 +585,7 @@ def test_every_refusal_exits_2_from_segcore_run(zoo, registry, tmp_path, monkeyp
 
 
 def test_hub_list_shows_each_entry_s_weights(zoo, registry, monkeypatch, capsys):
-    monkeypatch.setattr("segcore.cli._registry", lambda: registry)
+    monkeypatch.setattr(CLI, "_registry", lambda: registry)
     assert main(["hub", "list"]) == 0
     lines = {line.split()[0]: " ".join(line.split()) for line in capsys.readouterr().out.splitlines()[1:]}
     assert lines["tiny-shipped"] == f"tiny-shipped hrnet_fusion shapes - shipped (models/tiny-shipped), Hub segcore/tiny-shapes@{COMMIT[:7]} -"
@@ -627,7 +644,7 @@ def test_push_to_hub_refuses_a_damaged_folder_before_any_request(saved, monkeypa
 
 
 def test_the_manifest_s_recipes_load_and_its_cards_are_current(registry, monkeypatch):
-    monkeypatch.delenv(hubmod.ZOO_VAR, raising=False)
+    monkeypatch.setenv(hubmod.ZOO_VAR, str(REPO / "hub"))  # the packaged manifest, its paths in the clone's hub/
     entries = hubmod.zoo()
     assert {"hrnet_l-camvid", "frm_van_b0-camvid", "hrnet_l-cityscapes"} <= set(entries)
     assert {e.plugin for e in entries.values()} == {"hrnet_fusion", "frm", "attention_fusion", "early_fusion"}
@@ -654,7 +671,7 @@ def test_the_manifest_s_recipes_load_and_its_cards_are_current(registry, monkeyp
 def test_a_fresh_clone_evaluates_and_predicts_with_the_shipped_camvid_models_offline(tmp_path):
     shipped = {n: e for n, e in hubmod.zoo().items() if e.folder and e.dataset == "camvid"}
     if not shipped:
-        pytest.skip("no CamVid model is shipped yet (hub/manifest.toml: train one with its recipe, then segcore hub save)")
+        pytest.skip("no CamVid model is shipped yet (segcore/hub/zoo.toml: train one with its recipe, then segcore hub save)")
     camvid = REPO.parent / "shared" / "data" / "camvid"
     clone = tmp_path / "main"
     subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
@@ -662,7 +679,7 @@ def test_a_fresh_clone_evaluates_and_predicts_with_the_shipped_camvid_models_off
     cache = tmp_path / "empty-hf-cache"
     cache.mkdir()
     env = {**os.environ, "PYTHONPATH": str(clone / "core"), "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache)}
-    env.pop(hubmod.ZOO_VAR, None)
+    env[hubmod.ZOO_VAR] = str(clone / "hub")  # the shipped folders: a clone's hub/, named explicitly
     image = sorted((camvid / "val").glob("*.png"))[0]
     for name, entry in shipped.items():
         pipeline = clone / "hub" / "recipes" / f"{name}.eval.toml"

@@ -246,7 +246,7 @@ def test_checkpoint_pointing_at_a_png_or_a_pickle_is_named(tmp_path, capsys):
     pkl.write_bytes(pickle.dumps({"w": [1.0]}))
     for path, fragment in ((png, "this is a PNG image"), (pkl, "this is a pickle (torch.save)")):
         code, _, err = run(capsys, _evaluate_with(tmp_path, path))
-        assert code == 2 and err.startswith(f"error: {path}: {fragment}"), err
+        assert code == 2 and err.startswith(f"error: run.checkpoint {str(path)!r}: {fragment}"), err
 
 
 def test_a_classifier_for_another_class_count_is_a_clear_error(copy, tmp_path, capsys):

@@ -43,7 +43,7 @@ _EXPORTS = {
     "list_pretrained": "segcore.api",
     "from_pretrained": "segcore.hub.folder",
     "save_pretrained": "segcore.hub.folder",
-    "push_to_hub": "segcore.hub.folder",
+    "push_to_hub": "segcore.hub.publish",
     "predict": "segcore.engine.predict",
     "optimize_for_inference": "segcore.inference.fast",
     # building and weights (plugin authors)
@@ -104,7 +104,8 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
     from segcore.engine.predict import predict
     from segcore.errors import (ConfigError, ContractError, DamagedFileError, DataError, PluginError, RegistryError,
                                 SegcoreError)  # fmt: skip
-    from segcore.hub.folder import from_pretrained, push_to_hub, save_pretrained
+    from segcore.hub.folder import from_pretrained, save_pretrained
+    from segcore.hub.publish import push_to_hub
     from segcore.inference.fast import optimize_for_inference
     from segcore.model.build import (SegModel, build_model, inference_state_dict, init_from,
                                      without_training_heads)  # fmt: skip

@@ -13,7 +13,7 @@ from segcore.contracts.plugins import load_registry
 from segcore.contracts.registry import Registry
 from segcore.contracts.stages import STAGES
 from segcore.errors import ConfigError, did_you_mean
-from segcore.hub.folder import zoo
+from segcore.hub.manifest import zoo
 from segcore.model.build import SegModel, build_model
 
 _STAGE_NAMES = {s.__name__.lower(): s for s in STAGES}

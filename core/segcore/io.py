@@ -7,7 +7,7 @@ permissions the user's umask gives any new file or folder (mkstemp/mkdtemp alone
 
 from __future__ import annotations
 
-__all__ = ["atomic_dir", "atomic_write", "remove_stale_temps", "write_text"]
+__all__ = ["atomic_dir", "atomic_write", "cpuinfo", "remove_stale_temps", "write_text"]
 
 import contextlib
 import os
@@ -101,3 +101,17 @@ def _umask() -> int:
 def write_text(path: str | Path, text: str) -> None:
     with atomic_write(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def cpuinfo(key: str) -> str | None:
+    """The value of the first *key* line of ``/proc/cpuinfo`` (``"model name"``, ``"flags"``), or None where there is
+    no such line or no such file (not Linux)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                name, sep, value = line.partition(":")
+                if sep and name.strip() == key:
+                    return value.strip()
+    except OSError:
+        pass
+    return None

@@ -165,7 +165,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     registry = _registry()
     model, cfg, out = _export_source(args, registry)
     start = time.perf_counter()
-    path = export_onnx(model, out, example_size=cfg.run.input_size if cfg else (512, 512), opset=args.opset)
+    size = cfg.run.input_size if cfg else ((getattr(model, "hub_config", None) or {}).get("input_size") or (512, 512))
+    path = export_onnx(model, out, example_size=tuple(size), opset=args.opset)
     heads = [n for n in onnx_initializers(path) if ".aux." in f".{n}"]
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MB, {time.perf_counter() - start:.0f} s): input image "
           f"(batch, 3, height, width) float in [0, 1], output logits (batch, {model.num_classes}, height, width); "
@@ -193,32 +194,39 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _export_source(args: argparse.Namespace, registry):
-    """(model in eval mode, its pipeline or None, output path) from a pipeline file, a run folder, or a pretrained
-    name / model folder / Hub repo id."""
+    """(model in eval mode, its pipeline or None, output path) from a pipeline file (its run.checkpoint or --weights),
+    or any source `segcore.hub.resolve_source` takes: a run folder, a model folder, a .safetensors file, a pretrained
+    name, a Hub repo id."""
     from segcore.config import load_pipeline
     from segcore.data.datasets import dataset_meta
     from segcore.engine.run import load_model_weights
-    from segcore.hub.folder import from_pretrained
+    from segcore.hub.folder import load_source
+    from segcore.hub.sources import resolve_source
     from segcore.model.build import build_model
 
-    source = Path(args.source)
-    run_folder = source.is_dir() and (source / "pipeline.toml").is_file() and not (source / "config.json").is_file()
-    if source.suffix == ".toml" or run_folder:
-        pipeline = source / "pipeline.toml" if run_folder else source
-        cfg = load_pipeline(pipeline, registry=registry)
-        weights = args.weights or (source if run_folder else cfg.run.checkpoint)
+    if args.source.endswith(".toml"):
+        source = Path(args.source)
+        cfg = load_pipeline(source, registry=registry)
+        weights = args.weights or cfg.run.checkpoint
         meta = dataset_meta(cfg.data.dataset, registry)
         model = build_model(cfg.model, registry, num_classes=cfg.model.num_classes or meta.num_classes)
         if weights:
-            load_model_weights(model, weights)
+            load_model_weights(model, weights, what="segcore export --weights" if args.weights else "run.checkpoint",
+                               registry=registry)  # fmt: skip
         else:
-            print("warning: no weights (give --weights, run.checkpoint or a run folder): exporting random weights",
-                  file=sys.stderr)  # fmt: skip
-        out = args.out or (source / "model.onnx" if run_folder else source.with_suffix(".onnx"))
-        return model.eval(), cfg, Path(out)
-    model = from_pretrained(args.source, registry=registry)
-    name = source.name if source.is_dir() else args.source.replace("/", "_").replace(":", "_")
-    return model.eval(), None, Path(args.out or (source / "model.onnx" if source.is_dir() else f"{name}.onnx"))
+            print("warning: no weights (give --weights or run.checkpoint): exporting random weights", file=sys.stderr)
+        return model.eval(), cfg, Path(args.out or source.with_suffix(".onnx"))
+    source = resolve_source(args.source, what="segcore export", registry=registry)
+    model, cfg = load_source(source, registry)
+    if args.weights:  # other weights for the same model (a run's checkpoints/ckpt-<step>)
+        load_model_weights(model, args.weights, what="segcore export --weights", registry=registry)
+    if source.folder is not None and source.kind != "zoo":
+        out = source.folder / "model.onnx"
+    elif source.kind == "file":
+        out = source.path.with_suffix(".onnx")
+    else:
+        out = Path(f"{args.source.removeprefix('hf-hub:').replace('/', '_').replace('@', '_')}.onnx")
+    return model.eval(), cfg, Path(args.out or out)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -267,7 +275,7 @@ def cmd_data_convert(args: argparse.Namespace) -> int:
     from segcore.config import DatasetSpec, structure_table
     from segcore.data.datasets import build_dataset
     from segcore.errors import DataError
-    from segcore.data.hubdata import convert
+    from segcore.hub.datasets import convert
     from segcore.contracts.stages import Dataset
 
     registry = _registry()
@@ -307,7 +315,7 @@ def _parse_set(items: Sequence[str]) -> list[tuple[str, object]]:
 
 
 def cmd_data_push(args: argparse.Namespace) -> int:
-    from segcore.data.hubdata import push
+    from segcore.hub.datasets import push
 
     url = push(Path(args.folder), args.repo_id, private=args.private)
     print(f"pushed {args.folder} to {args.repo_id}: {url}")
@@ -315,7 +323,7 @@ def cmd_data_push(args: argparse.Namespace) -> int:
 
 
 def cmd_hub_list(args: argparse.Namespace) -> int:
-    from segcore.hub.folder import zoo
+    from segcore.hub.manifest import zoo
 
     entries = zoo(_registry())
     rows = [("name", "plugin", "dataset", "val mIoU", "weights", "recipe")]
@@ -324,7 +332,8 @@ def cmd_hub_list(args: argparse.Namespace) -> int:
             miou = f"{e.metrics['mIoU']:.2f}"
         else:
             miou = f"({e.paper['mIoU']} paper)" if "mIoU" in e.paper else "-"
-        rows.append((name, e.plugin, e.dataset or "-", miou, e.status, os.path.relpath(e.path(e.recipe)) if e.recipe else "-"))
+        recipe = e.path(e.recipe)  # None without SEGCORE_ZOO: the manifest's own relative path
+        rows.append((name, e.plugin, e.dataset or "-", miou, e.status, os.path.relpath(recipe) if recipe else e.recipe or "-"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
@@ -332,7 +341,7 @@ def cmd_hub_list(args: argparse.Namespace) -> int:
 
 
 def cmd_hub_save(args: argparse.Namespace) -> int:
-    from segcore.hub.folder import manifest_lines, save_run
+    from segcore.tools.publish import manifest_lines, save_run
 
     config = save_run(args.run_dir, args.out, name=args.name, dtype=args.dtype, evaluate=not args.no_evaluate,
                       hardware=args.hardware, train_hours=args.train_hours, cores=args.cores, registry=_registry(),
@@ -341,13 +350,14 @@ def cmd_hub_save(args: argparse.Namespace) -> int:
     if m:
         print(f"{m['split']} mIoU {100 * m['mIoU']:.2f} ({config['weights']['dtype']} weights)"
               + (f"; float32 weights: {100 * m['float32_mIoU']:.2f}" if "float32_mIoU" in m else ""))  # fmt: skip
-    print(f"wrote {args.out}/ (model.safetensors, config.json, README.md). Manifest lines (hub/manifest.toml):\n")
+    print(f"wrote {args.out}/ (model.safetensors, config.json, README.md). Manifest lines (segcore/hub/zoo.toml, or "
+          "$SEGCORE_ZOO/manifest.toml):\n")
     print(manifest_lines(Path(args.out), config))
     return 0
 
 
 def cmd_hub_push(args: argparse.Namespace) -> int:
-    from segcore.hub.folder import push_to_hub
+    from segcore.hub.publish import push_to_hub
 
     result = push_to_hub(args.folder, args.repo_id, private=args.private)
     print(f"pushed {args.folder} to {result.url}\nManifest lines:\n\nrepo_id = \"{result.repo_id}\"\n"
@@ -356,11 +366,15 @@ def cmd_hub_push(args: argparse.Namespace) -> int:
 
 
 def cmd_hub_cards(args: argparse.Namespace) -> int:
-    from segcore.hub.folder import render_zoo_card, zoo, zoo_dir
+    from segcore.hub.folder import render_zoo_card
+    from segcore.errors import ConfigError
+    from segcore.hub.manifest import ZOO_VAR, zoo, zoo_dir
     from segcore.io import write_text
 
     registry = _registry()
     folder = zoo_dir()
+    if folder is None:
+        raise ConfigError(f"segcore hub cards writes <zoo folder>/cards/: set {ZOO_VAR} to it (in a clone: {ZOO_VAR}=hub)")
     written = 0
     for name, entry in zoo(registry).items():
         if entry.folder is None and entry.recipe is not None:
@@ -427,11 +441,12 @@ def make_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bench)
     p = sub.add_parser("export", help="write the inference model as ONNX (dynamic batch/height/width) and check it "
                        "against PyTorch with onnxruntime")
-    p.add_argument("source", help="a pipeline file (weights: --weights or run.checkpoint), a run folder, or a "
-                   "pretrained name, model folder or Hub repo id")
+    p.add_argument("source", help="a pipeline file (weights: --weights or run.checkpoint), or a run folder, a model "
+                   "folder, a .safetensors file beside its config.json or pipeline.toml, a pretrained name or a Hub repo id")
     p.add_argument("--format", choices=["onnx"], default="onnx")
     p.add_argument("--out", type=Path, help="output file (default: beside the source, .onnx)")
-    p.add_argument("--weights", help="model.safetensors or run folder (overrides run.checkpoint)")
+    p.add_argument("--weights", help="other weights for the model: a .safetensors file, a run or checkpoint folder, a "
+                   "model folder, a pretrained name or a Hub repo id (overrides run.checkpoint)")
     p.add_argument("--opset", type=int, help="ONNX opset (default: torch's)")
     p.add_argument("--no-check", action="store_true", help="skip the parity check and the onnxruntime timing")
     p.add_argument("--check-images", type=_positive, default=8, help="validation images to check on (default 8)")

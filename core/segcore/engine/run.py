@@ -12,7 +12,8 @@ import torch
 from segcore.config.schema import PipelineConfig
 from segcore.errors import ConfigError
 from segcore.inference.fast import fast_model_for
-from segcore.hub.folder import is_pretrained_name, load_for_pipeline
+from segcore.hub.folder import load_for_pipeline
+from segcore.hub.sources import resolve_source
 from segcore.contracts.stages import DatasetMeta
 from segcore.model.build import SegModel, build_model
 from segcore.contracts.registry import Registry
@@ -25,15 +26,11 @@ from segcore.data.datasets import build_split, dataset_meta
 from segcore.engine.trainer import Trainer, resolve_device
 
 
-def load_model_weights(model: SegModel, path: str | Path) -> None:
-    """Weights from a ``model.safetensors`` (or a run folder holding one); auxiliary heads may be absent."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "model.safetensors"
-    if not path.exists():
-        unfinished = " (that run has not finished: point at one of its checkpoints/ckpt-<step> folders)" if (
-            path.parent / "checkpoints").is_dir() else ""  # fmt: skip
-        raise ConfigError(f"run.checkpoint: no such file {str(path)!r}{unfinished}; point it at a model.safetensors or a run folder")
+def load_model_weights(model: SegModel, source: str | Path, *, what: str = "run.checkpoint",
+                       registry: Registry | None = None) -> None:  # fmt: skip
+    """Weights from any source `segcore.hub.resolve_source` takes (a run folder, a model folder, a ``.safetensors``
+    file, a pretrained name, a Hub repo id) into *model*, by tensor name; auxiliary heads may be absent."""
+    path = resolve_source(source, what=what, registry=registry).weights()
     # a file without segcore's integrity record (written elsewhere) loads with a warning
     load_weights(model, path, ignore_missing=("aux.",), require_record=False,
                  hint="Was it trained with this pipeline's [model]?")  # fmt: skip
@@ -41,11 +38,14 @@ def load_model_weights(model: SegModel, path: str | Path) -> None:
 
 def _trained_model(cfg: PipelineConfig, registry: Registry, meta: DatasetMeta, device: torch.device) -> SegModel:
     if cfg.run.checkpoint is None:
-        raise ConfigError(f'run.task = "{cfg.run.task}" needs run.checkpoint = "<model.safetensors, run folder or pretrained name>"')
-    if is_pretrained_name(cfg.run.checkpoint):  # a zoo name or hf-hub:owner/name, through the hub's checks
-        return load_for_pipeline(cfg.model, cfg.run.checkpoint, registry, meta).to(device).eval()
+        raise ConfigError(f'run.task = "{cfg.run.task}" needs run.checkpoint = "<run folder, model folder, '
+                          '.safetensors file, pretrained name or Hub repo id>"')  # fmt: skip
+    source = resolve_source(cfg.run.checkpoint, what="run.checkpoint", registry=registry)
+    if source.has_config:  # a model folder, a zoo name, a Hub repo: its config.json must be the pipeline's [model]
+        return load_for_pipeline(cfg.model, source, registry, meta).to(device).eval()
     model = build_model(cfg.model, registry, num_classes=cfg.model.num_classes or meta.num_classes)
-    load_model_weights(model, cfg.run.checkpoint)
+    load_weights(model, source.weights(), ignore_missing=("aux.",), require_record=False,
+                 hint="Was it trained with this pipeline's [model]?")  # fmt: skip
     return model.to(device).eval()
 
 

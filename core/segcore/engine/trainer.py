@@ -25,6 +25,7 @@ from segcore.config import DatasetSpec, PipelineConfig, dump_pipeline, unstructu
 from segcore.errors import ConfigError, DamagedFileError, SegcoreError
 from segcore.io import remove_stale_temps, write_text
 from segcore.data.datasets import build_split
+from segcore.hub.sources import resolve_source
 from segcore.model.build import SegModel, build_model, init_from, without_training_heads
 from segcore.contracts.registry import Registry
 from segcore.contracts.stages import Dataset, DatasetMeta, Loss, ModelOutput
@@ -191,7 +192,7 @@ class Trainer:
         num_classes = cfg.model.num_classes or self.meta.num_classes
         model = build_model(cfg.model, registry, num_classes=num_classes)
         if cfg.model.init_from is not None and not resume:  # a resumed run has its own weights
-            fresh = init_from(model, cfg.model.init_from)
+            fresh = init_from(model, resolve_source(cfg.model.init_from, what="[model] init_from", registry=registry).weights())
             if self.progress and fresh:
                 tqdm.write(f"init_from {cfg.model.init_from}: {len(fresh)} tensors start fresh ({', '.join(fresh[:4])}"
                            f"{', ...' if len(fresh) > 4 else ''})")

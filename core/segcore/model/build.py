@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["SegModel", "TrainingHead", "build_model", "inference_state_dict", "init_from", "resolve_weights", "without_training_heads"]
+__all__ = ["SegModel", "TrainingHead", "build_model", "inference_state_dict", "init_from", "without_training_heads"]
 
 import copy
 from collections.abc import Sequence
@@ -16,7 +16,8 @@ from segcore.config.schema import IMAGENET_MEAN, IMAGENET_STD, AttentionSpec, Au
 from segcore.errors import ConfigError, ContractError, SegcoreError
 from segcore.contracts.registry import Entry, Registry
 from segcore.model.weights import apply_weights, read_weights
-from segcore.contracts.stages import Attention, AttentionSlots, Backbone, Decoder, Enhancer, FeatureInfo, ModelOutput, Upsample
+from segcore.contracts.stages import (Attention, AttentionSlots, Backbone, DatasetMeta, Decoder, Enhancer, FeatureInfo,
+                                     ModelOutput, Upsample)  # fmt: skip
 
 
 
@@ -77,6 +78,10 @@ class SegModel(nn.Module):
         if frozen_backbone:
             self.backbone.requires_grad_(False)
             self.backbone.eval()
+        # what a model folder needs: build_model sets the config, from_pretrained all three (save_pretrained reads them)
+        self.model_config: ModelConfig | None = None  # the [model] table it was built from
+        self.meta: DatasetMeta | None = None  # class names, palette, ignore id
+        self.hub_config: dict[str, Any] | None = None  # the config.json it was loaded from
 
     def train(self, mode: bool = True) -> SegModel:
         super().train(mode)
@@ -263,34 +268,22 @@ def _classifier_keys(model: nn.Module) -> list[str]:
     return [".".join(p) for p in parts if p[0] == "classifier" or (p[0] == "aux" and p[2:3] == ["classifier"])]
 
 
-def resolve_weights(source: str, *, what: str = "[model] init_from") -> Path:
-    """A ``model.safetensors`` path from a run folder, a model folder, a file, or a pretrained name (``hrnet_l-camvid``,
-    ``hf-hub:owner/name``: resolved and checked through `segcore.hub`)."""
-    path = Path(source).expanduser()
-    if not path.exists():
-        from segcore.hub.folder import is_pretrained_name, weights_for  # the hub builds models: imported when needed
-
-        if is_pretrained_name(source):
-            return weights_for(source, what=what)
-    if path.is_dir():
-        path = path / "model.safetensors"
-        if not path.is_file():
-            raise ConfigError(f"{what}: {source!r} is a folder without model.safetensors; point it at a finished run "
-                              "folder, a model folder or a .safetensors file")  # fmt: skip
-    elif not path.is_file():
-        raise ConfigError(f"{what}: {source!r} is neither a file nor a folder; give a run folder, a model folder or a "
-                          "model.safetensors file")  # fmt: skip
-    return path
-
-
-def init_from(model: SegModel, source: str) -> list[str]:
-    """Load another model's weights into *model* by tensor name, for fine-tuning (``[model] init_from``).
+def init_from(model: SegModel, path: str | Path) -> list[str]:
+    """Load another model's weights from safetensors file *path* (or a folder's model.safetensors) into *model* by
+    tensor name, for fine-tuning (``[model] init_from``: the trainer resolves the pipeline's text, which may also be
+    a pretrained name or a Hub repo id, to the file with `segcore.hub.resolve_source` first).
 
     Classifiers whose class count differs keep their fresh initialisation; training-only heads absent from the file
     (inference weights never have them) stay fresh too. Any other missing, unexpected or wrong-shape tensor is a
     ConfigError listing them. Returns the names that were left as initialised.
     """
-    path = resolve_weights(source)
+    path = Path(path)
+    if path.is_dir():  # a run or model folder
+        path = path / "model.safetensors"
+    if not path.is_file():
+        raise ConfigError(f"init_from: {str(path)!r} is neither a file nor a folder holding model.safetensors; a "
+                          "pretrained name or a Hub repo id resolves to one with "
+                          "segcore.hub.resolve_source(text, what=...).weights()")  # fmt: skip
     tensors = read_weights(path)
     own = model.state_dict()
     fresh = [k for k in _classifier_keys(model) if k in tensors and tensors[k].shape != own[k].shape]

@@ -7,9 +7,8 @@ is a ConfigError at once, naming the cache and the fix.
 
 from __future__ import annotations
 
-__all__ = ["hub_reachable", "timm_weights_file"]
+__all__ = ["hub_offline", "hub_reachable", "timm_weights_file"]
 
-import os
 import socket
 from pathlib import Path
 from urllib.parse import urlparse
@@ -19,11 +18,18 @@ from segcore.errors import ConfigError
 _FILES = ("model.safetensors", "pytorch_model.bin")
 
 
+def hub_offline() -> bool:
+    """HF_HUB_OFFLINE as huggingface-hub parses it (its constant: ``1``/``ON``/``YES``/``TRUE`` are on, ``0`` is off)."""
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
 def hub_reachable(timeout: float = 3.0) -> bool:
     """Can a TCP connection to the Hub's endpoint be opened (never with HF_HUB_OFFLINE set)?"""
     from huggingface_hub import constants
 
-    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE"):
+    if hub_offline():
         return False
     host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
     try:
@@ -48,7 +54,7 @@ def timm_weights_file(model_name: str, *, what: str = "pretrained") -> Path:
         if isinstance(cached, str):
             return Path(cached)
     if not hub_reachable():
-        offline = " (HF_HUB_OFFLINE is set)" if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE") else ""
+        offline = " (HF_HUB_OFFLINE is set)" if hub_offline() else ""
         raise ConfigError(
             f"{what}: timm's weights {repo!r} are not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and the Hub "
             f"cannot be reached{offline}. Fill the cache on a machine with network (python -c \"import timm; "

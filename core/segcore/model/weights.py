@@ -13,7 +13,9 @@ recognised and refused with the command that converts it.
 
 from __future__ import annotations
 
-__all__ = ["RECORD_KEY", "LoadReport", "apply_weights", "load_weights", "read_weights", "save_weights", "tensors_sha256"]
+__all__ = [
+    "RECORD_KEY", "LoadReport", "apply_weights", "load_weights", "read_weights", "save_weights", "sniff", "tensors_sha256",
+]  # fmt: skip
 
 import hashlib
 import json
@@ -48,6 +50,14 @@ _CONVERT = (
     "segcore never unpickles; convert it once where you trust it: python -c \"import torch, safetensors.torch as st; "
     "st.save_file(torch.load('FILE', weights_only=True), 'model.safetensors')\""
 )
+
+
+def sniff(path: str | Path) -> str | None:
+    """What a file that is not safetensors is, by its first bytes (``"a PNG image"``, ``"a pickle (torch.save)"``),
+    or None when they say nothing."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    return next((kind for magic, kind in _MAGIC if head.startswith(magic)), None)
 
 
 def tensors_sha256(tensors: Mapping[str, Tensor]) -> str:
