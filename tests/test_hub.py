@@ -411,7 +411,8 @@ def test_unpublished_unknown_and_misplaced_names_say_what_to_do(registry, zoo, s
 
 
 def test_the_real_zoo_s_unpublished_entries_point_at_their_recipes(registry, monkeypatch):
-    monkeypatch.delenv(hubmod.ZOO_VAR, raising=False)  # the packaged manifest, as from a wheel
+    monkeypatch.delenv(hubmod.ZOO_VAR, raising=False)  # the packaged manifest, as from a wheel:
+    monkeypatch.setattr("segcore.hub.manifest._editable_clone_hub", lambda: None)  # not an editable clone
     with pytest.raises(ConfigError) as err:
         segcore.from_pretrained("hrnet_l-cityscapes", registry=registry)
     want = "from_pretrained 'hrnet_l-cityscapes': weights not published (Cityscapes is not on the 2-CPU machines"
@@ -421,6 +422,15 @@ def test_the_real_zoo_s_unpublished_entries_point_at_their_recipes(registry, mon
     with pytest.raises(ConfigError) as err:
         segcore.from_pretrained("hrnet_l-cityscapes", registry=registry)
     assert f"Its recipe is {REPO / 'hub' / 'recipes' / 'hrnet_l-cityscapes.toml'}" in str(err.value)
+
+
+def test_an_editable_install_from_a_clone_finds_the_clone_s_zoo_folder(monkeypatch):
+    from segcore.hub import manifest
+
+    monkeypatch.delenv(manifest.ZOO_VAR, raising=False)
+    manifest._editable_clone_hub.cache_clear()
+    assert manifest.zoo_dir() == REPO / "hub"  # this checkout is installed with pip install -e (README)
+    assert manifest.zoo()["hrnet_l-camvid"].status.startswith("shipped (models/hrnet_l-camvid)")
 
 
 def test_a_bad_manifest_entry_is_a_config_error_naming_it(tmp_path, monkeypatch, registry):

@@ -2,8 +2,9 @@
 
 The manifest is package data (``segcore/hub/zoo.toml``), so an installed wheel knows the same names as a clone.
 ``$SEGCORE_ZOO`` overrides it: a folder holding its own ``manifest.toml`` (a private zoo), or a folder without one
-whose ``models/``, ``recipes/`` and ``cards/`` the packaged entries are relative to (a clone's ``hub/``). Without
-it an entry's shipped folder is not looked for, and the entry falls back to its Hub repo. Plugins add names with
+whose ``models/``, ``recipes/`` and ``cards/`` the packaged entries are relative to (a clone's ``hub/``). An
+editable install from a clone uses that clone's ``hub/`` without the variable; a wheel install looks for no shipped
+folder, and such an entry falls back to its Hub repo. Plugins add names with
 ``registry.add_pretrained``; a manifest entry wins.
 """
 
@@ -11,8 +12,13 @@ from __future__ import annotations
 
 __all__ = ["FORMAT", "MANIFEST", "NAME", "ZOO_VAR", "ZooEntry", "manifest_source", "zoo", "zoo_dir"]
 
+import functools
+import importlib.metadata
+import json
 import os
 import re
+import urllib.parse
+import urllib.request
 import tomllib
 from collections.abc import Mapping
 from importlib import resources
@@ -88,15 +94,32 @@ class ZooEntry:
 
 
 def zoo_dir() -> Path | None:
-    """The zoo folder, ``$SEGCORE_ZOO`` (None when unset)."""
+    """The zoo folder: ``$SEGCORE_ZOO``, else the ``hub/`` folder of the clone segcore is installed from in editable
+    mode (``pip install -e``, found through the install's PEP 610 record, ``direct_url.json``), else None (a wheel:
+    entries fall back to their Hub repos)."""
     env = os.environ.get(ZOO_VAR)
     if not env:
-        return None
+        return _editable_clone_hub()
     folder = Path(env).expanduser()
     if not folder.is_dir():
         raise ConfigError(f"{ZOO_VAR}={env}: no such folder; point it at a zoo folder (a clone's hub/, or a folder "
                           f"holding a {MANIFEST}), or unset it")  # fmt: skip
     return folder
+
+
+@functools.cache
+def _editable_clone_hub() -> Path | None:
+    try:
+        record = json.loads(importlib.metadata.distribution("segcore").read_text("direct_url.json") or "null")
+    except (importlib.metadata.PackageNotFoundError, json.JSONDecodeError):
+        return None
+    if not isinstance(record, dict) or not record.get("dir_info", {}).get("editable"):
+        return None
+    url = urllib.parse.urlparse(record.get("url", ""))
+    if url.scheme != "file":
+        return None
+    hub = Path(urllib.request.url2pathname(url.path)) / "hub"
+    return hub if (hub / "models").is_dir() else None
 
 
 def manifest_source() -> tuple[str, str]:
