@@ -156,7 +156,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from segcore.inference.onnx import check_onnx, export_onnx, onnx_initializers, parity_images
+    from segcore.inference import EXPORTERS
+    from segcore.inference.onnx import check_onnx, onnx_initializers, parity_images
 
     if args.threads:
         import torch
@@ -166,7 +167,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     model, cfg, out = _export_source(args, registry)
     start = time.perf_counter()
     size = cfg.run.input_size if cfg else ((getattr(model, "hub_config", None) or {}).get("input_size") or (512, 512))
-    path = export_onnx(model, out, example_size=tuple(size), opset=args.opset)
+    path = EXPORTERS[args.format](model, out, example_size=tuple(size), opset=args.opset)
     heads = [n for n in onnx_initializers(path) if ".aux." in f".{n}"]
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MB, {time.perf_counter() - start:.0f} s): input image "
           f"(batch, 3, height, width) float in [0, 1], output logits (batch, {model.num_classes}, height, width); "

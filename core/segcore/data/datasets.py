@@ -24,6 +24,8 @@ from segcore.errors import ConfigError, DataError
 from segcore.contracts.registry import Registry
 from segcore.contracts.stages import Dataset, DatasetMeta
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")  # what read_image takes from a folder
+
 
 def read_image(path: Path) -> np.ndarray:
     """(H, W, 3) uint8 RGB; a file PIL cannot decode is a DataError naming it."""

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-__all__ = ["infer", "pad_collate", "slide_logits"]
+__all__ = ["fast_model_for", "infer", "pad_collate", "slide_logits"]
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from segcore.config.schema import EvalConfig
 from segcore.contracts.stages import Resize
+from segcore.inference.fast import FastModel, cached_fast_model
 
 Model = Callable[[Tensor], object]
 
@@ -91,3 +93,15 @@ def pad_collate(samples: Sequence[dict[str, Tensor]], ignore_index: int = 255) -
         images[i, :, :sh, :sw] = s["image"]
         masks[i, : s["mask"].shape[-2], : s["mask"].shape[-1]] = s["mask"]
     return {"image": images, "mask": masks, "sizes": sizes, "mask_sizes": mask_sizes}
+
+
+def fast_model_for(model: nn.Module, cfg: EvalConfig, *, device: torch.device | str | None = None,
+                   calibration: Sequence[Tensor] = ()) -> nn.Module:  # fmt: skip
+    """The model inference runs for ``[eval]`` *cfg*: *model* itself with ``fast = false``, else its fast path
+    (`segcore.inference.cached_fast_model`) with the table's precision, compile and int8 settings."""
+    if not cfg.fast or isinstance(model, FastModel):
+        return model
+    options: dict[str, Any] = {"precision": cfg.precision, "compile": cfg.compile, "int8": cfg.int8}
+    if cfg.int8:
+        options["calibration"] = tuple(calibration)
+    return cached_fast_model(model, device=device, **options)

@@ -16,15 +16,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from segcore.config.schema import EvalConfig, PredictConfig
-from segcore.data.datasets import read_image
+from segcore.data.datasets import IMAGE_SUFFIXES, read_image
 from segcore.errors import DamagedFileError, DataError
-from segcore.inference.fast import fast_model_for
+from segcore.engine.inference import fast_model_for
 from segcore.io import atomic_write, write_text
 from segcore.contracts.stages import DatasetMeta
 from segcore.engine.inference import infer
 from segcore.engine.report import colorize
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 @torch.no_grad()

@@ -11,7 +11,7 @@ import torch
 
 from segcore.config.schema import PipelineConfig
 from segcore.errors import ConfigError
-from segcore.inference.fast import fast_model_for
+from segcore.engine.inference import fast_model_for
 from segcore.hub.folder import load_for_pipeline
 from segcore.hub.sources import resolve_source
 from segcore.contracts.stages import DatasetMeta

@@ -152,8 +152,7 @@ def check_onnx(path: str | Path, model: nn.Module, images: Sequence[Tensor], *, 
 def parity_images(cfg, registry, *, images_dir: Path | None = None, count: int = 8) -> tuple[list[Tensor], str]:
     """Up to *count* real images of one size, (3, H, W) uint8, and where they came from: the files of *images_dir*,
     else the pipeline's validation split (the most common size among the first ones)."""
-    from segcore.data.datasets import build_split, read_image
-    from segcore.engine.predict import IMAGE_SUFFIXES
+    from segcore.data.datasets import IMAGE_SUFFIXES, build_split, read_image
 
     by_size: dict[tuple[int, int], list[Tensor]] = {}
     if images_dir is not None:
