@@ -11,14 +11,16 @@ from segcore import Registry, get_plugin_manager, load_registry
 REPO = Path(__file__).resolve().parents[1]
 CAMVID = REPO.parent / "shared" / "data" / "camvid"
 
-# A small, valid pipeline the error tests start from: hrnet_w18_small (16/32/64/128 channels) + HRNetV2 head.
+# A small, valid pipeline of core's built-ins alone: hrnet_w18_small (16/32/64/128 channels at strides 4-32) + the FCN
+# head on the coarsest level, the shapes dataset and cross-entropy. Tests that need plugins are in tests/integration/.
 BASE_PIPELINE = """
 [model.backbone]
 name = "timm"
 model_name = "hrnet_w18_small"
 
 [model.decoder]
-name = "hrnetv2_head"
+name = "fcn"
+channels = 32
 
 [data.dataset]
 name = "shapes"
@@ -39,30 +41,13 @@ def base_pipeline() -> str:
     return BASE_PIPELINE
 
 
-# Seed 000's HRNet_L (hrnet-fusion's preset: classic's hrnet backbone, AAM, FUSM with bicubic upsampling places)
-# narrowed to width 8, one block and one module per stage: the fast path, export and bench tests.
-TINY_HRNET_L = """
-base = "hrnet_l_w18"
-[model.backbone]
-width = 8
-num_blocks = 1
-num_modules = [1, 1, 1]
-[[loss]]
-name = "ce"
-"""
-
-
-@pytest.fixture
-def tiny_hrnet_l() -> str:
-    """TOML text of a tiny HRNet_L pipeline without [data] and [run] (the test adds its own)."""
-    return TINY_HRNET_L
-
-
 @pytest.fixture(scope="session")
 def registry() -> Registry:
-    """Every installed plugin (core's built-ins and plugins/classic)."""
-    reg = load_registry(get_plugin_manager())
+    """Core's built-ins alone (no installed plugin is loaded): core's tests need nothing else. A test's own plugin
+    goes into a registry of its own (``pm = get_plugin_manager(autoload=False); pm.register(...)``)."""
+    reg = load_registry(get_plugin_manager(autoload=False))
     assert not reg.problems, reg.problems
+    assert {p.dist for p in reg.plugins} == {"segcore"}
     return reg
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import attrs
 import pytest
 import torch
 
@@ -17,16 +18,15 @@ from segcore import (
     FeatureInfo,
     Loss,
     ModelOutput,
-    get_plugin_manager,
-    load_registry,
 )
 
-REGISTRY = load_registry(get_plugin_manager())
 IN_FEATURES = (FeatureInfo(4, 4), FeatureInfo(8, 8), FeatureInfo(16, 16), FeatureInfo(32, 32))
 
 
-def _entries(stage):
-    return pytest.mark.parametrize("entry", REGISTRY.entries(stage), ids=lambda e: f"{e.name}[{e.plugin.name}]")
+def _entries(stage, where=None):
+    """Every installed component of *stage* (core's built-ins alone when no plugin is installed): the root conftest
+    parametrizes ``entry`` from its session registry."""
+    return pytest.mark.entries(stage, where=where)
 
 
 SIZES = [(64, 64), (97, 131)]  # odd sizes: strided convolutions round up, every resize must target exact sizes
@@ -159,17 +159,12 @@ def test_a_channels_last_timm_model_gives_nchw_maps_at_odd_sizes():
 
 
 def _buildable(entry) -> bool:
-    """Datasets that need files on disk (a root folder) have no tiny config; their own tests make the files."""
-    if entry.tiny is not None:
-        return True
-    try:
-        entry.config()
-    except TypeError:
-        return False
-    return True
+    """Datasets that need files on disk (a root folder: a required field) have no tiny config; their own tests make
+    the files."""
+    return entry.tiny is not None or all(f.default is not attrs.NOTHING for f in attrs.fields(entry.config))
 
 
-@pytest.mark.parametrize("entry", [e for e in REGISTRY.entries(Dataset) if _buildable(e)], ids=lambda e: e.name)
+@_entries(Dataset, where=_buildable)
 def test_dataset_samples_keep_the_contract(entry):
     for split in entry.cls.splits:
         ds = entry.build(entry.tiny, split=split)

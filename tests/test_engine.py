@@ -228,7 +228,7 @@ class _NaNPlugin:
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
-    pm = get_plugin_manager()
+    pm = get_plugin_manager(autoload=False)
     pm.register(_NaNPlugin(), name="nan")
     registry = load_registry(pm)
     raw = tiny(tmp_path, train={"checkpoint_every_iters": 2})

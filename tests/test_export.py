@@ -18,8 +18,10 @@ from segcore.model.build import build_model
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
-TINY_L = {"base": "hrnet_l_w18", "model": {"backbone": {"width": 8, "num_blocks": 1, "num_modules": [1, 1, 1]},
-                                           "aux": {"fcn": {"decoder": {"name": "fcn", "channels": 8}, "in_index": [2]}}},
+# core's built-ins alone (HRNet_L, with bicubic upsampling places: tests/integration/test_export_hrnet_l.py)
+TINY = {"model": {"backbone": {"name": "timm", "model_name": "test_resnet"},
+                  "decoder": {"name": "fcn", "channels": 16, "in_index": 1},
+                  "aux": {"fcn": {"decoder": {"name": "fcn", "channels": 8}, "in_index": [2]}}},
           "data": {"dataset": {"name": "shapes", "size": [96, 128], "num_train": 4, "num_val": 3}},
           "loss": [{"name": "ce"}]}  # fmt: skip
 
@@ -34,9 +36,9 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, registry):
-    """seed 000's HRNet_L narrowed to width 8, with a training-only FCN head, trained state not needed: BN
-    statistics randomized so that every op matters."""
-    cfg = structure_pipeline(resolve_bases(copy.deepcopy(TINY_L), registry=registry), registry=registry)
+    """timm's test_resnet + the FCN head, with a training-only FCN head, trained state not needed: BN statistics
+    randomized so that every op matters."""
+    cfg = structure_pipeline(resolve_bases(copy.deepcopy(TINY), registry=registry), registry=registry)
     torch.manual_seed(0)
     model = build_model(cfg.model, registry, num_classes=5).eval()
     g = torch.Generator().manual_seed(1)
@@ -48,13 +50,6 @@ def exported(tmp_path_factory, registry):
         model.classifier.weight.mul_(100)  # logits of order 1, not 0.01: argmax is not decided by rounding
     path = export_onnx(model, tmp_path_factory.mktemp("onnx") / "tiny.onnx", example_size=(96, 128))
     return model, path
-
-
-@pytest.fixture(scope="module")
-def registry():
-    from segcore import load_registry
-
-    return load_registry()
 
 
 def test_onnx_graph_is_dynamic_and_has_no_training_heads(exported):
@@ -92,9 +87,19 @@ def test_onnx_runs_a_batch_of_two(exported):
     np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4)
 
 
-def test_cli_exports_a_pipeline_and_checks_it(tmp_path, capsys, tiny_hrnet_l):
+def test_cli_exports_a_pipeline_and_checks_it(tmp_path, capsys):
     pipeline = tmp_path / "tiny.toml"
-    pipeline.write_text(tiny_hrnet_l + textwrap.dedent("""
+    pipeline.write_text(textwrap.dedent("""
+        [model.backbone]
+        name = "timm"
+        model_name = "test_resnet"
+        [model.decoder]
+        name = "fcn"
+        channels = 16
+        in_index = 1
+        [[loss]]
+        name = "ce"
+
         [data.dataset]
         name = "shapes"
         size = [96, 128]

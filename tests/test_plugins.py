@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from segcore import Attention, Backbone, Decoder, hookimpl, load_registry
+from segcore import Attention, Backbone, Dataset, Decoder, Loss, hookimpl, load_registry
 from segcore.contracts.plugins import get_plugin_manager
 
 
@@ -33,15 +33,15 @@ class _FakePlugin:
 
 def test_builtins_register_through_the_same_hook():
     pm = get_plugin_manager(autoload=False)
+    from segcore.contracts.plugins import BUILTIN_PLUGINS
+
     names = {impl.plugin_name for impl in pm.hook.segcore_register.get_hookimpls()}
-    assert names == {"segcore.builtin.backbones", "segcore.builtin.enhancers", "segcore.builtin.datasets"}
+    assert names == set(BUILTIN_PLUGINS) and all(n.startswith("segcore.builtin.") for n in names)
     registry = load_registry(pm)
-    assert registry.get(Backbone, "timm").plugin.dist == "segcore"
-
-
-def test_installed_classic_plugin_is_found_with_its_distribution(registry):
-    entry = registry.get(Decoder, "hrnetv2_head")
-    assert (entry.plugin.name, entry.plugin.dist, entry.plugin.version) == ("classic", "segcore-plugin-classic", "0.1.0")
+    assert not registry.problems
+    assert {p.name for p in registry.plugins} == names and {p.dist for p in registry.plugins} == {"segcore"}
+    for stage, name in ((Backbone, "timm"), (Decoder, "fcn"), (Loss, "ce"), (Dataset, "shapes")):  # a core that trains
+        assert registry.get(stage, name).plugin.dist == "segcore"
 
 
 def test_a_registered_plugin_object_adds_components():
@@ -88,23 +88,28 @@ def test_broken_registrations_name_the_plugin(register, fragment):
         def segcore_register(self, registry):
             register(registry)
 
+    before = load_registry(get_plugin_manager(autoload=False))
     pm = get_plugin_manager(autoload=False)
     pm.register(Broken(), name="broken")
     registry = load_registry(pm)
     [problem] = registry.problems
     assert 'plugin "broken"' in str(problem) and fragment in str(problem)
-    assert [e.name for e in registry.entries()] == ["timm", "project", "select", "folder", "hub", "shapes"]
+    # the broken plugin contributed nothing; the built-ins are intact
+    assert {(e.stage, e.name, e.plugin) for e in registry.entries()} == {(e.stage, e.name, e.plugin) for e in before.entries()}
+    assert all(e.plugin.name != "broken" for e in registry.entries())
 
 
 def test_disable_variable_blocks_builtins_and_plugins(monkeypatch):
     import importlib.metadata
 
-    installed = [ep.name for ep in importlib.metadata.entry_points(group="segcore")]  # classic, datasets, the papers'
-    assert {"classic", "datasets"} <= set(installed)
-    blocked = [*installed, "segcore.builtin.datasets", "segcore.builtin.enhancers"]
+    from segcore.contracts.plugins import BUILTIN_PLUGINS
+
+    installed = [ep.name for ep in importlib.metadata.entry_points(group="segcore")]  # none, or classic, the papers'...
+    blocked = [*installed, *(b for b in BUILTIN_PLUGINS if b != "segcore.builtin.backbones")]
     monkeypatch.setenv("SEGCORE_DISABLE_PLUGINS", " , ".join(blocked))
     registry = load_registry(get_plugin_manager())
-    assert [e.name for e in registry.entries()] == ["timm"] and registry.presets() == {}
+    assert {p.name for p in registry.plugins} == {"segcore.builtin.backbones"} and registry.presets() == {}
+    assert registry.get(Backbone, "timm") and all(e.plugin.name == "segcore.builtin.backbones" for e in registry.entries())
 
 
 def test_every_hookspec_is_documented_in_contributing():

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import copy
 
+import attrs
 import pytest
 import safetensors.torch
 import torch
 from torch import Tensor, nn
 
+from segcore import Backbone, FeatureInfo, Registry, get_plugin_manager, hookimpl, load_registry
 from segcore.config import structure_pipeline
 from segcore.engine.trainer import Trainer
 from segcore.engine.workarounds import Float32Conv2d, float32_dilated_grouped_convs
@@ -50,19 +52,47 @@ def test_dilated_depthwise_weight_gradient_is_right_in_bf16_channels_last():
     assert conv(x).dtype == torch.float32  # no autocast: a plain convolution
 
 
-@pytest.mark.parametrize("amp, channels_last, switched", [("bf16", True, 13), ("bf16", False, 0), ("none", True, 0)])
-def test_the_trainer_switches_them_for_bf16_channels_last_on_the_cpu(registry, tmp_path, amp, channels_last, switched):
-    """VAN-B0 (frm plugin) has 13 LKA blocks, each with one 7x7 dilation-3 depthwise conv."""
+@attrs.frozen
+class TwoConvConfig:
+    pass
+
+
+class TwoConv(Backbone):
+    """A stride-4 stem and one LKA-style 7x7 dilation-3 depthwise conv (the kind the work-around switches)."""
+
+    def __init__(self, cfg: TwoConvConfig) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, stride=4, padding=1)
+        self.dw_dilated = nn.Conv2d(8, 8, 7, padding=9, dilation=3, groups=8)
+        self.feature_info = (FeatureInfo(8, 4),)
+
+    def forward(self, image: Tensor) -> list[Tensor]:
+        return [self.dw_dilated(self.stem(image))]
+
+
+class TwoConvPlugin:
+    @hookimpl
+    def segcore_register(self, registry: Registry) -> None:
+        registry.add(TwoConv, name="two_conv", config=TwoConvConfig)
+
+
+@pytest.mark.parametrize("amp, channels_last, switched", [("bf16", True, 1), ("bf16", False, 0), ("none", True, 0)])
+def test_the_trainer_switches_them_for_bf16_channels_last_on_the_cpu(tmp_path, amp, channels_last, switched):
+    pm = get_plugin_manager(autoload=False)
+    pm.register(TwoConvPlugin(), name="two_conv")
+    registry = load_registry(pm)
     raw = {
-        "model": {"backbone": {"name": "van", "variant": "b0"}, "decoder": {"name": "fcn", "in_index": -1}},
+        "model": {"backbone": {"name": "two_conv"}, "decoder": {"name": "fcn", "channels": 8}},
         "data": {"dataset": {"name": "shapes", "size": [64, 64], "num_train": 4, "num_val": 2}, "batch_size": 2},
         "loss": [{"name": "ce"}],
         "train": {"iters": 1, "amp": amp, "channels_last": channels_last, "plots": False},
         "run": {"out_dir": str(tmp_path / "run"), "device": "cpu"},
     }  # fmt: skip
-    trainer = Trainer(structure_pipeline(raw, registry=registry), registry, progress=False)
+    trainer = Trainer.from_config(structure_pipeline(raw, registry=registry), registry, progress=False)
     assert sum(isinstance(m, Float32Conv2d) for m in trainer.model.modules()) == switched
+    assert type(trainer.model.backbone.stem) is nn.Conv2d  # not grouped, not dilated: left alone
     if switched:  # a step runs, and what is saved has the model's own keys
         trainer.fit()
         saved = safetensors.torch.load_file(str(tmp_path / "run" / "model.safetensors"))
-        assert sum(k.endswith("dw_dilated.weight") for k in saved) == 13
+        assert {k for k in saved if k.startswith("backbone.")} == {f"backbone.{m}.{w}" for m in ("stem", "dw_dilated")
+                                                                   for w in ("weight", "bias")}  # fmt: skip

@@ -16,7 +16,8 @@ from segcore.contracts import hookspecs
 from segcore.errors import PluginError
 from segcore.contracts.registry import PluginInfo, Registry
 
-BUILTIN_PLUGINS = ("segcore.builtin.backbones", "segcore.builtin.enhancers", "segcore.builtin.datasets")
+BUILTIN_PLUGINS = ("segcore.builtin.backbones", "segcore.builtin.enhancers", "segcore.builtin.decoders",
+                   "segcore.builtin.losses", "segcore.builtin.datasets")
 DISABLE_VAR = "SEGCORE_DISABLE_PLUGINS"
 AUTOLOAD_OFF_VAR = "SEGCORE_DISABLE_PLUGIN_AUTOLOAD"
 ENTRY_POINT_GROUP = "segcore"

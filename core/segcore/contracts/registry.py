@@ -7,13 +7,14 @@ __all__ = ["Entry", "PluginInfo", "Pretrained", "Registry"]
 import contextlib
 import inspect
 import re
-from collections.abc import Iterator, Mapping
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import attrs
 from attrs import frozen
 
-from segcore.errors import RegistryError, did_you_mean
+from segcore.errors import ConfigError, RegistryError, did_you_mean
 from segcore.contracts.stages import STAGES, WIRING, stage_of
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -37,7 +38,12 @@ _DIRECT = PluginInfo("(direct)")  # registrations outside any plugin's hook
 
 @frozen
 class Entry:
-    """One registered component."""
+    """One registered component.
+
+    ``formerly`` names the distributions that provided it before (a component that moved between plugins, or into
+    core): model folders saved with one of them load with this entry. ``aliases`` are deprecated old names that still
+    resolve to it (with a DeprecationWarning).
+    """
 
     stage: type
     name: str
@@ -45,10 +51,26 @@ class Entry:
     config: type
     tiny: Any = None
     plugin: PluginInfo = PluginInfo("?")
+    formerly: tuple[str, ...] = ()
+    aliases: tuple[str, ...] = ()
 
     def build(self, cfg: Any = None, **wiring: Any) -> Any:
-        """``cls(cfg or config(), **wiring)``."""
-        return self.cls(self.config() if cfg is None else cfg, **wiring)
+        """``cls(cfg, **wiring)``; *cfg* is a `config` instance, a mapping of its fields, or None for the defaults
+        (a config with required fields then raises a `ConfigError` naming them)."""
+        if cfg is None or isinstance(cfg, Mapping):
+            given = dict(cfg or {})
+            required = [f.name for f in attrs.fields(self.config) if f.default is attrs.NOTHING and f.name not in given]
+            if required:
+                raise ConfigError(
+                    f"{self.stage.__name__.lower()} {self.name!r} ({self.plugin}): {self.config.__name__} has required "
+                    f"field{'s' if len(required) > 1 else ''} {', '.join(required)}; pass cfg={self.config.__name__}(...)"
+                )
+            cfg = self.config(**given)
+        return self.cls(cfg, **wiring)
+
+    def provided_by(self, dist: str | None) -> bool:
+        """Whether distribution *dist* provides (or used to provide) this component."""
+        return dist is None or self.plugin.dist is None or dist == self.plugin.dist or dist in self.formerly
 
 
 @frozen
@@ -72,6 +94,7 @@ class Registry:
 
     def __init__(self) -> None:
         self._entries: dict[type, dict[str, Entry]] = {stage: {} for stage in STAGES}
+        self._aliases: dict[type, dict[str, tuple[str, PluginInfo]]] = {stage: {} for stage in STAGES}
         self._presets: dict[str, tuple[dict[str, Any], PluginInfo]] = {}
         self._pretrained: dict[str, Pretrained] = {}
         self._plugin = _DIRECT
@@ -93,9 +116,15 @@ class Registry:
             self._plugin = previous
         self.plugins.append(plugin)
 
-    def add(self, cls: type, *, name: str, config: type, tiny: Any = None) -> Entry | None:
+    def add(self, cls: type, *, name: str, config: type, tiny: Any = None, aliases: Sequence[str] = (),
+            formerly: Sequence[str] = ()) -> Entry | None:
         """Register component *cls* under *name*; its stage is found from its base class. A name another plugin
-        took first is skipped (None) and reported in ``problems``."""
+        took first is skipped (None) and reported in ``problems``.
+
+        *aliases*: old names of the component, still accepted with a DeprecationWarning (see `add_alias`).
+        *formerly*: distributions that provided this component before it moved here (e.g. "segcore-plugin-classic"
+        for a component that became a built-in): a model folder saved with one of them loads with this one.
+        """
         where = f"{self._plugin}: component {name!r}"
         stage = stage_of(cls)
         if stage is None:
@@ -108,12 +137,44 @@ class Registry:
         if tiny is not None and not isinstance(tiny, config):
             raise RegistryError(f"{where}: tiny must be a {config.__name__}, got {type(tiny).__name__}")
         _check_signature(cls, stage, where)
+        if isinstance(formerly, str) or not all(isinstance(d, str) and d for d in formerly):
+            raise RegistryError(f"{where}: formerly is a list of distribution names, got {formerly!r}")
         taken = self._entries[stage].get(name)
         if taken is not None:
             return self._clash(f"{stage.__name__.lower()} {name!r}", taken.plugin)
-        entry = Entry(stage=stage, name=name, cls=cls, config=config, tiny=tiny, plugin=self._plugin)
+        if name in self._aliases[stage]:
+            old_for, owner = self._aliases[stage][name]
+            return self._clash(f"{stage.__name__.lower()} {name!r} (a deprecated alias of {old_for!r})", owner)
+        entry = Entry(stage=stage, name=name, cls=cls, config=config, tiny=tiny, plugin=self._plugin,
+                      formerly=tuple(formerly))  # fmt: skip
         self._entries[stage][name] = entry
-        return entry
+        if isinstance(aliases, str):
+            raise RegistryError(f"{where}: aliases is a list of names, got the string {aliases!r}")
+        for old in aliases:
+            self.add_alias(stage, old, name)
+        return self._entries[stage][name]
+
+    def add_alias(self, stage: type, old: str, new: str) -> None:
+        """Keep the old name *old* of component *new* (same *stage*, registered first) working: `get` resolves it to
+        *new* with a DeprecationWarning that names *new*. For renames; an alias never shadows a registered name."""
+        where = f"{self._plugin}: alias {old!r} of {stage.__name__.lower()} {new!r}"
+        if stage not in self._entries:
+            raise RegistryError(f"{where}: {stage!r} is not a stage")
+        if not isinstance(old, str) or not _NAME.match(old):
+            raise RegistryError(f"{where}: names are lowercase snake_case (like 'hrnet_fusion')")
+        target = self._entries[stage].get(new)
+        if target is None:
+            raise RegistryError(f"{where}: register {new!r} before its aliases")
+        if old in self._entries[stage]:
+            return self._clash(f"{stage.__name__.lower()} {old!r} (as an alias of {new!r})", self._entries[stage][old].plugin)
+        if old in self._aliases[stage]:
+            return self._clash(f"{stage.__name__.lower()} alias {old!r}", self._aliases[stage][old][1])
+        self._aliases[stage][old] = (new, self._plugin)
+        self._entries[stage][new] = attrs.evolve(target, aliases=(*target.aliases, old))
+
+    def aliases(self, stage: type) -> dict[str, str]:
+        """The deprecated names of *stage*: old name -> current name."""
+        return {old: new for old, (new, _) in sorted(self._aliases[stage].items())}
 
     def add_preset(self, name: str, pipeline: Mapping[str, Any]) -> None:
         """Register a named pipeline table (a parsed TOML pipeline, possibly partial, possibly with its own
@@ -153,6 +214,9 @@ class Registry:
         for entries in self._entries.values():
             for key in [k for k, e in entries.items() if e.plugin.name == plugin_name]:
                 del entries[key]
+        for stage, aliases in self._aliases.items():
+            for key in [k for k, (new, p) in aliases.items() if p.name == plugin_name or new not in self._entries[stage]]:
+                del aliases[key]
         self._presets = {k: v for k, v in self._presets.items() if v[1].name != plugin_name}
         self._pretrained = {k: v for k, v in self._pretrained.items() if v.plugin.name != plugin_name}
 
@@ -164,6 +228,11 @@ class Registry:
         if name in entries:
             return entries[name]
         kind = stage.__name__.lower()
+        if name in self._aliases[stage]:
+            new, owner = self._aliases[stage][name]
+            warnings.warn(f"{kind} {name!r} is deprecated, renamed {new!r} by {owner}: write name = {new!r}",
+                          DeprecationWarning, stacklevel=2)  # fmt: skip
+            return entries[new]
         installed = ", ".join(sorted(entries)) or "none"
         raise RegistryError(f"unknown {kind} {name!r}{did_you_mean(name, entries)}; installed: {installed}")
 

@@ -10,28 +10,27 @@ from pathlib import Path
 import pytest
 import torch
 
-from segcore import Dataset, build_model, get_plugin_manager, load_registry
+from segcore import Dataset, build_model
 from segcore.config import read_toml, structure_pipeline
 from segcore_plugin_attention_fusion.afu import AFU
 
-REGISTRY = load_registry(get_plugin_manager())
 PLUGIN = Path(__file__).resolve().parents[1]
 CONFIGS = PLUGIN / "configs"
 RECIPES = sorted(p for p in CONFIGS.rglob("*.toml") if p.parent.name != "hosts")
 BENCH = PLUGIN.parents[1] / "bench" / "bench_afu.py"
 
 
-def load(path: Path):
+def load(registry, path: Path):
     """The pipeline with pretrained weights switched off (no download on a test machine)."""
-    raw = read_toml(path, registry=REGISTRY)
+    raw = read_toml(path, registry=registry)
     raw["model"]["backbone"]["pretrained"] = False
-    return structure_pipeline(raw, registry=REGISTRY, source=str(path))
+    return structure_pipeline(raw, registry=registry, source=str(path))
 
 
-def places(cfg) -> int:
-    num_classes = REGISTRY.get(Dataset, cfg.data.dataset.name).cls.meta.num_classes
+def places(registry, cfg) -> int:
+    num_classes = registry.get(Dataset, cfg.data.dataset.name).cls.meta.num_classes
     with torch.device("meta"):
-        model = build_model(cfg.model, REGISTRY, num_classes=num_classes)
+        model = build_model(cfg.model, registry, num_classes=num_classes)
     return sum(isinstance(m, AFU) for m in model.modules())
 
 
@@ -56,18 +55,18 @@ EXPECTED_PLACES = {"upernet": 7, "hrnetv2": 4, "camvid": 4, "deeplabv3": 1, "ocn
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=_id)
-def test_recipe_builds_with_afu_exactly_at_its_places(path):
-    cfg = load(path)
+def test_recipe_builds_with_afu_exactly_at_its_places(registry, path):
+    cfg = load(registry, path)
     with_afu = path.stem.endswith("-afu") or path.stem.startswith("camvid_afu") or (
         path.parent.name == "table1" and not path.stem.endswith("none"))  # fmt: skip
     expected = next(n for prefix, n in EXPECTED_PLACES.items() if path.stem.startswith(prefix))
-    assert places(cfg) == (expected if with_afu else 0)
+    assert places(registry, cfg) == (expected if with_afu else 0)
 
 
 @pytest.mark.parametrize("path", [p for p in RECIPES if p.stem.endswith("-afu") or p.stem.startswith("camvid_afu")], ids=_id)
-def test_afu_recipe_differs_from_its_baseline_only_by_the_module(path):
+def test_afu_recipe_differs_from_its_baseline_only_by_the_module(registry, path):
     base = path.with_name(path.name.replace("-afu", "").replace("camvid_afu", "camvid_base"))
-    a, b = load(path), load(base)
+    a, b = load(registry, path), load(registry, base)
     assert a.train == b.train and a.data == b.data and a.loss == b.loss and a.eval == b.eval
     assert a.model.backbone == b.model.backbone and a.model.decoder.config == b.model.decoder.config
     assert a.model.aux == b.model.aux and a.run.input_size == b.run.input_size and a.run.out_dir != b.run.out_dir
@@ -75,9 +74,9 @@ def test_afu_recipe_differs_from_its_baseline_only_by_the_module(path):
 
 
 @pytest.mark.parametrize("variant, pool", [("none", None), ("avg", "avg"), ("max", "max"), ("avg_max", "avg+max")])
-def test_table1_module_design_study(variant, pool):
+def test_table1_module_design_study(registry, variant, pool):
     """Section IV.A: Cityscapes, 512x512 crops, 40k iterations, fixed lr 1e-2, OHEM (BLOCKS 002.3 defaults)."""
-    cfg = load(CONFIGS / "table1" / f"ocnet_r101-{variant}.toml")
+    cfg = load(registry, CONFIGS / "table1" / f"ocnet_r101-{variant}.toml")
     assert cfg.model.decoder.name == "ocnet" and cfg.model.backbone.config.model_name.startswith("resnet101c")
     assert cfg.data.dataset.name == "cityscapes" and cfg.data.augment.crop_size == (512, 512)
     assert (cfg.train.iters, cfg.train.schedule, cfg.train.lr, cfg.train.optimizer) == (40000, "constant", 0.01, "sgd")
@@ -89,10 +88,10 @@ def test_table1_module_design_study(variant, pool):
 
 
 @pytest.mark.parametrize("path", [p for p in RECIPES if p.parent.name in ("cityscapes", "ade20k", "voc")], ids=_id)
-def test_tables_2_to_5_training_settings(path):
+def test_tables_2_to_5_training_settings(registry, path):
     """Section IV.B: Swin AdamW lr 6e-5, ResNet/HRNet SGD lr 0.01, poly decay; crops 512x1024 (Cityscapes) or
     512x512; 160k iterations; cross-entropy; auxiliary FCN head at 0.4 where mmseg has one."""
-    cfg = load(path)
+    cfg = load(registry, path)
     crop = {"cityscapes": (512, 1024), "ade20k": (512, 512), "voc": (512, 512)}[path.parent.name]
     dataset = {"cityscapes": "cityscapes", "ade20k": "ade20k", "voc": "voc_aug"}[path.parent.name]
     assert cfg.data.dataset.name == dataset and cfg.data.augment.crop_size == crop == cfg.run.input_size

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 
-from segcore import AttentionSlots, FeatureInfo, ModelOutput
+from segcore import AttentionSlots, FeatureInfo
 from segcore_plugin_classic.attention import ECA, SE, ECAConfig, SEConfig, eca_kernel_size
-from segcore_plugin_classic.fcn_head import FCNHead, FCNHeadConfig
 from segcore_plugin_classic.hrnetv2_head import HRNetV2Head, HRNetV2HeadConfig
-from segcore_plugin_classic.losses import CrossEntropyLoss, CrossEntropyLossConfig
 
 W48 = tuple(FeatureInfo(c, s) for c, s in ((48, 4), (96, 8), (192, 16), (384, 32)))
 
@@ -42,17 +39,3 @@ def test_hrnetv2_head_resizes_to_the_exact_finest_size():
     # 360x480 input: 90x120, 45x60, 23x30, 12x15 (stride-2 convs round up; 12*2 != 23)
     maps = [torch.randn(1, f.channels, h, w) for f, (h, w) in zip(W48, ((90, 120), (45, 60), (23, 30), (12, 15)))]
     assert head(maps).shape == (1, 16, 90, 120)
-
-
-def test_fcn_head_picks_its_level():
-    head = FCNHead(FCNHeadConfig(channels=32, in_index=2), in_features=W48, attention=AttentionSlots())
-    maps = [torch.randn(2, f.channels, 64 // f.stride, 64 // f.stride) for f in W48]
-    assert head(maps).shape == (2, 32, 4, 4) and head.stride == 16
-
-
-def test_ce_matches_torch_with_ignore_and_weights():
-    logits, target = torch.randn(2, 3, 5, 5), torch.randint(0, 3, (2, 5, 5))
-    target[0, 0] = 255
-    loss = CrossEntropyLoss(CrossEntropyLossConfig(class_weights=(1.0, 2.0, 0.5)), num_classes=3, ignore_index=255)
-    expected = F.cross_entropy(logits, target, weight=torch.tensor([1.0, 2.0, 0.5]), ignore_index=255)
-    torch.testing.assert_close(loss(logits, target, ModelOutput(logits=logits)), expected)

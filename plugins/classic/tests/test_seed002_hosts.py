@@ -9,14 +9,13 @@ import math
 import pytest
 import torch
 
-from segcore import AttentionSlots, FeatureInfo, build_model, get_plugin_manager, load_registry
+from segcore import AttentionSlots, FeatureInfo, build_model
 from segcore.model.check import check_pipeline
 from segcore.config import structure_pipeline
 from segcore_plugin_classic.aspp_head import ASPPHead, ASPPHeadConfig
 from segcore_plugin_classic.ocnet_head import OCNetHead, OCNetHeadConfig
 from segcore_plugin_classic.uper_head import UperHead, UperHeadConfig
 
-REGISTRY = load_registry(get_plugin_manager())
 SWIN = {"t": "swin_tiny_patch4_window7_224", "s": "swin_small_patch4_window7_224", "b": "swin_base_patch4_window7_224"}
 
 
@@ -37,10 +36,10 @@ def host(backbone: dict, decoder: dict, num_classes: int, aux_channels: int | No
     return model
 
 
-def build(model: dict, device: str = "meta"):
-    cfg = structure_pipeline({"model": model, "data": {"dataset": {"name": "shapes"}}}, registry=REGISTRY)
+def build(registry, model: dict, device: str = "meta"):
+    cfg = structure_pipeline({"model": model, "data": {"dataset": {"name": "shapes"}}}, registry=registry)
     with torch.device(device):
-        return build_model(cfg.model, REGISTRY, num_classes=cfg.model.num_classes)
+        return build_model(cfg.model, registry, num_classes=cfg.model.num_classes)
 
 
 def params(module: torch.nn.Module) -> int:
@@ -62,9 +61,9 @@ HOSTS = {
 
 
 @pytest.mark.parametrize("name", HOSTS)
-def test_host_parameters_match_blocks(name):
+def test_host_parameters_match_blocks(registry, name):
     model, millions = HOSTS[name]
-    count = params(build(model))
+    count = params(build(registry, model))
     assert round(count / 1e6, 2) == millions  # far inside the 2% the issue allows; Swin lacks mmseg's 4 out-norms
 
 
@@ -80,11 +79,11 @@ FLOPS = {
 
 
 @pytest.mark.parametrize("name", FLOPS)
-def test_host_macs_under_the_mmcv_convention_match_blocks(name):
+def test_host_macs_under_the_mmcv_convention_match_blocks(registry, name):
     model, millions = HOSTS[name]
-    cfg = structure_pipeline({"model": model, "data": {"dataset": {"name": "shapes"}}}, registry=REGISTRY)
+    cfg = structure_pipeline({"model": model, "data": {"dataset": {"name": "shapes"}}}, registry=registry)
     size = (512, 1024) if name.endswith("cityscapes") else (512, 512)
-    rows = check_pipeline(cfg, REGISTRY, input_size=size, convention="mmcv")
+    rows = check_pipeline(cfg, registry, input_size=size, convention="mmcv")
     reference, tolerance = FLOPS[name]
     assert abs(sum(r.macs for r in rows) / 1e9 - reference) <= tolerance * reference
     assert [r.macs for r in rows if r.path.startswith("model.aux.")] == [0]  # counted in params only, as mmcv
@@ -134,10 +133,10 @@ def test_ocnet_context_starts_as_no_context():
     ("resnet101c", [32, 32, 64], (1, 2), (2, 4)),
     ("resnet18d", [32, 32, 64], (1, 2), (2, 4)),
 ])  # fmt: skip
-def test_resnet_d8_is_mmseg_resnetv1c_d8(model_name, stem, first_dilations, dilations):
+def test_resnet_d8_is_mmseg_resnetv1c_d8(registry, model_name, stem, first_dilations, dilations):
     """Deep stem 3->32->32->64; strides 4, 8, 8, 8; stages 3 and 4 dilated 2 and 4 with the first block of each at
     half that ("contract dilation", BLOCKS 002.2)."""
-    model = build(host(resnet_d8(model_name), {"name": "aspp", "channels": 8}, 19, aux_channels=None))
+    model = build(registry, host(resnet_d8(model_name), {"name": "aspp", "channels": 8}, 19, aux_channels=None))
     backbone = model.backbone
     assert [i.stride for i in backbone.feature_info] == [4, 8, 8, 8]
     assert [m.out_channels for m in backbone.model.conv1 if isinstance(m, torch.nn.Conv2d)] == stem
@@ -152,8 +151,8 @@ def test_resnet_d8_is_mmseg_resnetv1c_d8(model_name, stem, first_dilations, dila
             assert got[0] == first and set(got[1:]) == {rest}
 
 
-def _out_sizes(model: dict, size: tuple[int, int]) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
-    m = build(model).train()
+def _out_sizes(registry, model: dict, size: tuple[int, int]) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    m = build(registry, model).train()
     got = []
     m.decoder.register_forward_hook(lambda mod, i, o: got.append(tuple(o.shape)))  # append returns None: output kept
     out = m(torch.zeros(2, 3, *size, device="meta"))
@@ -162,23 +161,23 @@ def _out_sizes(model: dict, size: tuple[int, int]) -> tuple[tuple[int, ...], tup
 
 @pytest.mark.parametrize("size", [(97, 131), (360, 480)])
 @pytest.mark.parametrize("decoder", ["aspp", "psp", "ocnet"])
-def test_single_level_hosts_keep_any_input_size(decoder, size):
-    dec, logits, aux = _out_sizes(host(resnet_d8("resnet50c"), {"name": decoder}, 19), size)
+def test_single_level_hosts_keep_any_input_size(registry, decoder, size):
+    dec, logits, aux = _out_sizes(registry, host(resnet_d8("resnet50c"), {"name": decoder}, 19), size)
     assert dec == (2, 512, math.ceil(size[0] / 8), math.ceil(size[1] / 8))
     assert logits == aux == (2, 19, *size)
 
 
 @pytest.mark.parametrize("size", [(97, 131), (360, 480)])
 @pytest.mark.parametrize("kwargs", [{"strict_img_size": False}, {"img_size": 512, "strict_img_size": False}, {}])
-def test_upernet_swin_keeps_any_input_size(size, kwargs):
+def test_upernet_swin_keeps_any_input_size(registry, size, kwargs):
     """timm's Swin returns NHWC maps and checks the input size unless strict_img_size is off (the adapter's default)."""
     backbone = {**swin("t"), "kwargs": kwargs}
-    dec, logits, aux = _out_sizes(host(backbone, {"name": "uper"}, 150), size)
+    dec, logits, aux = _out_sizes(registry, host(backbone, {"name": "uper"}, 150), size)
     assert dec == (2, 512, math.ceil(size[0] / 4), math.ceil(size[1] / 4))
     assert logits == aux == (2, 150, *size)
 
 
-def test_single_level_hosts_read_the_last_level_and_the_aux_head_stage_3():
-    model = build(host(resnet_d8("resnet50c"), {"name": "ocnet"}, 19))
+def test_single_level_hosts_read_the_last_level_and_the_aux_head_stage_3(registry):
+    model = build(registry, host(resnet_d8("resnet50c"), {"name": "ocnet"}, 19))
     assert model.decoder.pre.conv.in_channels == 2048  # stage 4
     assert model.aux["fcn"].decoder.convs[0][0].in_channels == 1024 and model.aux["fcn"].weight == 0.4  # stage 3

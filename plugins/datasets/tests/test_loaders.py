@@ -10,15 +10,14 @@ import scipy.io
 import torch
 from PIL import Image
 
-from segcore import DataError, Dataset, get_plugin_manager, load_registry
+from segcore import DataError, Dataset
 
-REGISTRY = load_registry(get_plugin_manager())
 CAMVID = Path(__file__).resolve().parents[4] / "shared" / "data" / "camvid"
 RNG = np.random.default_rng(0)
 
 
-def build(name: str, root: Path, split: str, **cfg) -> Dataset:
-    entry = REGISTRY.get(Dataset, name)
+def build(registry, name: str, root: Path, split: str, **cfg) -> Dataset:
+    entry = registry.get(Dataset, name)
     return entry.build(entry.config(root=str(root), **cfg), split=split)
 
 
@@ -40,8 +39,8 @@ def label(path: Path, values: list[int], h: int = 12, w: int = 16, palette: bool
 
 
 @pytest.mark.skipif(not CAMVID.is_dir(), reason="../shared/data/camvid is not here")
-def test_camvid_real_release():
-    train, val = build("camvid", CAMVID, "train"), build("camvid", CAMVID, "val")
+def test_camvid_real_release(registry):
+    train, val = build(registry, "camvid", CAMVID, "train"), build(registry, "camvid", CAMVID, "val")
     assert (len(train), len(val)) == (367, 101)
     assert train.meta.num_classes == 11 and train.meta.ignore_index == 11
     seen = set()
@@ -53,12 +52,12 @@ def test_camvid_real_release():
     assert train.pairs[0][0].name == "0001TP_006690.png" and train.pairs[0][1].parent.name == "trainannot"
 
 
-def test_cityscapes_label_ids_to_train_ids(tmp_path):
+def test_cityscapes_label_ids_to_train_ids(registry, tmp_path):
     for city, frame in (("aachen", "000000_000019"), ("bochum", "000001_000019")):
         image(tmp_path / "leftImg8bit" / "train" / city / f"{city}_{frame}_leftImg8bit.png")
         label(tmp_path / "gtFine" / "train" / city / f"{city}_{frame}_gtFine_labelIds.png", [7, 8, 26, 33, 0, 1, 255])
         label(tmp_path / "gtFine" / "train" / city / f"{city}_{frame}_gtFine_color.png", [0])  # ignored sibling files
-    ds = build("cityscapes", tmp_path, "train")
+    ds = build(registry, "cityscapes", tmp_path, "train")
     assert len(ds) == 2 and ds.meta.num_classes == 19
     mask = ds[0]["mask"]
     assert sorted(mask.unique().tolist()) == [0, 1, 13, 18, 255]  # road, sidewalk, car, bicycle, ignore
@@ -85,9 +84,9 @@ def _voc_tree(root: Path) -> None:
         scipy.io.savemat(sbd / "cls" / f"{i}.mat", {"GTcls": {"Segmentation": seg, "Boundaries": np.zeros(1), "CategoriesPresent": np.array([7])}})
 
 
-def test_voc_aug_splits_and_sbd_mat_labels(tmp_path):
+def test_voc_aug_splits_and_sbd_mat_labels(registry, tmp_path):
     _voc_tree(tmp_path)
-    aug = build("voc_aug", tmp_path, "train_aug")
+    aug = build(registry, "voc_aug", tmp_path, "train_aug")
     # (SBD train b, e, c + SBD val f, g + VOC train a, b) minus VOC val (c, d) = b, e, f, g, a
     assert sorted(p[0].stem for p in aug.pairs) == ["a", "b", "e", "f", "g"]
     by_id = {p[0].stem: p[1] for p in aug.pairs}
@@ -96,38 +95,38 @@ def test_voc_aug_splits_and_sbd_mat_labels(tmp_path):
     assert sorted(e.unique().tolist()) == [0, 7] and e[:4].eq(0).all()
     b = aug[[p[0].stem for p in aug.pairs].index("b")]["mask"]
     assert sorted(b.unique().tolist()) == [0, 15, 255]  # palette PNG: the index is the class
-    assert len(build("voc_aug", tmp_path, "val")) == 2 and len(build("voc_aug", tmp_path, "train")) == 2
-    everything = build("voc_aug", tmp_path, "trainval_aug")  # train_aug + VOC val: what seed 000 splits 9:1 itself
+    assert len(build(registry, "voc_aug", tmp_path, "val")) == 2 and len(build(registry, "voc_aug", tmp_path, "train")) == 2
+    everything = build(registry, "voc_aug", tmp_path, "trainval_aug")  # train_aug + VOC val: what seed 000 splits 9:1 itself
     assert sorted(p[0].stem for p in everything.pairs) == ["a", "b", "c", "d", "e", "f", "g"]
     assert {p[0].stem: p[1].suffix for p in everything.pairs}["c"] == ".png"  # VOC val keeps its VOC label
 
 
-def test_ade20k_zero_is_ignored_and_ids_shift(tmp_path):
+def test_ade20k_zero_is_ignored_and_ids_shift(registry, tmp_path):
     base = tmp_path / "ADEChallengeData2016"
     image(base / "images" / "training" / "ADE_train_00000001.jpg")
     label(base / "annotations" / "training" / "ADE_train_00000001.png", [0, 1, 150])
     image(base / "images" / "validation" / "ADE_val_00000001.jpg")
     label(base / "annotations" / "validation" / "ADE_val_00000001.png", [3])
-    ds = build("ade20k", tmp_path, "train")
+    ds = build(registry, "ade20k", tmp_path, "train")
     assert ds.meta.num_classes == 150 and ds.meta.class_names[0] == "wall"
     assert sorted(ds[0]["mask"].unique().tolist()) == [0, 149, 255]
-    assert build("ade20k", tmp_path, "val")[0]["mask"].unique().tolist() == [2]
+    assert build(registry, "ade20k", tmp_path, "val")[0]["mask"].unique().tolist() == [2]
 
 
 @pytest.mark.parametrize("labels_dir", ["v1.2/labels", "labels"])
-def test_mapillary_v12(tmp_path, labels_dir):
+def test_mapillary_v12(registry, tmp_path, labels_dir):
     image(tmp_path / "training" / "images" / "x1.jpg")
     label(tmp_path / "training" / Path(labels_dir) / "x1.png", [0, 13, 64, 65], palette=True)
-    ds = build("mapillary", tmp_path, "train")
+    ds = build(registry, "mapillary", tmp_path, "train")
     assert ds.meta.num_classes == 65 and ds.meta.class_names[13] == "Road"
     assert sorted(ds[0]["mask"].unique().tolist()) == [0, 13, 64, 255]
 
 
-def test_coco_stuff_164k_drops_the_unused_ids(tmp_path):
+def test_coco_stuff_164k_drops_the_unused_ids(registry, tmp_path):
     image(tmp_path / "images" / "train2017" / "000000000009.jpg")
     # raw 0 person, 12 (id 13, stop sign: after unused id 12 -> class 11), 91 (id 92, banner -> class 80), 181, 255
     label(tmp_path / "annotations" / "train2017" / "000000000009.png", [0, 12, 91, 181, 255])
-    ds = build("coco_stuff", tmp_path, "train")
+    ds = build(registry, "coco_stuff", tmp_path, "train")
     assert ds.meta.num_classes == 171
     assert sorted(ds[0]["mask"].unique().tolist()) == [0, 11, 80, 170, 255]
     assert ds.meta.class_names[11] == "stop sign" and ds.meta.class_names[80] == "banner" and ds.meta.class_names[170] == "wood"
@@ -136,10 +135,10 @@ def test_coco_stuff_164k_drops_the_unused_ids(tmp_path):
         ds[0]
 
 
-def test_bdd100k(tmp_path):
+def test_bdd100k(registry, tmp_path):
     image(tmp_path / "bdd100k" / "images" / "10k" / "val" / "7d06fefd-f7be05a6.jpg")
     label(tmp_path / "bdd100k" / "labels" / "sem_seg" / "masks" / "val" / "7d06fefd-f7be05a6.png", [0, 18, 255])
-    ds = build("bdd100k", tmp_path, "val")
+    ds = build(registry, "bdd100k", tmp_path, "val")
     assert ds.meta.num_classes == 19 and sorted(ds[0]["mask"].unique().tolist()) == [0, 18, 255]
 
 
@@ -154,36 +153,36 @@ def _ade(tmp_path: Path) -> Path:
     return base
 
 
-def test_corrupt_image_names_the_file(tmp_path):
+def test_corrupt_image_names_the_file(registry, tmp_path):
     base = _ade(tmp_path)
     bad = base / "images" / "training" / "ADE_train_00000001.jpg"
     bad.write_bytes(b"\xff\xd8\xff not a jpeg")
-    ds = build("ade20k", tmp_path, "train")
+    ds = build(registry, "ade20k", tmp_path, "train")
     with pytest.raises(DataError, match=r"ADE_train_00000001.jpg: corrupt or unreadable image"):
         ds[1]
     with pytest.warns(UserWarning, match="skipped: .*ADE_train_00000001.jpg"):
-        sample = build("ade20k", tmp_path, "train", skip_bad=True)[1]  # asked to skip: the next good one
+        sample = build(registry, "ade20k", tmp_path, "train", skip_bad=True)[1]  # asked to skip: the next good one
     assert sample["image"].shape == (3, 12, 16)
 
 
-def test_size_mismatch_and_missing_label(tmp_path):
+def test_size_mismatch_and_missing_label(registry, tmp_path):
     base = _ade(tmp_path)
     label(base / "annotations" / "training" / "ADE_train_00000002.png", [1], h=10, w=16)
     (base / "annotations" / "training" / "ADE_train_00000000.png").unlink()
-    ds = build("ade20k", tmp_path, "train")
+    ds = build(registry, "ade20k", tmp_path, "train")
     with pytest.raises(DataError, match=r"ADE_train_00000002.png: label is 16x10 but its image ADE_train_00000002.jpg is 16x12"):
         ds[2]
     with pytest.raises(DataError, match=r"ADE_train_00000000.png: label file is missing"):
         ds[0]
 
 
-def test_missing_split_list_and_folder(tmp_path):
+def test_missing_split_list_and_folder(registry, tmp_path):
     (tmp_path / "train").mkdir()
     with pytest.raises(DataError, match=r"val.txt: split list is missing"):
-        build("camvid", tmp_path, "val")
+        build(registry, "camvid", tmp_path, "val")
     with pytest.raises(DataError, match=r"leftImg8bit/train: leftImg8bit/train folder is missing"):
-        build("cityscapes", tmp_path, "train")
+        build(registry, "cityscapes", tmp_path, "train")
     with pytest.raises(DataError, match="no split 'training'"):
-        build("cityscapes", tmp_path, "training")
+        build(registry, "cityscapes", tmp_path, "training")
     with pytest.raises(DataError, match="is not a folder"):
-        build("ade20k", tmp_path / "nope", "train")
+        build(registry, "ade20k", tmp_path / "nope", "train")

@@ -16,11 +16,10 @@ import pytest
 import safetensors.torch
 import torch
 
-from segcore import ConfigError, get_plugin_manager, load_registry
+from segcore import ConfigError
 from segcore.config import structure_pipeline
 from segcore.engine.trainer import Trainer
 
-REGISTRY = load_registry(get_plugin_manager())
 # timm's test_resnet (a timm ResNet, 372,688 parameters): taps 32 @1/2, 32 @1/4, 48 @1/8, 192 @1/16, 96 @1/32
 TINY_DECODER = {"name": "reverse_hrnet", "width": 4, "num_blocks": 1, "num_modules": [1, 1, 1]}
 
@@ -37,15 +36,15 @@ def pipeline(out: Path, *, iters: int = 3, **model) -> dict:
     }
 
 
-def trainer(raw: dict) -> Trainer:
-    return Trainer(structure_pipeline(raw, registry=REGISTRY), REGISTRY, progress=False)
+def trainer(registry, raw: dict) -> Trainer:
+    return Trainer.from_config(structure_pipeline(raw, registry=registry), registry, progress=False)
 
 
 @pytest.fixture(scope="module")
-def first_run(tmp_path_factory):
+def first_run(registry, tmp_path_factory):
     """Three SGD (momentum) steps with an EMA on shapes (5 classes); the encoder's state before them."""
     out = tmp_path_factory.mktemp("first") / "run"
-    t = trainer(pipeline(out))
+    t = trainer(registry, pipeline(out))
     before = {k: v.clone() for k, v in t.model.backbone.state_dict().items()}
     decoder_before = {k: v.clone() for k, v in t.model.decoder.state_dict().items()}
     t.fit()
@@ -98,11 +97,11 @@ def test_trainable_count_is_the_decoder_and_adapters_plus_classifier(first_run):
     assert sum(p.numel() for p in t.model.backbone.parameters()) == 372_688  # all frozen
 
 
-def test_chain_starts_bitwise_from_the_first_run_with_only_the_classifier_new(first_run, tmp_path):
+def test_chain_starts_bitwise_from_the_first_run_with_only_the_classifier_new(registry, first_run, tmp_path):
     """Mapillary -> Cityscapes in small: a second pipeline with 7 classes ([model] num_classes) starts from the first
     run's folder; every tensor but the classifier's is the first run's, bitwise; then it trains."""
     first = safetensors.torch.load_file(str(first_run[3] / "model.safetensors"))
-    t = trainer(pipeline(tmp_path / "second", iters=2, num_classes=7, init_from=str(first_run[3])))
+    t = trainer(registry, pipeline(tmp_path / "second", iters=2, num_classes=7, init_from=str(first_run[3])))
     own = t.model.state_dict()
     assert sorted(own) == sorted(first)
     differ = sorted(k for k in own if own[k].shape != first[k].shape or not torch.equal(own[k], first[k]))
@@ -115,11 +114,11 @@ def test_chain_starts_bitwise_from_the_first_run_with_only_the_classifier_new(fi
     assert all(torch.equal(second[k], first[k]) for k in first if k.startswith("backbone."))  # still frozen
 
 
-def test_chain_refuses_another_architecture(first_run, tmp_path):
+def test_chain_refuses_another_architecture(registry, first_run, tmp_path):
     raw = pipeline(tmp_path / "other", init_from=str(first_run[3]))
     raw["model"]["decoder"]["width"] = 8
     with pytest.raises(ConfigError, match="init_from"):
-        trainer(raw)
+        trainer(registry, raw)
 
 
 # -- timm's pretrained weights offline ------------------------------------------------------------------------------

@@ -9,11 +9,10 @@ from pathlib import Path
 import attrs
 import pytest
 
-from segcore import Dataset, get_plugin_manager, load_registry
+from segcore import Dataset
 from segcore.config import load_pipeline
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-REGISTRY = load_registry(get_plugin_manager())
 CHAINS = [  # (second step, first step, classes first -> second)
     ("cityscapes_from_mapillary.toml", "mapillary.toml", (65, 19)),
     ("camvid_from_mapillary.toml", "mapillary.toml", (65, 11)),
@@ -21,13 +20,13 @@ CHAINS = [  # (second step, first step, classes first -> second)
 ]
 
 
-def classes(cfg) -> int:
-    return REGISTRY.get(Dataset, cfg.data.dataset.name).cls.meta.num_classes
+def classes(registry, cfg) -> int:
+    return registry.get(Dataset, cfg.data.dataset.name).cls.meta.num_classes
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.toml")))
-def test_recipe_loads_with_a_frozen_encoder(name):
-    cfg = load_pipeline(CONFIGS / name, registry=REGISTRY)
+def test_recipe_loads_with_a_frozen_encoder(registry, name):
+    cfg = load_pipeline(CONFIGS / name, registry=registry)
     backbone = cfg.model.backbone
     assert backbone.name == "timm" and backbone.frozen
     assert backbone.config.model_name == "resnet50.fb_swsl_ig1b_ft_in1k" and backbone.config.out_indices == (0, 1, 2, 3, 4)
@@ -35,12 +34,12 @@ def test_recipe_loads_with_a_frozen_encoder(name):
 
 
 @pytest.mark.parametrize("second, first, counts", CHAINS, ids=[c[0] for c in CHAINS])
-def test_chain_starts_from_the_first_step_with_the_same_model(second, first, counts):
-    a = load_pipeline(CONFIGS / first, registry=REGISTRY)
-    b = load_pipeline(CONFIGS / second, registry=REGISTRY)
+def test_chain_starts_from_the_first_step_with_the_same_model(registry, second, first, counts):
+    a = load_pipeline(CONFIGS / first, registry=registry)
+    b = load_pipeline(CONFIGS / second, registry=registry)
     assert a.model.init_from is None and a.model.backbone.config.pretrained  # step 1 loads the swsl weights
     assert b.model.init_from == a.run.out_dir  # step 2 reads step 1's run folder (its weights include the encoder)
     same = attrs.evolve(b.model, init_from=None, backbone=attrs.evolve(
         b.model.backbone, config=attrs.evolve(b.model.backbone.config, pretrained=True)))  # fmt: skip
     assert same == a.model  # identical architecture: only the classifier differs, by the class count
-    assert (classes(a), classes(b)) == counts
+    assert (classes(registry, a), classes(registry, b)) == counts

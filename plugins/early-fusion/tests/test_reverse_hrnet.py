@@ -10,12 +10,11 @@ import pytest
 import torch
 from torch import nn
 
-from segcore import AttentionSlots, ConfigError, ContractError, FeatureInfo, build_model, get_plugin_manager, load_registry
+from segcore import AttentionSlots, ConfigError, ContractError, FeatureInfo, build_model
 from segcore.config import resolve_bases, structure_pipeline
 from segcore_plugin_early_fusion.presets import presets
 from segcore_plugin_early_fusion.reverse_hrnet import ReverseHRNetConfig, ReverseHRNetDecoder
 
-REGISTRY = load_registry(get_plugin_manager())
 # timm resnet50 features_only, out_indices 0-4 (BLOCKS.md 001.1): 64 @1/2, 256 @1/4, 512 @1/8, 1024 @1/16, 2048 @1/32
 RESNET50 = (FeatureInfo(64, 2), FeatureInfo(256, 4), FeatureInfo(512, 8), FeatureInfo(1024, 16), FeatureInfo(2048, 32))
 
@@ -108,19 +107,19 @@ def test_streams_shrink_one_per_stage():
 # -- shapes ---------------------------------------------------------------------------------------------------------
 
 
-def pipeline(preset: str, **model):
+def pipeline(registry, preset: str, **model):
     raw = {"base": preset, "model": {"backbone": {"pretrained": False}, **model}, "data": {"dataset": {"name": "shapes"}}}
-    return structure_pipeline(resolve_bases(raw, registry=REGISTRY), registry=REGISTRY)
+    return structure_pipeline(resolve_bases(raw, registry=registry), registry=registry)
 
 
 @pytest.mark.parametrize("preset, stride", [("early_fusion_w48", 4), ("early_fusion_half_w48", 2)])
-def test_shapes_of_both_variants(preset, stride):
+def test_shapes_of_both_variants(registry, preset, stride):
     """Whole W48 models on the meta device at 97x131, 360x480 and 720x960: encoder maps at ceil(H / 2^k), the decoder
     map at ceil(H / stride), logits at the input size (CamVid's 720x960 gives encoder maps of 360, 180, 90, 45, 23
     rows: 23 * 2 != 45, so every resize must target a size)."""
-    cfg = pipeline(preset)
+    cfg = pipeline(registry, preset)
     with torch.device("meta"):
-        model = build_model(cfg.model, REGISTRY, num_classes=11).eval()
+        model = build_model(cfg.model, registry, num_classes=11).eval()
     seen = {}
     model.decoder.register_forward_hook(lambda m, inputs, out: seen.update(features=inputs[0], fused=out))
     for size in [(97, 131), (360, 480), (720, 960)]:
@@ -131,13 +130,13 @@ def test_shapes_of_both_variants(preset, stride):
         assert tuple(out.logits.shape) == (2, 11, *size)
 
 
-def test_real_forward_resizes_every_stream_to_its_target():
+def test_real_forward_resizes_every_stream_to_its_target(registry):
     """A real (not meta) forward of the half variant at 97x131 on timm's tiny ResNet: each stage's outputs have the
     exact sizes of the encoder's taps (49x66, 25x33, 13x17, 7x9; 4x5 dropped first), the logits the input size."""
-    cfg = pipeline("early_fusion_half_w18", backbone={"model_name": "test_resnet", "pretrained": False},
+    cfg = pipeline(registry, "early_fusion_half_w18", backbone={"model_name": "test_resnet", "pretrained": False},
                    decoder={"width": 4, "num_blocks": 1})  # fmt: skip
     torch.manual_seed(0)
-    model = build_model(cfg.model, REGISTRY, num_classes=3).eval()
+    model = build_model(cfg.model, registry, num_classes=3).eval()
     seen = []
     for stage in model.decoder.stages:
         stage.register_forward_hook(lambda m, i, out: seen.append([tuple(t.shape[1:]) for t in out]))
@@ -155,7 +154,7 @@ def test_real_forward_resizes_every_stream_to_its_target():
 # -- presets and configuration ------------------------------------------------------------------------------------
 
 
-def test_presets():
+def test_presets(registry):
     """Six widths/variants plus the bare W48 names; encoder: frozen swsl ResNet-50 with taps 0-4, pretrained."""
     table = presets()
     assert sorted(table) == sorted(["early_fusion", "early_fusion_half"] + [f"early_fusion{v}_w{w}" for v in ("", "_half") for w in (18, 32, 48)])
@@ -163,9 +162,9 @@ def test_presets():
     backbone = table["early_fusion_half_w32"]["model"]["backbone"]
     assert backbone == {"name": "timm", "model_name": "resnet50.fb_swsl_ig1b_ft_in1k", "out_indices": [0, 1, 2, 3, 4],
                         "pretrained": True, "frozen": True}  # fmt: skip
-    cfg = pipeline("early_fusion_half_w32")
+    cfg = pipeline(registry, "early_fusion_half_w32")
     assert cfg.model.backbone.frozen and cfg.model.decoder.config == ReverseHRNetConfig(width=32, half_stream=True)
-    ssl = pipeline("early_fusion_w18", backbone={"model_name": "resnet50.fb_ssl_yfcc100m_ft_in1k", "pretrained": False})
+    ssl = pipeline(registry, "early_fusion_w18", backbone={"model_name": "resnet50.fb_ssl_yfcc100m_ft_in1k", "pretrained": False})
     assert ssl.model.backbone.config.model_name == "resnet50.fb_ssl_yfcc100m_ft_in1k"
 
 
@@ -176,16 +175,16 @@ def test_presets():
     ({"half_width": 16}, "set half_stream = true too"),
     ({"widht": 18}, "unknown key 'widht' (did you mean 'width'?)"),
 ])  # fmt: skip
-def test_config_errors(decoder, fragment):
+def test_config_errors(registry, decoder, fragment):
     with pytest.raises(ConfigError, match="model.decoder") as info:
-        pipeline("early_fusion_w18", decoder=decoder)
+        pipeline(registry, "early_fusion_w18", decoder=decoder)
     assert fragment in str(info.value)
 
 
-def test_half_stream_without_the_stem_tap_names_the_fix():
-    cfg = pipeline("early_fusion_half_w18", backbone={"out_indices": [1, 2, 3, 4], "pretrained": False})
+def test_half_stream_without_the_stem_tap_names_the_fix(registry):
+    cfg = pipeline(registry, "early_fusion_half_w18", backbone={"out_indices": [1, 2, 3, 4], "pretrained": False})
     with torch.device("meta"), pytest.raises(ContractError) as info:
-        build_model(cfg.model, REGISTRY, num_classes=3)
+        build_model(cfg.model, registry, num_classes=3)
     msg = str(info.value)
     assert "[model.decoder]" in msg and "got 4 maps at strides (4, 8, 16, 32)" in msg
     assert "set [model.backbone] out_indices = [0, 1, 2, 3, 4]" in msg

@@ -10,13 +10,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from segcore import ModelOutput, build_model, get_plugin_manager, load_registry
+from segcore import ModelOutput, build_model
 from segcore.model.check import check_pipeline, totals
 from segcore.config import structure_pipeline
 from segcore.engine.trainer import Trainer
 from segcore_plugin_frm.contrast import PixelContrastLoss, PixelContrastLossConfig, contrast_loss, sample_anchors
 
-REGISTRY = load_registry(get_plugin_manager())
 
 
 def _loss(**kw) -> PixelContrastLoss:
@@ -93,8 +92,8 @@ def _tiny_pipeline(tmp_path, contrast: bool = True) -> dict:
         "model": {
             "backbone": {"name": "van", "dims": [8, 16, 24, 32], "depths": [1, 1, 1, 1]},
             "enhancers": [{"name": "frm", "channels": 16, "ffn_channels": 8}],
-            "decoder": {"name": "fpn", "channels": 16},
-            "aux": {"embedding": {"source": "decoder", "output": "extra", "decoder": {"name": "embed", "dim": 8}}},
+            "decoder": {"name": "sfnet_fpn", "channels": 16},
+            "aux": {"embedding": {"source": "decoder", "output": "extra", "decoder": {"name": "pixel_embed", "dim": 8}}},
             "dropout": 0.0,
         },
         "data": {"dataset": {"name": "shapes", "size": [64, 64], "num_train": 8, "num_val": 2}, "batch_size": 4},
@@ -105,22 +104,22 @@ def _tiny_pipeline(tmp_path, contrast: bool = True) -> dict:
     return raw
 
 
-def test_embedding_head_is_training_only(tmp_path):
-    cfg = structure_pipeline(_tiny_pipeline(tmp_path), registry=REGISTRY)
-    model = build_model(cfg.model, REGISTRY, num_classes=5)
+def test_embedding_head_is_training_only(registry, tmp_path):
+    cfg = structure_pipeline(_tiny_pipeline(tmp_path), registry=registry)
+    model = build_model(cfg.model, registry, num_classes=5)
     out = model.train()(torch.rand(2, 3, 64, 64))
     assert out.extras["embedding"].shape == (2, 8, 16, 16)  # the FPN map's 1/4 grid
     torch.testing.assert_close(out.extras["embedding"].norm(dim=1), torch.ones(2, 16, 16))
     assert model.eval()(torch.rand(2, 3, 64, 64)).extras == {}
 
-    rows = check_pipeline(cfg, REGISTRY, input_size=(64, 64))
+    rows = check_pipeline(cfg, registry, input_size=(64, 64))
     sums = totals(rows)
     head = 16 * 8 + 8
     assert [r.params for r in rows if r.training_only] == [head]
     assert sums.inference.params == sums.total.params - head == sum(p.numel() for n, p in model.named_parameters()
                                                                      if not n.startswith("aux."))  # fmt: skip
 
-    trainer = Trainer(cfg, REGISTRY, progress=False)
+    trainer = Trainer.from_config(cfg, registry, progress=False)
     trainer.fit()
     logged = [r for r in trainer.log.read() if r["kind"] == "train"]
     assert {"loss.pixel_contrast.ce", "loss.pixel_contrast.contrast"} <= set(logged[0])

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from segcore import Attention, AttentionSlots, FeatureInfo, Resize, build_model, get_plugin_manager, load_registry
+from segcore import Attention, AttentionSlots, FeatureInfo, Resize, build_model
 from segcore.config import structure_table
 from segcore.config.schema import ModelConfig
 from segcore_plugin_hrnet_fusion.bfem import BFEM, BFEMConfig
@@ -17,7 +17,6 @@ from segcore_plugin_hrnet_fusion.blocks import AAM, CCSF, MSCA, AAMConfig, CCSFC
 from segcore_plugin_hrnet_fusion.fusm import FUSM, FUSMConfig
 from segcore_plugin_hrnet_fusion.presets import presets
 
-REGISTRY = load_registry(get_plugin_manager())
 W48 = tuple(FeatureInfo(c, s) for c, s in ((48, 4), (96, 8), (192, 16), (384, 32)))
 TINY = tuple(FeatureInfo(c, s) for c, s in ((4, 4), (8, 8), (16, 16), (32, 32)))
 SIZES = [(97, 131), (360, 480)]
@@ -56,9 +55,9 @@ def test_ccsf_parameters(channels):
 
 
 @pytest.mark.parametrize("channels, k", [(48, 3), (96, 3), (192, 5), (384, 5), (720, 5)])
-def test_eca_parameters_from_the_registry(channels, k):
+def test_eca_parameters_from_the_registry(registry, channels, k):
     """BLOCKS.md 000.7: ECA has k parameters, k from the channel count (720 -> 5)."""
-    entry = REGISTRY.get(Attention, "eca")
+    entry = registry.get(Attention, "eca")
     assert n_params(entry.build(channels=channels)) == k
 
 
@@ -164,16 +163,16 @@ def test_fusm_concatenates_the_native_map_first():
 
 @pytest.mark.parametrize("family", ["hrnet", "hrnet_s", "hrnet_m", "hrnet_l"])
 @pytest.mark.parametrize("size", SIZES)
-def test_every_preset_family_builds_and_trains_at_tiny_width(family, size):
+def test_every_preset_family_builds_and_trains_at_tiny_width(registry, family, size):
     """The preset's components at tiny sizes: width 4, the small backbone layout with one block per stream, one
     MSCAN unit per BFEM branch (the W18/W32/W48 presets differ only in width; counts at W48: test_counts.py)."""
     table = presets()[family]["model"]
     tiny = {**table, "backbone": {**table["backbone"], "width": 4, "small": True, "num_blocks": 1}}
     if "enhancers" in tiny:
         tiny["enhancers"] = [{**e, "depths": [1, 1, 1]} for e in tiny["enhancers"]]
-    cfg = structure_table(tiny, ModelConfig, registry=REGISTRY, source=f"preset {family}")
+    cfg = structure_table(tiny, ModelConfig, registry=registry, source=f"preset {family}")
     torch.manual_seed(0)
-    model = build_model(cfg, REGISTRY, num_classes=5)
+    model = build_model(cfg, registry, num_classes=5)
     image = torch.rand(1, 3, *size)
     out = model(image)
     assert out.logits.shape == (1, 5, *size)

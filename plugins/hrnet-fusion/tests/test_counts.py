@@ -10,11 +10,10 @@ import attrs
 import pytest
 import torch
 
-from segcore import build_model, get_plugin_manager, load_pipeline, load_registry
+from segcore import build_model, load_pipeline
 from segcore.model.check import check_pipeline
 
 TABLE3 = Path(__file__).resolve().parents[1] / "configs" / "table3"
-REGISTRY = load_registry(get_plugin_manager())
 
 # BLOCKS.md 000.11: row -> (params M, FLOPs G at 512x1024), thop 2 x MAC, 20 classes
 TABLE_III = {
@@ -37,16 +36,16 @@ BFEM_BN_ELEMENTS = 32 * 64 * (96 + 192 + 10 * 192 + 192) + 16 * 32 * (6 * 384 + 
 BFEM_LAYER_SCALES = 2 * (5 * 192 + 3 * 384 + 5 * 384)  # plain parameters of the units: thop skips them, as theirs
 
 
-def row_config(row: str):
-    cfg = load_pipeline(TABLE3 / f"{row}.toml", registry=REGISTRY)
+def row_config(registry, row: str):
+    cfg = load_pipeline(TABLE3 / f"{row}.toml", registry=registry)
     backbone = attrs.evolve(cfg.model.backbone, config=attrs.evolve(cfg.model.backbone.config, pretrained=False))
     return attrs.evolve(cfg, model=attrs.evolve(cfg.model, backbone=backbone, num_classes=20))
 
 
 @cache
-def thop_count(row: str) -> tuple[int, int]:
+def thop_count(registry, row: str) -> tuple[int, int]:
     """(params, 2 x MACs) of a row as the authors' summary.py counts, W48 at 512x1024, 20 classes."""
-    rows = check_pipeline(row_config(row), REGISTRY, input_size=(512, 1024), convention="thop2x")
+    rows = check_pipeline(row_config(registry, row), registry, input_size=(512, 1024), convention="thop2x")
     return sum(r.params for r in rows), sum(r.macs for r in rows)
 
 
@@ -55,11 +54,11 @@ def test_every_table_row_has_a_pipeline_file():
 
 
 @pytest.mark.parametrize("row", TABLE_III)
-def test_table_iii_counts(row):
+def test_table_iii_counts(registry, row):
     params_m, flops_g = TABLE_III[row]
-    params, flops = thop_count(row)
+    params, flops = thop_count(registry, row)
     with torch.device("meta"):
-        true_params = sum(p.numel() for p in build_model(row_config(row).model, REGISTRY, num_classes=20).parameters())
+        true_params = sum(p.numel() for p in build_model(row_config(registry, row).model, registry, num_classes=20).parameters())
     if "bfem" in row or row == "hrnet_s":
         assert BFEM_BN_PARAMS == 19_776 and BFEM_BN_ELEMENTS == 8_749_056
         # our thop count is 0.02 % above the paper's; without the SyncBN's share it is the paper's to the digit
@@ -74,10 +73,10 @@ def test_table_iii_counts(row):
         assert true_params == params  # every parameter of these models is in a module type thop counts
 
 
-def test_deltas_quoted_in_the_paper():
+def test_deltas_quoted_in_the_paper(registry):
     """Section IV.C.2: FUSM +0.786 M, CCSF +0.520 M (+34.162 G), BFEM +18.481 M (+26.734 G); the G deltas are
     differences of the table's rounded entries."""
-    base, fusm, ccsf, bfem = (thop_count(row) for row in ("hrnet", "fusm", "fusm_ccsf", "bfem"))
+    base, fusm, ccsf, bfem = (thop_count(registry, row) for row in ("hrnet", "fusm", "fusm_ccsf", "bfem"))
     assert fusm[0] - base[0] == 576**2 + 672**2 + 2 * (576 + 672) == 785_856
     assert ccsf[0] - fusm[0] == 720**2 + 2 * 720 == 519_840 and round(ccsf[1] / 1e9, 3) - round(fusm[1] / 1e9, 3) == pytest.approx(34.162)
     assert round((bfem[0] - BFEM_BN_PARAMS - base[0]) / 1e6, 3) == 18.482  # the paper's prose rounds to 18.481

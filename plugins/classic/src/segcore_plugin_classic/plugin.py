@@ -1,14 +1,17 @@
-"""Entry point of segcore-plugin-classic."""
+"""Entry point of segcore-plugin-classic.
+
+The plain FCN head (`fcn`) and cross-entropy (`ce`) are core built-ins since segcore 0.1 (segcore.builtin); `focal`
+and `dice` came here from segcore-plugin-hrnet-fusion (generic losses live in classic).
+"""
 
 from segcore import Registry, hookimpl
 
 from .attention import CBAM, ECA, SE, CBAMConfig, ECAConfig, SEConfig, StripPooling, StripPoolingConfig
 from .context import DAPPMConfig, DAPPMEnhancer, PPMConfig, PPMEnhancer
 from .dnl import DNL, DNLConfig
-from .fcn_head import FCNHead, FCNHeadConfig
 from .hrnet import HRNet, HRNetConfig
 from .hrnetv2_head import HRNetV2Head, HRNetV2HeadConfig
-from .losses import CrossEntropyLoss, CrossEntropyLossConfig
+from .losses import DiceLoss, DiceLossConfig, FocalLoss, FocalLossConfig
 from .aspp_head import ASPPHead, ASPPHeadConfig
 from .ocnet_head import OCNetHead, OCNetHeadConfig
 from .ohem import OhemCrossEntropyConfig, OhemCrossEntropyLoss
@@ -20,8 +23,6 @@ from .uper_head import UperHead, UperHeadConfig
 def segcore_register(registry: Registry) -> None:
     registry.add(HRNet, name="hrnet", config=HRNetConfig, tiny=HRNetConfig(width=4, small=True, num_blocks=1))
     registry.add(HRNetV2Head, name="hrnetv2_head", config=HRNetV2HeadConfig, tiny=HRNetV2HeadConfig(channels=8))
-    registry.add(FCNHead, name="fcn", config=FCNHeadConfig, tiny=FCNHeadConfig(channels=8))
-    registry.add(CrossEntropyLoss, name="ce", config=CrossEntropyLossConfig)
     registry.add(SE, name="se", config=SEConfig)
     registry.add(ECA, name="eca", config=ECAConfig)
     registry.add(CBAM, name="cbam", config=CBAMConfig)
@@ -34,3 +35,6 @@ def segcore_register(registry: Registry) -> None:
     registry.add(PSPHead, name="psp", config=PSPHeadConfig, tiny=PSPHeadConfig(channels=8))
     registry.add(OCNetHead, name="ocnet", config=OCNetHeadConfig, tiny=OCNetHeadConfig(channels=8, key_channels=4, value_channels=4))
     registry.add(OhemCrossEntropyLoss, name="ohem_ce", config=OhemCrossEntropyConfig, tiny=OhemCrossEntropyConfig(min_kept=16))
+    moved = ("segcore-plugin-hrnet-fusion",)  # model and run folders saved with it still load
+    registry.add(FocalLoss, name="focal", config=FocalLossConfig, formerly=moved)
+    registry.add(DiceLoss, name="dice", config=DiceLossConfig, formerly=moved)

@@ -14,7 +14,7 @@ Every sampled embedding is an anchor; with s_ab = e_a . e_b / tau,
 
     L_a = mean over positives p (same class, p != a) of -[s_ap - log(exp s_ap + sum_{n: other class} exp s_an)]
 
-and L_cl is the mean over anchors. The embedding comes from a training-only head (``embed``): in evaluation
+and L_cl is the mean over anchors. The embedding comes from a training-only head (``pixel_embed``): in evaluation
 mode there is none and the loss is the cross-entropy alone.
 """
 
@@ -91,7 +91,7 @@ def contrast_loss(embeddings: Tensor, classes: Tensor, temperature: float) -> Te
 class PixelContrastLoss(Loss):
     """CE(logits, target) + contrast_weight x L_cl(embedding); returns both terms by name.
 
-    Reads ``output.extras["embedding"]`` (B, D, h, w), unit length over D, from the training-only ``embed`` head.
+    Reads ``output.extras["embedding"]`` (B, D, h, w), unit length over D, from the training-only ``pixel_embed`` head.
     """
 
     extras: ClassVar[tuple[str, ...]] = ("embedding",)

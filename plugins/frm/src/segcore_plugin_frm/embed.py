@@ -8,7 +8,7 @@ option ``kind = "convmlp"``. It is a Decoder so that it can sit in a training-on
     [model.aux.embedding]
     source = "decoder"        # reads the decoder's output map (128 channels at 1/4 for the FPN)
     output = "extra"          # its map goes to ModelOutput.extras["embedding"], for the pixel_contrast loss
-    decoder = { name = "embed", dim = 256 }
+    decoder = { name = "pixel_embed", dim = 256 }
 
 Such heads run only in training and are absent from the inference model, its weights and exports.
 """
@@ -28,7 +28,7 @@ from segcore import AttentionSlots, Decoder, FeatureInfo
 
 @frozen
 class EmbedHeadConfig:
-    """Table [model.aux.NAME.decoder] when name = "embed"."""
+    """Table [model.aux.NAME.decoder] when name = "pixel_embed" ("embed" before 0.1, still accepted with a warning)."""
 
     dim: int = field(default=256, validator=gt(0))  # ContrastiveSeg's proj_dim
     kind: Literal["linear", "convmlp"] = "linear"  # the seed's single conv1x1, or ContrastiveSeg's default

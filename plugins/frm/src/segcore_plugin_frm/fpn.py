@@ -32,7 +32,7 @@ ALIGNED = Resize("bilinear", align_corners=True)
 
 @frozen
 class FPNDecoderConfig:
-    """Table [model.decoder] when name = "fpn"."""
+    """Table [model.decoder] when name = "sfnet_fpn" ("fpn" before 0.1, still accepted with a warning)."""
 
     channels: int = field(default=128, validator=gt(0))  # fpn_dim: SFNet's value for ResNet-18, the seed's
 
@@ -49,11 +49,11 @@ class FPNDecoder(Decoder):
     def __init__(self, cfg: FPNDecoderConfig, *, in_features: Sequence[FeatureInfo], attention: AttentionSlots) -> None:
         super().__init__()
         if len(in_features) < 2:
-            raise ContractError(f"fpn needs at least 2 levels, finest first; got {len(in_features)}")
+            raise ContractError(f"sfnet_fpn needs at least 2 levels, finest first; got {len(in_features)}")
         top = in_features[-1]
         if top.channels != cfg.channels:
             raise ContractError(
-                f"the top level is the context map and must be {cfg.channels} channels wide (fpn channels), got "
+                f"the top level is the context map and must be {cfg.channels} channels wide (sfnet_fpn channels), got "
                 f"{top.channels}. Put a context enhancer before it ([[model.enhancers]] name = \"frm\", \"ppm\" or "
                 f"\"dappm\" with channels = {cfg.channels}), or set [model.decoder] channels = {top.channels}."
             )

@@ -15,7 +15,8 @@ TINY_VAN = VANConfig(dims=(8, 16, 32, 64), depths=(1, 1, 1, 1), drop_path_rate=0
 def segcore_register(registry: Registry) -> None:
     registry.add(VAN, name="van", config=VANConfig, tiny=TINY_VAN)
     registry.add(FRM, name="frm", config=FRMConfig, tiny=FRMConfig(channels=16, ffn_channels=8))
-    registry.add(FPNDecoder, name="fpn", config=FPNDecoderConfig, tiny=FPNDecoderConfig(channels=32))
-    registry.add(EmbedHead, name="embed", config=EmbedHeadConfig, tiny=EmbedHeadConfig(dim=8))
+    # "fpn" and "embed" until 0.1: too generic for one plugin to own; kept as deprecated aliases
+    registry.add(FPNDecoder, name="sfnet_fpn", config=FPNDecoderConfig, tiny=FPNDecoderConfig(channels=32), aliases=["fpn"])
+    registry.add(EmbedHead, name="pixel_embed", config=EmbedHeadConfig, tiny=EmbedHeadConfig(dim=8), aliases=["embed"])
     registry.add(PixelContrastLoss, name="pixel_contrast", config=PixelContrastLossConfig,
                  tiny=PixelContrastLossConfig(max_views=2))  # fmt: skip

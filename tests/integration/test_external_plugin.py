@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+pytest.importorskip("segcore_plugin_classic", reason="an integration test: the pipeline and listing name classic's hrnetv2_head; needs segcore-plugin-classic (pip install -e plugins/classic)")
+
 
 PLUGIN_CODE = '''
 """A toy third-party plugin: a gain attention."""

@@ -1,10 +1,15 @@
-"""FCN head (Long et al., "Fully Convolutional Networks for Semantic Segmentation", CVPR 2015), in the form of
-mmseg's ``FCNHead`` (``mmseg/models/decode_heads/fcn_head.py``): ``num_convs`` conv-BN-ReLU on one level,
-optionally concatenated with the input and fused by one more conv. It is the usual auxiliary head (UperNet and
-DeepLabV3 train it on stage 3 at weight 0.4).
+"""A plain decoder: the FCN head.
+
+FCN head (Long et al., "Fully Convolutional Networks for Semantic Segmentation", CVPR 2015), in the form of mmseg's
+``FCNHead`` (``mmseg/models/decode_heads/fcn_head.py``): ``num_convs`` conv-BN-ReLU on one level, optionally
+concatenated with the input and fused by one more conv. It is the usual auxiliary head (UperNet and DeepLabV3 train it
+on stage 3 at weight 0.4) and the smallest complete head a pipeline can name. Until segcore 0.1 it lived in
+segcore-plugin-classic; its config keys and weight names are unchanged.
 """
 
 from __future__ import annotations
+
+__all__ = ["FCNHead", "FCNHeadConfig"]
 
 from collections.abc import Sequence
 
@@ -13,7 +18,11 @@ from attrs import field, frozen
 from attrs.validators import ge, gt
 from torch import Tensor, nn
 
-from segcore import AttentionSlots, Decoder, FeatureInfo
+from segcore.contracts.hookspecs import hookimpl
+from segcore.contracts.registry import Registry
+from segcore.contracts.stages import AttentionSlots, Decoder, FeatureInfo
+
+MOVED_FROM = ("segcore-plugin-classic",)  # the distribution that provided "fcn" before it became a built-in
 
 
 @frozen
@@ -52,3 +61,8 @@ class FCNHead(Decoder):
         x = features[self.in_index]
         y = self.attention(self.convs(x))
         return self.concat(torch.cat([x, y], dim=1)) if self.concat is not None else y
+
+
+@hookimpl
+def segcore_register(registry: Registry) -> None:
+    registry.add(FCNHead, name="fcn", config=FCNHeadConfig, tiny=FCNHeadConfig(channels=8), formerly=MOVED_FROM)

@@ -1,4 +1,4 @@
-"""Focal and Dice (BLOCKS.md 000.12) against values computed by hand on a 2x2 image with one ignored pixel."""
+"""Focal and Dice (BLOCKS.md 000.12; moved here from hrnet-fusion: generic losses live in classic) against values computed by hand on a 2x2 image with one ignored pixel."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from segcore import ModelOutput
-from segcore_plugin_hrnet_fusion.losses import DiceLoss, DiceLossConfig, FocalLoss, FocalLossConfig
+from segcore_plugin_classic.losses import DiceLoss, DiceLossConfig, FocalLoss, FocalLossConfig
 
 # two classes; pixel probabilities (class 0): 0.5, 0.75, 0.25 and an ignored pixel at 0.5; every label is class 0
 LOGITS = torch.tensor([[[[0.0, math.log(3)], [0.0, 0.0]], [[0.0, 0.0], [math.log(3), 0.0]]]])  # (1, 2, 2, 2)

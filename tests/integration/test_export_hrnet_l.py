@@ -1,0 +1,109 @@
+"""segcore export on seed 000's HRNet_L (hrnet-fusion's preset: bicubic upsampling places, AAM; core's own export
+tests use its built-ins, tests/test_export.py): ONNX through torch.export with dynamic batch/height/width, parity with
+PyTorch in onnxruntime, training-only heads absent; and the CLI on a pipeline file."""
+
+from __future__ import annotations
+
+import copy
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+from segcore.cli.main import main
+from segcore.config import resolve_bases, structure_pipeline
+from segcore.inference.onnx import check_onnx, export_onnx, onnx_initializers
+from segcore.model.build import build_model
+
+ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+pytest.importorskip("segcore_plugin_hrnet_fusion", reason="an integration test: it needs segcore-plugin-hrnet-fusion "
+                    "(pip install -e plugins/classic plugins/hrnet-fusion)")  # fmt: skip
+
+TINY_L = {"base": "hrnet_l_w18", "model": {"backbone": {"width": 8, "num_blocks": 1, "num_modules": [1, 1, 1]},
+                                           "aux": {"fcn": {"decoder": {"name": "fcn", "channels": 8}, "in_index": [2]}}},
+          "data": {"dataset": {"name": "shapes", "size": [96, 128], "num_train": 4, "num_val": 3}},
+          "loss": [{"name": "ce"}]}  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny ops on a shared machine: see tests/test_fastpath.py
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, registry):
+    """seed 000's HRNet_L narrowed to width 8, with a training-only FCN head, trained state not needed: BN
+    statistics randomized so that every op matters."""
+    cfg = structure_pipeline(resolve_bases(copy.deepcopy(TINY_L), registry=registry), registry=registry)
+    torch.manual_seed(0)
+    model = build_model(cfg.model, registry, num_classes=5).eval()
+    g = torch.Generator().manual_seed(1)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.running_mean.copy_(torch.rand(m.num_features, generator=g) - 0.5)
+    with torch.no_grad():
+        model.classifier.weight.mul_(100)  # logits of order 1, not 0.01: argmax is not decided by rounding
+    path = export_onnx(model, tmp_path_factory.mktemp("onnx") / "tiny.onnx", example_size=(96, 128))
+    return model, path
+
+
+def test_onnx_graph_is_dynamic_and_has_no_training_heads(exported):
+    model, path = exported
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (inp,), (out,) = session.get_inputs(), session.get_outputs()
+    assert (inp.name, inp.shape) == ("image", ["batch", 3, "height", "width"])
+    assert (out.name, out.shape) == ("logits", ["batch", 5, "height", "width"])
+    names = onnx_initializers(path)
+    assert names and not [n for n in names if "aux" in n]
+    assert any(k.startswith("aux.fcn.") for k in model.state_dict())  # the model has the head; the graph has not
+
+
+@pytest.mark.parametrize("size", [(97, 131), (128, 160)])
+def test_onnx_matches_pytorch_at_two_sizes(exported, size):
+    model, path = exported
+    g = torch.Generator().manual_seed(0)
+    images = [torch.randint(0, 256, (3, *size), dtype=torch.uint8, generator=g) for _ in range(2)]
+    check = check_onnx(path, model, images, repeats=1)
+    assert check.size == size and check.images == 2
+    assert check.max_abs_logit > 0.5  # logits of a size where a 1e-4 difference is small
+    assert check.max_abs_diff < 1e-4 * max(1.0, check.max_abs_logit)
+    assert check.agreement >= 0.999
+    assert check.torch_ms > 0 and check.onnxruntime_ms > 0 and check.fast_ms > 0
+
+
+def test_onnx_runs_a_batch_of_two(exported):
+    model, path = exported
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = torch.rand(2, 3, 70, 90)
+    out = session.run(None, {"image": x.numpy()})[0]
+    with torch.no_grad():
+        ref = model(x).logits.numpy()
+    assert out.shape == (2, 5, 70, 90)
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_cli_exports_a_pipeline_and_checks_it(tmp_path, capsys, tiny_hrnet_l):
+    pipeline = tmp_path / "tiny.toml"
+    pipeline.write_text(tiny_hrnet_l + textwrap.dedent("""
+        [data.dataset]
+        name = "shapes"
+        size = [96, 128]
+        num_train = 4
+        num_val = 2
+        [run]
+        input_size = [96, 128]
+    """))
+    code = main(["export", str(pipeline), "--check-images", "2", "--scales", "1.0", "0.75", "--repeats", "1"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert (tmp_path / "tiny.onnx").is_file()
+    assert "training-only heads in the graph: 0" in out.out
+    assert "random weights" in out.err
+    rows = [line.split() for line in out.out.splitlines() if line.strip().startswith(("96x128", "72x96"))]
+    assert [r[0] for r in rows] == ["96x128", "72x96"]  # 0.75 of 96x128 through the same graph
