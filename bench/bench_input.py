@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         raw = resolve_bases(pipeline(args.root, args.workers, tmp), registry=registry)
         cfg = structure_pipeline(raw, registry=registry)
-        trainer = Trainer(cfg, registry, progress=False, overwrite=True)
+        trainer = Trainer.from_config(cfg, registry, progress=False, overwrite=True)
         trainer.augment = augment = Timed(trainer.augment)
         matrix = ConfusionMatrix(trainer.meta.num_classes, trainer.meta.ignore_index)
         criterion = trainer.criterion

@@ -39,7 +39,7 @@ def pipeline(steps: int, size: int, batch: int, amp: str, out: Path) -> dict:
 
 def run_segcore(registry, raw: dict) -> float:
     cfg = structure_pipeline(raw, registry=registry)
-    trainer = Trainer(cfg, registry, progress=False, overwrite=True)
+    trainer = Trainer.from_config(cfg, registry, progress=False, overwrite=True)
     trainer.fit()
     return [r for r in trainer.log.read() if r["kind"] == "train"][-1]["img_s"]
 

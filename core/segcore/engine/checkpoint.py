@@ -11,8 +11,8 @@ folder to a temp name before deleting it, so a crash there never leaves a half-d
 from __future__ import annotations
 
 __all__ = [
-    "Checkpoint", "latest_checkpoint", "list_checkpoints", "load_checkpoint", "newest_intact_checkpoint",
-    "prune_checkpoints", "read_checkpoint", "save_checkpoint",
+    "Checkpoint", "checkpoint_path", "latest_checkpoint", "list_checkpoints", "load_checkpoint",
+    "newest_intact_checkpoint", "prune_checkpoints", "read_checkpoint", "save_checkpoint",
 ]  # fmt: skip
 
 import hashlib
@@ -155,6 +155,11 @@ def load_checkpoint(
         if len(cuda) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(cuda)
     return ckpt.state
+
+
+def checkpoint_path(folder: Path, step: int) -> Path:
+    """Where the checkpoint of *step* goes in *folder*: ``ckpt-<step, 8 digits>`` (so names sort by step)."""
+    return Path(folder) / f"{PREFIX}{step:08d}"
 
 
 def list_checkpoints(folder: Path) -> list[Path]:

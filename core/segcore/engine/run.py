@@ -65,7 +65,7 @@ def run_pipeline(cfg: PipelineConfig, registry: Registry, *, progress: bool = Tr
 
     check_pipeline(cfg, registry)  # every contract `segcore check` verifies (meta device), before any work
     if cfg.run.task == "train":
-        return Trainer(cfg, registry, progress=progress, resume=resume, overwrite=overwrite).fit()
+        return Trainer.from_config(cfg, registry, progress=progress, resume=resume, overwrite=overwrite).fit()
     info = init_distributed("cpu")
     device = resolve_device(cfg.run.device, info.local_rank)
     meta = dataset_meta(cfg.data.dataset, registry)

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-__all__ = ["Interrupted", "Trainer", "TrainingError", "resolve_device"]
+__all__ = ["Interrupted", "Trainer", "TrainingError", "deterministic_algorithms", "resolve_device"]
 
 import contextlib
 import copy
 import functools
 import json
 import os
-import shutil
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,24 +20,25 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from segcore.data.augment import BatchAugment
-from segcore.config import DatasetSpec, PipelineConfig, dump_pipeline, unstructure
-from segcore.errors import ConfigError, DamagedFileError, SegcoreError
-from segcore.io import remove_stale_temps, write_text
-from segcore.data.datasets import build_split
-from segcore.hub.sources import resolve_source
-from segcore.model.build import SegModel, build_model, init_from, without_training_heads
+from segcore.config import PipelineConfig
 from segcore.contracts.registry import Registry
-from segcore.contracts.stages import Dataset, DatasetMeta, Loss, ModelOutput
+from segcore.contracts.stages import Dataset, DatasetMeta
+from segcore.data.augment import BatchAugment
+from segcore.data.datasets import build_split
 from segcore.engine import report
+from segcore.engine.checkpoint import (latest_checkpoint, load_checkpoint, newest_intact_checkpoint, prune_checkpoints,
+                                       save_checkpoint)  # fmt: skip
 from segcore.engine.criterion import Criterion
-from segcore.engine.checkpoint import (PREFIX, latest_checkpoint, list_checkpoints, load_checkpoint, newest_intact_checkpoint,
-                         prune_checkpoints, save_checkpoint)  # fmt: skip
 from segcore.engine.dist import DistInfo, EpochSampler, any_rank, broadcast_buffers, init_distributed
 from segcore.engine.evaluate import EvalResult, evaluate
 from segcore.engine.inference import pad_collate
 from segcore.engine.optim import LRSchedule, build_optimizer, param_groups
+from segcore.engine.rundir import RunFolder
 from segcore.engine.workarounds import training_workarounds  # PyTorch kernel bugs
+from segcore.errors import ConfigError, DamagedFileError, SegcoreError
+from segcore.io import write_text
+from segcore.hub.sources import resolve_source
+from segcore.model.build import SegModel, build_model, init_from, without_training_heads
 from segcore.model.weights import save_weights
 
 
@@ -70,152 +71,111 @@ def _step_seed(seed: int, step: int, rank: int) -> int:
     return (seed * 1_000_003 + step * 1_009 + rank) % (2**63 - 1)
 
 
-# -- the run folder -----------------------------------------------------------------------------------------------
-
-_COSMETIC_TRAIN_KEYS = ("log_every", "tensorboard", "plots", "keep_last", "checkpoint_every", "checkpoint_every_iters")
-
-
-def _identity(cfg: PipelineConfig) -> dict[str, Any]:
-    """What makes two runs the same run (the [run] table and cosmetic train keys do not)."""
-    raw = unstructure(cfg)
-    raw.pop("run", None)
-    raw.pop("predict", None)
-    for key in _COSMETIC_TRAIN_KEYS:
-        raw.get("train", {}).pop(key, None)
-    return json.loads(json.dumps(raw))
-
-
-_OURS = {  # what segcore writes in a run folder (a folder: the names it writes inside)
-    "log.jsonl": None, "metrics.json": None, "model.safetensors": None, "pipeline.toml": None,
-    "best": ("model.safetensors", "train_state.safetensors", "state.json"),
-    "plots": ("curves.png", "iou.png", "confusion.png", "overlays.png"),
-    "tensorboard": ("events.out.tfevents.*",),
-    "checkpoints": (),  # ckpt-<step> folders, see _remove_outputs
-}  # fmt: skip
-
-
-def _read_marker(marker: Path) -> Any:
-    try:
-        return json.loads(marker.read_text(encoding="utf-8"))["identity"]
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
-        raise DamagedFileError(
-            f"{marker}: damaged ({type(exc).__name__}: {exc}), so segcore cannot tell which run this folder holds. "
-            "Pass --overwrite to start a new run here (only segcore's own files are replaced), or choose another "
-            "run.out_dir (or --out-dir)."
-        ) from None
-
-
-def _remove_ours(folder: Path, patterns: tuple[str, ...]) -> None:
-    for pattern in patterns:
-        for path in folder.glob(pattern):
-            if path.is_file():
-                path.unlink()
-    remove_stale_temps(folder)
-    with contextlib.suppress(OSError):  # kept when it holds anything else
-        folder.rmdir()
-
-
-def _remove_outputs(out: Path) -> None:
-    """Delete what segcore wrote in run folder *out*, and nothing else (a user's files in it stay)."""
-    for name, inside in _OURS.items():
-        target = out / name
-        if name == "checkpoints" and target.is_dir():
-            for ckpt in list_checkpoints(target):
-                _remove_ours(ckpt, _OURS["best"])
-            _remove_ours(target, ())
-        elif inside is None and target.is_file():
-            target.unlink()
-        elif inside is not None and target.is_dir():
-            _remove_ours(target, inside)
-
-
-def prepare_run_dir(cfg: PipelineConfig, *, resume: bool, overwrite: bool) -> Path:
-    """Refuse to mix two runs in one folder: resuming needs the same pipeline, a new run an empty folder (or
-    ``--overwrite``). Only a folder with segcore's ``run.json`` is a run folder: segcore never deletes or
-    overwrites files it did not write, ``--overwrite`` or not."""
-    out = Path(cfg.run.out_dir)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"run.out_dir {str(out)!r} is a file; point it at a folder")
-    marker = out / "run.json"
-    mine = _identity(cfg)
-    if marker.exists():
-        if not overwrite:
-            if _read_marker(marker) != mine:
-                raise ConfigError(
-                    f"{out} holds a different run (its run.json differs from this pipeline). Choose another "
-                    "run.out_dir (or --out-dir), or pass --overwrite to replace it."
-                )
-            if not resume and latest_checkpoint(out / "checkpoints") is not None:
-                raise ConfigError(f"{out} already holds this run's checkpoints: pass --resume to continue it, or --overwrite to start again")
-        for folder, legacy in ((out, ("best.",)), (out / "checkpoints", (PREFIX,)), (out / "plots", ())):
-            remove_stale_temps(folder, legacy=legacy)  # what a killed run left
-        if overwrite:
-            _remove_outputs(out)
-    else:
-        found = [name for name in _OURS if (out / name).exists()]
-        if found:
-            raise ConfigError(
-                f"{out} is not a segcore run folder (it has no run.json) but holds {', '.join(found)}: segcore never "
-                "overwrites or deletes files it did not write, even with --overwrite. Choose another run.out_dir (or "
-                "--out-dir), or move those files away."
-            )
-    out.mkdir(parents=True, exist_ok=True)
-    write_text(marker, json.dumps({"identity": mine}, indent=1))
-    write_text(out / "pipeline.toml", dump_pipeline(cfg))  # the resolved pipeline: `segcore run` reads it back
-    return out
-
-
 # -- the trainer --------------------------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def deterministic_algorithms(enabled: bool = True) -> Iterator[None]:
+    """``torch.use_deterministic_algorithms(True)`` and no cuDNN autotuning inside the block; the previous settings
+    after it (nothing changes when *enabled* is false)."""
+    if not enabled:
+        yield
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read once by CUDA: stays, harmless without it
+    before = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    benchmark = torch.backends.cudnn.benchmark
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        torch.backends.cudnn.benchmark = benchmark
+
+
+def _iters_per_epoch(cfg: PipelineConfig, num_train: int, world: int) -> tuple[int, int]:
+    """(samples each rank sees per epoch, optimizer steps per epoch); a ConfigError when not one step fits."""
+    t = cfg.train
+    per_rank = -(-num_train // world)
+    if per_rank < cfg.data.batch_size * t.grad_accum_steps:
+        accum = f" x train.grad_accum_steps = {t.grad_accum_steps}" if t.grad_accum_steps > 1 else ""
+        raise ConfigError(
+            f"data.batch_size = {cfg.data.batch_size}{accum} is more than the {per_rank} training samples each "
+            f"of the {world} process(es) sees per epoch, so not one optimizer step fits in an epoch; "
+            "lower data.batch_size (or train.grad_accum_steps)"
+        )
+    return per_rank, per_rank // cfg.data.batch_size // t.grad_accum_steps
+
+
 class Trainer:
-    """Everything ``segcore run`` does for ``task = "train"``; ``fit()`` returns the final validation result."""
+    """Everything ``segcore run`` does for ``task = "train"``; ``fit()`` returns the final validation result.
 
-    def __init__(self, cfg: PipelineConfig, registry: Registry, *, progress: bool = True, resume: bool = False,
-                 overwrite: bool = False) -> None:  # fmt: skip
-        self.cfg, t = cfg, cfg.train
+    `Trainer.from_config` builds a run from a pipeline (process group, device, seed, datasets, model, run folder,
+    resume); the constructor takes those parts built, and touches neither global state nor the run folder beyond
+    opening its log, so the loop runs on any model and datasets."""
+
+    @classmethod
+    def from_config(cls, cfg: PipelineConfig, registry: Registry, *, progress: bool = True, resume: bool = False,
+                    overwrite: bool = False) -> Trainer:  # fmt: skip
+        """The trainer of pipeline *cfg*: joins the process group (under torchrun), picks the device, seeds torch
+        with ``train.seed``, builds the datasets, model (``init_from``, SyncBN) and losses, prepares the run folder
+        (refusing to mix two runs) and, with *resume*, loads its newest intact checkpoint."""
+        t = cfg.train
         device_type = "cuda" if cfg.run.device.startswith("cuda") or (cfg.run.device == "auto" and torch.cuda.is_available()) else "cpu"
-        self.dist: DistInfo = init_distributed(device_type)
-        self.device = resolve_device(cfg.run.device, self.dist.local_rank)
-        if self.device.type == "cuda":
-            torch.cuda.set_device(self.device)
-        if t.deterministic:
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-            torch.use_deterministic_algorithms(True)
-            torch.backends.cudnn.benchmark = False
+        dist = init_distributed(device_type)
+        device = resolve_device(cfg.run.device, dist.local_rank)
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
         torch.manual_seed(t.seed)
-        self.progress = progress and self.dist.main
+        progress = progress and dist.main
 
-        self.train_set = build_split(cfg.data, registry, "train")
-        self.val_set = build_split(cfg.data, registry, "val")
-        self.meta = self.train_set.meta
-        num_classes = cfg.model.num_classes or self.meta.num_classes
+        train_set = build_split(cfg.data, registry, "train")
+        val_set = build_split(cfg.data, registry, "val")
+        meta = train_set.meta
+        num_classes = cfg.model.num_classes or meta.num_classes
         model = build_model(cfg.model, registry, num_classes=num_classes)
         if cfg.model.init_from is not None and not resume:  # a resumed run has its own weights
             fresh = init_from(model, resolve_source(cfg.model.init_from, what="[model] init_from", registry=registry).weights())
-            if self.progress and fresh:
+            if progress and fresh:
                 tqdm.write(f"init_from {cfg.model.init_from}: {len(fresh)} tensors start fresh ({', '.join(fresh[:4])}"
                            f"{', ...' if len(fresh) > 4 else ''})")
-        if t.sync_bn and self.dist.world > 1:
-            if self.device.type == "cpu":
+        if t.sync_bn and dist.world > 1:
+            if device.type == "cpu":
                 raise ConfigError("train.sync_bn needs CUDA devices (torch's SyncBatchNorm has no CPU kernel); set it to false on the CPU")
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        memory_format = torch.channels_last if t.channels_last else torch.preserve_format
+        model = model.to(device, memory_format=memory_format)
+        training_workarounds(model, device=device, bf16=t.amp == "bf16", channels_last=t.channels_last)
+        criterion = Criterion(cfg.loss, cfg.model.aux, registry, num_classes=num_classes,
+                              ignore_index=meta.ignore_index)  # fmt: skip
+        _iters_per_epoch(cfg, len(train_set), dist.world)  # before anything is written
+
+        run = RunFolder(cfg.run.out_dir)
+        if dist.main:
+            run.prepare(cfg, resume=resume, overwrite=overwrite)
+        trainer = cls(cfg, model=model, criterion=criterion, train_set=train_set, val_set=val_set, run=run,
+                      device=device, dist=dist, progress=progress)  # fmt: skip
+        if resume:
+            trainer.resume()
+        return trainer
+
+    def __init__(self, cfg: PipelineConfig, *, model: SegModel, criterion: nn.Module, train_set: Dataset,
+                 val_set: Dataset, run: RunFolder | str | Path, device: torch.device | str = "cpu",
+                 dist: DistInfo | None = None, progress: bool = True) -> None:  # fmt: skip
+        """*run* must be prepared (`RunFolder.prepare`) on the main process; the model and criterion are moved to
+        *device*; *dist* is one process when not given."""
+        self.cfg, t = cfg, cfg.train
+        self.dist = dist if dist is not None else DistInfo()
+        self.device = torch.device(device)
+        self.progress = progress and self.dist.main
+        self.train_set, self.val_set = train_set, val_set
+        self.meta: DatasetMeta = train_set.meta
         self.memory_format = torch.channels_last if t.channels_last else torch.preserve_format
         self.model: SegModel = model.to(self.device, memory_format=self.memory_format)
-        training_workarounds(self.model, device=self.device, bf16=t.amp == "bf16", channels_last=t.channels_last)
-        self.criterion = Criterion(cfg.loss, cfg.model.aux, registry, num_classes=num_classes,
-                                   ignore_index=self.meta.ignore_index).to(self.device)
+        self.criterion = criterion.to(self.device)
         self.augment = BatchAugment(cfg.data.augment, self.meta.ignore_index)
 
-        self.per_rank = -(-len(self.train_set) // self.dist.world)  # samples each rank sees per epoch
-        if self.per_rank < cfg.data.batch_size * t.grad_accum_steps:
-            accum = f" x train.grad_accum_steps = {t.grad_accum_steps}" if t.grad_accum_steps > 1 else ""
-            raise ConfigError(
-                f"data.batch_size = {cfg.data.batch_size}{accum} is more than the {self.per_rank} training samples each "
-                f"of the {self.dist.world} process(es) sees per epoch, so not one optimizer step fits in an epoch; "
-                "lower data.batch_size (or train.grad_accum_steps)"
-            )
-        self.iters_per_epoch = self.per_rank // cfg.data.batch_size // t.grad_accum_steps
+        self.per_rank, self.iters_per_epoch = _iters_per_epoch(cfg, len(train_set), self.dist.world)
         self.total = t.iters or t.epochs * self.iters_per_epoch
         self.freeze_iters = t.freeze_backbone * (self.iters_per_epoch if t.epochs else 1)
 
@@ -234,16 +194,19 @@ class Trainer:
         self._set_frozen(self.frozen)
         self.schedule = LRSchedule(t, self.total)
 
-        self.out = prepare_run_dir(cfg, resume=resume, overwrite=overwrite) if self.dist.main else Path(cfg.run.out_dir)
-        self.log = report.RunLog(self.out, enabled=self.dist.main, tensorboard=t.tensorboard)
+        self.run = run if isinstance(run, RunFolder) else RunFolder(run)
+        self.log = report.RunLog(self.run.path, enabled=self.dist.main, tensorboard=t.tensorboard)
         self.step = self.epoch = self.batch_in_epoch = 0
         self.best = -1.0
         self.elapsed = 0.0  # wall-clock seconds of fit() so far, across resumes (logged as elapsed_s)
         self._fit_started: float | None = None
-        if resume:
-            self._resume()
+        self._stop: float | None = None  # when the first Ctrl-C came (time.monotonic())
         self.ddp = self._wrap()
-        self._stop = False
+
+    @property
+    def out(self) -> Path:
+        """The run folder."""
+        return self.run.path
 
     # -- setup helpers ---------------------------------------------------------------------------------------------
 
@@ -269,6 +232,7 @@ class Trainer:
         self._set_frozen(False)
         for g in self.backbone_groups:
             self.optimizer.add_param_group(dict(g, lr=self.cfg.train.lr * g["lr_scale"]))
+        self.ddp = self._wrap()  # DDP must see the parameters that now need gradients
 
     def _wrap(self) -> nn.Module:
         if self.dist.world == 1:
@@ -282,10 +246,10 @@ class Trainer:
         if self.dist.main:
             tqdm.write(message, file=sys.stderr)
 
-    def _resume(self) -> None:
+    def resume(self) -> None:
         """Continue from the newest intact checkpoint (saying which newer ones were skipped and why); with none
         yet, start from scratch."""
-        folder = self.out / "checkpoints"
+        folder = self.run.checkpoints
         ckpt, skipped = newest_intact_checkpoint(folder)
         for path, why in skipped:
             self._say(f"--resume: skipped {path.name}: {why}")
@@ -362,7 +326,7 @@ class Trainer:
         return total, terms_sum
 
     def _fail(self, loss: Tensor, terms: dict[str, Tensor]) -> None:
-        last = latest_checkpoint(self.out / "checkpoints")
+        last = latest_checkpoint(self.run.checkpoints)
         kept = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
         detail = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
         raise TrainingError(
@@ -381,8 +345,8 @@ class Trainer:
         broadcast_buffers(self.model, self.ema.module if self.ema is not None else None)
         if not self.dist.main:
             return None
-        folder = self._save(self.out / "checkpoints" / f"ckpt-{self.step:08d}")
-        prune_checkpoints(self.out / "checkpoints", self.cfg.train.keep_last)
+        folder = self._save(self.run.checkpoint(self.step))
+        prune_checkpoints(self.run.checkpoints, self.cfg.train.keep_last)
         return folder
 
     def _evaluate(self, *, final: bool = False) -> EvalResult:
@@ -398,7 +362,7 @@ class Trainer:
         self.log.write("eval", self.step, epoch=self.epoch, **m)
         if self.dist.main and m["mIoU"] > self.best:
             self.best = m["mIoU"]
-            self._save(self.out / "best")
+            self._save(self.run.best)
         return result
 
     def _elapsed(self) -> float:
@@ -415,6 +379,12 @@ class Trainer:
         return self.step % every == 0
 
     def fit(self) -> EvalResult:
+        """Train to the budget, checkpoint, evaluate; with ``train.deterministic``, in deterministic algorithms
+        (`deterministic_algorithms`: the previous setting is back afterwards)."""
+        with deterministic_algorithms(self.cfg.train.deterministic):
+            return self._fit()
+
+    def _fit(self) -> EvalResult:
         t = self.cfg.train
         previous = signal.getsignal(signal.SIGINT)
         signal.signal(signal.SIGINT, self._on_sigint)  # every rank: a Ctrl-C reaches the whole process group
@@ -446,7 +416,6 @@ class Trainer:
                     bar.update()
                     if self.frozen and self.step >= self.freeze_iters:
                         self._unfreeze()
-                        self.ddp = self._wrap()  # DDP must see the parameters that now need gradients
                     if at_epoch_end:
                         self.epoch += 1
                         self.batch_in_epoch = 0
@@ -456,7 +425,7 @@ class Trainer:
                     if not ended and (self._due(t.checkpoint_every, at_epoch_end) or
                                       (t.checkpoint_every_iters and self.step % t.checkpoint_every_iters == 0)):  # fmt: skip
                         self._checkpoint()
-                    if any_rank(self._stop, self.device):  # every rank stops after the same step
+                    if any_rank(self._stop is not None, self.device):  # every rank stops after the same step
                         folder = self._checkpoint()
                         raise Interrupted(
                             f"interrupted at step {self.step}; checkpoint {folder}. Continue with: "
@@ -476,9 +445,9 @@ class Trainer:
 
     def _on_sigint(self, signum: int, frame: Any) -> None:
         # torchrun forwards the terminal's Ctrl-C a moment after the terminal itself: one press, two signals
-        if self._stop and (self.dist.world == 1 or time.monotonic() - self._stop > 2.0):  # a second Ctrl-C: stop now
+        if self._stop is not None and (self.dist.world == 1 or time.monotonic() - self._stop > 2.0):  # a second Ctrl-C
             raise KeyboardInterrupt
-        if not self._stop:
+        if self._stop is None:
             self._stop = time.monotonic()
             if self.dist.main:
                 tqdm.write("Ctrl-C: finishing this step and writing a checkpoint (Ctrl-C again to abort without one)",
@@ -487,10 +456,10 @@ class Trainer:
     def _finish(self, result: EvalResult) -> None:
         """The inference weights (no auxiliary heads), metrics and plots."""
         model = self.ema.module if self.ema is not None else self.model
-        save_weights(without_training_heads(model), self.out / "model.safetensors")
-        write_text(self.out / "metrics.json", json.dumps({"step": self.step, "val": result.metrics}, indent=1))
+        save_weights(without_training_heads(model), self.run.weights)
+        write_text(self.run.metrics, json.dumps({"step": self.step, "val": result.metrics}, indent=1))
         if self.cfg.train.plots:
-            plots = self.out / "plots"
+            plots = self.run.plots
             report.plot_curves(self.log.read(), plots / "curves.png")
             report.plot_iou(self.meta.class_names, result.metrics["IoU"], result.metrics["mIoU"], plots / "iou.png")
             report.plot_confusion(self.meta.class_names, result.matrix, plots / "confusion.png")
