@@ -33,7 +33,7 @@ from segcore.contracts.stages import DatasetMeta
 from segcore.model.weights import read_weights, save_weights
 
 REPO = Path(__file__).resolve().parents[1]
-CLI = sys.modules["segcore.cli.main"]  # the module (segcore.cli.main is also the name of its function)
+from segcore.cli import _common as CLI  # the CLI's shared registry()
 COMMIT = "a" * 40
 OTHER_COMMIT = "b" * 40
 TINY = {
@@ -502,7 +502,7 @@ def trained(tmp_path_factory, registry):
     train = root / "train.toml"
     train.write_text(textwrap.dedent(TRAIN.format(out=root / "run")))
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(CLI, "_registry", lambda: registry)
+        mp.setattr(CLI, "registry", lambda: registry)
         assert main(["run", str(train), "-q"]) == 0
         assert main(["hub", "save", str(root / "run"), str(root / "zoo" / "models" / "tiny-shapes"), "-q"]) == 0
         assert main(["hub", "save", str(root / "run"), str(root / "zoo" / "models" / "tiny16-shapes"), "--dtype",
@@ -516,7 +516,7 @@ def trained(tmp_path_factory, registry):
 def test_hub_save_makes_a_folder_whose_card_states_what_segcore_run_prints(trained, registry, monkeypatch, capsys):
     root, train, folders = trained
     monkeypatch.setenv(hubmod.ZOO_VAR, str(root / "zoo"))
-    monkeypatch.setattr(CLI, "_registry", lambda: registry)
+    monkeypatch.setattr(CLI, "registry", lambda: registry)
     folder = folders["tiny-shapes"]
     assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "curves.png", "model.safetensors", "pipeline.toml"]
     config = json.loads((folder / "config.json").read_text())
@@ -543,7 +543,7 @@ def test_hub_save_makes_a_folder_whose_card_states_what_segcore_run_prints(train
 def test_init_from_and_run_checkpoint_take_a_pretrained_name(trained, registry, monkeypatch, capsys):
     root, train, folders = trained
     monkeypatch.setenv(hubmod.ZOO_VAR, str(root / "zoo"))
-    monkeypatch.setattr(CLI, "_registry", lambda: registry)
+    monkeypatch.setattr(CLI, "registry", lambda: registry)
     cfg = segcore.load_pipeline(train, registry=registry)
     model = segcore.build_model(cfg.model, registry, num_classes=5)
     fresh = segcore.init_from(model, hubmod.resolve_source("tiny-shapes", what="[model] init_from").weights())
@@ -585,7 +585,7 @@ def test_every_refusal_exits_2_from_segcore_run(zoo, registry, tmp_path, monkeyp
         (zoo / "manifest.toml").write_text((zoo / "manifest.toml").read_text().replace(
             hubmod.file_sha256(tmp_path / "tiny-shapes" / "model.safetensors"), hubmod.file_sha256(shipped / "model.safetensors")))
     reg = _reduced(registry, "hrnet_fusion") if prepare == "plugin" else registry
-    monkeypatch.setattr(CLI, "_registry", lambda: reg)
+    monkeypatch.setattr(CLI, "registry", lambda: reg)
     train = tmp_path / "train.toml"
     train.write_text(textwrap.dedent(TRAIN.format(out=tmp_path / "run")).replace(
         'name = "fusm"', 'name = "hrnetv2_head"').replace('name = "aam"', 'name = "eca"') if prepare == "plugin" else
@@ -595,7 +595,7 @@ def test_every_refusal_exits_2_from_segcore_run(zoo, registry, tmp_path, monkeyp
 
 
 def test_hub_list_shows_each_entry_s_weights(zoo, registry, monkeypatch, capsys):
-    monkeypatch.setattr(CLI, "_registry", lambda: registry)
+    monkeypatch.setattr(CLI, "registry", lambda: registry)
     assert main(["hub", "list"]) == 0
     lines = {line.split()[0]: " ".join(line.split()) for line in capsys.readouterr().out.splitlines()[1:]}
     assert lines["tiny-shipped"] == f"tiny-shipped hrnet_fusion shapes - shipped (models/tiny-shipped), Hub segcore/tiny-shapes@{COMMIT[:7]} -"

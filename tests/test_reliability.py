@@ -473,7 +473,7 @@ def test_a_decoder_breaking_its_contract_stops_run_with_a_message(tmp_path, monk
     pm = get_plugin_manager(autoload=False)
     pm.register(_plugin("liar"), name="liar")
     registry = load_registry(pm)
-    monkeypatch.setattr(sys.modules["segcore.cli.main"], "_registry", lambda: registry)  # the module, not cli.main()
+    monkeypatch.setattr("segcore.cli._common.registry", lambda: registry)
     path = write(tmp_path / "p.toml", PIPELINE.replace('name = "fcn"\nnum_convs = 1\nchannels = 16\nin_index = -1', 'name = "liar"'))
     code, _, err = run(capsys, path, "--out-dir", tmp_path / "run")
     assert code == 2 and "Traceback" not in err

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 import textwrap
 from pathlib import Path
 
@@ -31,7 +30,7 @@ from segcore.hub import ZOO_VAR, file_sha256
 from segcore.model.build import build_model, without_training_heads
 from segcore.model.weights import save_weights
 
-CLI = sys.modules["segcore.cli.main"]  # the module (segcore.cli.main is also the name of its function)
+from segcore.cli import _common as CLI  # the CLI's shared registry()
 COMMIT = "c" * 40
 PIPELINE = """
 [model]
@@ -169,7 +168,7 @@ def _export(world, registry, text, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(onnx, "export_onnx", export_onnx)  # the exporter, wherever the CLI looks it up
     monkeypatch.setitem(getattr(segcore.inference, "EXPORTERS", {}), "onnx", export_onnx)
     monkeypatch.setattr(onnx, "onnx_initializers", lambda path: [])
-    monkeypatch.setattr(CLI, "_registry", lambda: registry)
+    monkeypatch.setattr(CLI, "registry", lambda: registry)
     capsys.readouterr()
     code = main(["export", text, "--out", str(tmp_path / "m.onnx"), "--no-check"])
     if code != 0:

@@ -8,31 +8,21 @@ __all__ = ["add_parser", "cmd_sweep"]
 import argparse
 import sys
 
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number > 0, got {text!r}")
-    return value
-
-
-def _registry():
-    from segcore.contracts import load_registry
-
-    registry = load_registry()
-    for problem in registry.problems:
-        print(f"warning: {problem}", file=sys.stderr)
-    return registry
+from segcore.cli import _common
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from segcore.tools.sweep import (SweepInterrupted, collect_table, format_counts, load_sweep, run_sweep,
-                                     select_rows, write_table)  # fmt: skip
+    from segcore.tools.sweep import (
+        SweepInterrupted,
+        collect_table,
+        format_counts,
+        load_sweep,
+        run_sweep,
+        select_rows,  # fmt: skip
+        write_table,
+    )
 
-    registry = _registry()
+    registry = _common.registry()
     sweep = load_sweep(args.file, registry=registry)
     rows = select_rows(sweep, args.rows)
     if args.table:
@@ -74,7 +64,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue a sweep: keep finished runs, continue half-finished "
                    "ones from their newest checkpoint, retry failed ones")  # fmt: skip
     p.add_argument("--rows", nargs="+", metavar="NAME", help="run these rows only (the table still lists every row)")
-    p.add_argument("--nproc-per-node", type=_positive, default=1, metavar="N",
+    p.add_argument("--nproc-per-node", type=_common.positive, default=1, metavar="N",
                    help="train each run with N processes through torchrun (segcore run on the run's resolved pipeline)")
     p.add_argument("--table", action="store_true", help="rebuild the table from the run folders without training")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress line")

@@ -1,0 +1,108 @@
+"""``segcore export SOURCE``: the inference model as ONNX, checked against PyTorch."""
+
+from __future__ import annotations
+
+__all__ = ["add_parser", "cmd_export"]
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from segcore.cli import _common
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from segcore.inference import EXPORTERS
+    from segcore.inference.onnx import check_onnx, onnx_initializers, parity_images
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    registry = _common.registry()
+    model, cfg, out = _export_source(args, registry)
+    start = time.perf_counter()
+    size = cfg.run.input_size if cfg else ((getattr(model, "hub_config", None) or {}).get("input_size") or (512, 512))
+    path = EXPORTERS[args.format](model, out, example_size=tuple(size), opset=args.opset)
+    heads = [n for n in onnx_initializers(path) if ".aux." in f".{n}"]
+    print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MB, {time.perf_counter() - start:.0f} s): input image "
+          f"(batch, 3, height, width) float in [0, 1], output logits (batch, {model.num_classes}, height, width); "
+          f"training-only heads in the graph: {len(heads)}")
+    if args.no_check:
+        return 0
+    images, where = parity_images(cfg, registry, images_dir=args.images, count=args.check_images)
+    import torch
+
+    print(f"parity with PyTorch (fp32 eager) on {len(images)} {where}; latency: batch 1, median of {args.repeats}, "
+          f"{torch.get_num_threads()} threads")  # fmt: skip
+    print(f"{'size':>9}  {'max |diff|':>10}  {'max |logit|':>11}  {'argmax agree':>12}  {'PyTorch ms':>10}  "
+          f"{'onnxruntime ms':>14}  {'ORT speed-up':>12}  {'PyTorch fast path ms':>20}")  # fmt: skip
+    ok = True
+    for scale in args.scales:
+        c = check_onnx(path, model, images, scale=scale, repeats=args.repeats)
+        ok &= c.agreement >= 0.999
+        print(f"{c.size[0]:>4}x{c.size[1]:<4}  {c.max_abs_diff:10.2e}  {c.max_abs_logit:11.2f}  "
+              f"{100 * c.agreement:11.3f}%  {c.torch_ms:10.0f}  {c.onnxruntime_ms:14.0f}  "
+              f"{c.torch_ms / c.onnxruntime_ms:11.2f}x  {c.fast_ms:20.0f}")
+    if not ok:
+        print("error: argmax agreement below 99.9 % at some size", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _export_source(args: argparse.Namespace, registry):
+    """(model in eval mode, its pipeline or None, output path) from a pipeline file (its run.checkpoint or --weights),
+    or any source `segcore.hub.resolve_source` takes: a run folder, a model folder, a .safetensors file, a pretrained
+    name, a Hub repo id."""
+    from segcore.config import load_pipeline
+    from segcore.data.datasets import dataset_meta
+    from segcore.engine.run import load_model_weights
+    from segcore.hub.folder import load_source
+    from segcore.hub.sources import resolve_source
+    from segcore.model.build import build_model
+
+    if args.source.endswith(".toml"):
+        source = Path(args.source)
+        cfg = load_pipeline(source, registry=registry)
+        weights = args.weights or cfg.run.checkpoint
+        meta = dataset_meta(cfg.data.dataset, registry)
+        model = build_model(cfg.model, registry, num_classes=cfg.model.num_classes or meta.num_classes)
+        if weights:
+            load_model_weights(model, weights, what="segcore export --weights" if args.weights else "run.checkpoint",
+                               registry=registry)  # fmt: skip
+        else:
+            print("warning: no weights (give --weights or run.checkpoint): exporting random weights", file=sys.stderr)
+        return model.eval(), cfg, Path(args.out or source.with_suffix(".onnx"))
+    source = resolve_source(args.source, what="segcore export", registry=registry)
+    model, cfg = load_source(source, registry)
+    if args.weights:  # other weights for the same model (a run's checkpoints/ckpt-<step>)
+        load_model_weights(model, args.weights, what="segcore export --weights", registry=registry)
+    if source.folder is not None and source.kind != "zoo":
+        out = source.folder / "model.onnx"
+    elif source.kind == "file":
+        out = source.path.with_suffix(".onnx")
+    else:
+        out = Path(f"{args.source.removeprefix('hf-hub:').replace('/', '_').replace('@', '_')}.onnx")
+    return model.eval(), cfg, Path(args.out or out)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="write the inference model as ONNX (dynamic batch/height/width) and check it "
+                       "against PyTorch with onnxruntime")
+    p.add_argument("source", help="a pipeline file (weights: --weights or run.checkpoint), or a run folder, a model "
+                   "folder, a .safetensors file beside its config.json or pipeline.toml, a pretrained name or a Hub repo id")
+    p.add_argument("--format", choices=["onnx"], default="onnx")
+    p.add_argument("--out", type=Path, help="output file (default: beside the source, .onnx)")
+    p.add_argument("--weights", help="other weights for the model: a .safetensors file, a run or checkpoint folder, a "
+                   "model folder, a pretrained name or a Hub repo id (overrides run.checkpoint)")
+    p.add_argument("--opset", type=int, help="ONNX opset (default: torch's)")
+    p.add_argument("--no-check", action="store_true", help="skip the parity check and the onnxruntime timing")
+    p.add_argument("--check-images", type=_common.positive, default=8, help="validation images to check on (default 8)")
+    p.add_argument("--images", type=Path, help="a folder of images to check on (default: the pipeline's val split)")
+    p.add_argument("--scales", type=float, nargs="+", default=[1.0, 0.75],
+                   help="image scales to check at (default: 1.0 0.75, two sizes through the one graph)")
+    p.add_argument("--repeats", type=_common.positive, default=3, help="timed runs for the latencies")
+    p.add_argument("--threads", type=_common.positive, help="threads for PyTorch and onnxruntime alike (default: torch's own "
+                   "choice; on a machine shared with other jobs 1 thread gives steadier numbers)")
+    p.set_defaults(func=cmd_export)

@@ -1,0 +1,95 @@
+"""``segcore hub list|save|push|cards``: the model zoo."""
+
+from __future__ import annotations
+
+__all__ = ["add_parser", "cmd_hub_cards", "cmd_hub_list", "cmd_hub_push", "cmd_hub_save"]
+
+import argparse
+import os
+from pathlib import Path
+
+from segcore.cli import _common
+
+
+def cmd_hub_list(args: argparse.Namespace) -> int:
+    from segcore.hub.manifest import zoo
+
+    entries = zoo(_common.registry())
+    rows = [("name", "plugin", "dataset", "val mIoU", "weights", "recipe")]
+    for name, e in entries.items():
+        if e.metrics.get("mIoU") is not None:
+            miou = f"{e.metrics['mIoU']:.2f}"
+        else:
+            miou = f"({e.paper['mIoU']} paper)" if "mIoU" in e.paper else "-"
+        recipe = e.path(e.recipe)  # None without SEGCORE_ZOO: the manifest's own relative path
+        rows.append((name, e.plugin, e.dataset or "-", miou, e.status, os.path.relpath(recipe) if recipe else e.recipe or "-"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    return 0
+
+
+def cmd_hub_save(args: argparse.Namespace) -> int:
+    from segcore.tools.publish import manifest_lines, save_run
+
+    config = save_run(args.run_dir, args.out, name=args.name, dtype=args.dtype, evaluate=not args.no_evaluate,
+                      hardware=args.hardware, train_hours=args.train_hours, cores=args.cores, registry=_common.registry(),
+                      progress=not args.quiet)  # fmt: skip
+    m = config.get("metrics")
+    if m:
+        print(f"{m['split']} mIoU {100 * m['mIoU']:.2f} ({config['weights']['dtype']} weights)"
+              + (f"; float32 weights: {100 * m['float32_mIoU']:.2f}" if "float32_mIoU" in m else ""))  # fmt: skip
+    print(f"wrote {args.out}/ (model.safetensors, config.json, README.md). Manifest lines (segcore/hub/zoo.toml, or "
+          "$SEGCORE_ZOO/manifest.toml):\n")
+    print(manifest_lines(Path(args.out), config))
+    return 0
+
+
+def cmd_hub_push(args: argparse.Namespace) -> int:
+    from segcore.hub.publish import push_to_hub
+
+    result = push_to_hub(args.folder, args.repo_id, private=args.private)
+    print(f"pushed {args.folder} to {result.url}\nManifest lines:\n\nrepo_id = \"{result.repo_id}\"\n"
+          f"revision = \"{result.revision}\"\nsha256 = \"{result.sha256}\"")  # fmt: skip
+    return 0
+
+
+def cmd_hub_cards(args: argparse.Namespace) -> int:
+    from segcore.errors import ConfigError
+    from segcore.hub.folder import render_zoo_card
+    from segcore.hub.manifest import ZOO_VAR, zoo, zoo_dir
+    from segcore.io import write_text
+
+    registry = _common.registry()
+    folder = zoo_dir()
+    if folder is None:
+        raise ConfigError(f"segcore hub cards writes <zoo folder>/cards/: set {ZOO_VAR} to it (in a clone: {ZOO_VAR}=hub)")
+    written = 0
+    for name, entry in zoo(registry).items():
+        if entry.folder is None and entry.recipe is not None:
+            write_text(folder / "cards" / f"{name}.md", render_zoo_card(entry, registry))
+            written += 1
+    print(f"wrote {written} cards to {folder / 'cards'}/")
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    hub = sub.add_parser("hub", help="the model zoo: list it, make a model folder from a run, push one to the Hub")
+    hsub = hub.add_subparsers(dest="hub_command", required=True, metavar="COMMAND")
+    p = hsub.add_parser("list", help="every pretrained name: dataset, val mIoU, where its weights are, its recipe")
+    p.set_defaults(func=cmd_hub_list)
+    p = hsub.add_parser("save", help="a finished run folder -> a model folder with its card (evaluates the stored weights)")
+    p.add_argument("run_dir", help="the run folder (run.out_dir of a finished training run)")
+    p.add_argument("out", help="the model folder to write, e.g. hub/models/hrnet_l-camvid")
+    p.add_argument("--name", help="the pretrained name (default: the folder's name)")
+    p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
+                   help="storage dtype of the weights (bfloat16 halves the file; both are evaluated and the change stated)")
+    p.add_argument("--no-evaluate", action="store_true", help="state the run's last evaluation instead of evaluating")
+    p.add_argument("--hardware", help="what it trained on, for the card (default: this machine's cores and CPU)")
+    p.add_argument("--train-hours", type=float, help="wall-clock hours it trained (default: from the run's log)")
+    p.add_argument("--cores", type=_common.positive, help="cores it trained on, for CPU hours (default: this machine's)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_hub_save)
+    _common.push_parser(hsub, "upload a model folder to the Hugging Face Hub (create_repo + upload_folder)", cmd_hub_push)
+    p = hsub.add_parser("cards", help="rewrite hub/cards/<name>.md for the entries whose weights are not in the repository")
+    p.set_defaults(func=cmd_hub_cards)
