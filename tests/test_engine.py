@@ -108,11 +108,12 @@ def _wait_for(path_glob: Path, proc: subprocess.Popen, timeout: float = 120) -> 
 
 @pytest.mark.parametrize("how", ["kill", "ctrl_c"])
 def test_interrupted_and_resumed_run_is_bitwise_equal(registry, tmp_path, how):
-    """8 steps per epoch, checkpoints every 3 steps (so inside epochs); stop the process after the first
-    mid-epoch checkpoint (SIGKILL, or Ctrl-C which writes one more), resume, compare with an unbroken run."""
-    # checkpoints only every 3 steps (3, 6, ..., 21: never at an epoch's end, 8 and 16)
-    train = {"epochs": 3, "deterministic": True, "checkpoint_every": 0, "checkpoint_every_iters": 3, "keep_last": 10}
-    data = {"dataset": {"num_train": 32}}
+    """16 steps per epoch, checkpoints every 3 steps (so inside epochs); stop the process after the first
+    mid-epoch checkpoint (SIGKILL, or Ctrl-C which writes one more), resume, compare with an unbroken run. (The
+    45 steps after the first checkpoint take about 2 s, time enough for the signal to arrive before the end.)"""
+    # checkpoints only every 3 steps (3, 6, ..., 45: never at an epoch's end, 16 and 32; 48 is the last step)
+    train = {"epochs": 3, "deterministic": True, "checkpoint_every": 0, "checkpoint_every_iters": 3, "keep_last": 20}
+    data = {"dataset": {"num_train": 64}}
     fit(registry, tiny(tmp_path / "straight", train=train, data=data))
 
     raw = tiny(tmp_path / "broken", train=train, data=data)
@@ -130,7 +131,7 @@ def test_interrupted_and_resumed_run_is_bitwise_equal(registry, tmp_path, how):
     assert not (run / "model.safetensors").exists()
     last = latest_checkpoint(run / "checkpoints")
     state = json.loads((last / "state.json").read_text())
-    assert state["step"] < 24
+    assert state["step"] < 48
     if how == "kill":
         assert state["batch_in_epoch"] != 0  # resuming from inside an epoch
 
@@ -219,6 +220,46 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     assert "loss is nan at step 4" in msg and "loss.nan_after_4=nan" in msg
     assert "the last good checkpoint is" in msg and "ckpt-00000004" in msg
     assert not (tmp_path / "run" / "model.safetensors").exists()
+
+
+class _Squares(torch.utils.data.Dataset):
+    """Four 32x32 samples made in memory: a bright square (class 1) on black (class 0)."""
+
+    def __init__(self) -> None:
+        from segcore import DatasetMeta
+
+        self.meta = DatasetMeta(("background", "square"), ((0, 0, 0), (255, 255, 255)))
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        mask = torch.zeros(32, 32, dtype=torch.int64)
+        mask[4 + i : 20 + i, 8:24] = 1
+        return {"image": (mask * 255).to(torch.uint8).expand(3, 32, 32).clone(), "mask": mask}
+
+
+def test_a_trainer_from_built_parts_trains_without_a_dataset_plugin_and_restores_determinism(registry, tmp_path):
+    """The constructor takes what from_config builds: any model, criterion and datasets; the loop sets
+    deterministic algorithms for fit() only."""
+    from segcore import build_model
+    from segcore.engine.criterion import Criterion
+
+    cfg = structure_pipeline(tiny(tmp_path, train={"iters": 2, "deterministic": True}), registry=registry)
+    model = build_model(cfg.model, registry, num_classes=2)
+    criterion = Criterion(cfg.loss, cfg.model.aux, registry, num_classes=2, ignore_index=255)
+    trainer = Trainer(cfg, model=model, criterion=criterion, train_set=_Squares(), val_set=_Squares(),
+                      run=tmp_path / "run", progress=False)  # fmt: skip
+    inside = []
+    original = trainer._train_step
+    trainer._train_step = lambda micro: (inside.append(torch.are_deterministic_algorithms_enabled()), original(micro))[1]
+    assert not torch.are_deterministic_algorithms_enabled()
+    result = trainer.fit()
+    assert inside == [True, True] and not torch.are_deterministic_algorithms_enabled()
+    assert len(result.metrics["IoU"]) == 2 and trainer.step == 2
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
+        "best", "checkpoints", "log.jsonl", "metrics.json", "model.safetensors"]  # no run.json: not from_config's
+    assert trainer.run.checkpoint(2).is_dir() and trainer.run.checkpoint(2).name == "ckpt-00000002"
 
 
 def test_keeps_the_last_k_checkpoints_and_the_best(registry, tmp_path):
