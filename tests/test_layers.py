@@ -132,3 +132,27 @@ def test_every_public_name_resolves():
     assert missing == []
     with pytest.raises(AttributeError, match="has no attribute 'nope'"):
         segcore.nope  # noqa: B018
+
+
+PUBLIC_FOR_PLUGINS = {"segcore", "segcore.layers"}  # what a plugin's code may import (CONTRIBUTING.md)
+PUBLIC_FOR_TESTS = PUBLIC_FOR_PLUGINS | {"segcore.pipeline", "segcore.hub", "segcore.cli.main", "segcore.errors"}
+
+
+def _segcore_imports(path: Path) -> set[str]:
+    import ast
+
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "segcore":
+            out.add(node.module)
+        elif isinstance(node, ast.Import):
+            out.update(a.name for a in node.names if a.name.split(".")[0] == "segcore")
+    return out
+
+
+@pytest.mark.parametrize("kind", ["src", "tests"])
+def test_plugins_import_only_the_public_tiers(kind):
+    allowed = PUBLIC_FOR_PLUGINS if kind == "src" else PUBLIC_FOR_TESTS
+    bad = {f"{p.relative_to(REPO)}: {m}" for p in REPO.glob(f"plugins/*/{kind}/**/*.py") for m in _segcore_imports(p)
+           if m not in allowed}  # fmt: skip
+    assert sorted(bad) == []

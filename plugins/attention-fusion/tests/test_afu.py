@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from segcore import Attention, ConfigError, get_plugin_manager, load_registry
-from segcore.config import structure_pipeline
+from segcore.pipeline import structure_pipeline
 from segcore_plugin_attention_fusion.afu import AFU, AFUConfig
 
 E = math.exp

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from segcore import build_model
-from segcore.model.check import check_pipeline
-from segcore.config import structure_pipeline
+from segcore.pipeline import check_pipeline
+from segcore.pipeline import structure_pipeline
 from segcore_plugin_attention_fusion.afu import AFU
 
 D8 = {"out_indices": [1, 2, 3, 4], "kwargs": {"output_stride": 8}}

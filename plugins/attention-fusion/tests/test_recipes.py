@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from segcore import Dataset, build_model
-from segcore.config import read_toml, structure_pipeline
+from segcore.pipeline import read_toml, structure_pipeline
 from segcore_plugin_attention_fusion.afu import AFU
 
 PLUGIN = Path(__file__).resolve().parents[1]

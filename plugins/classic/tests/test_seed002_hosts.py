@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from segcore import AttentionSlots, FeatureInfo, build_model
-from segcore.model.check import check_pipeline
-from segcore.config import structure_pipeline
+from segcore.pipeline import check_pipeline
+from segcore.pipeline import structure_pipeline
 from segcore_plugin_classic.aspp_head import ASPPHead, ASPPHeadConfig
 from segcore_plugin_classic.ocnet_head import OCNetHead, OCNetHeadConfig
 from segcore_plugin_classic.uper_head import UperHead, UperHeadConfig

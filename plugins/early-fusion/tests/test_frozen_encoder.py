@@ -17,8 +17,8 @@ import safetensors.torch
 import torch
 
 from segcore import ConfigError
-from segcore.config import structure_pipeline
-from segcore.engine.trainer import Trainer
+from segcore.pipeline import structure_pipeline
+from segcore.pipeline import Trainer
 
 # timm's test_resnet (a timm ResNet, 372,688 parameters): taps 32 @1/2, 32 @1/4, 48 @1/8, 192 @1/16, 96 @1/32
 TINY_DECODER = {"name": "reverse_hrnet", "width": 4, "num_blocks": 1, "num_modules": [1, 1, 1]}
@@ -133,7 +133,7 @@ _OFFLINE_SCRIPT = textwrap.dedent("""
     socket.getaddrinfo = spy
     import safetensors.torch, torch
     from segcore import ConfigError, build_model, get_plugin_manager, load_registry
-    from segcore.config import resolve_bases, structure_pipeline
+    from segcore.pipeline import resolve_bases, structure_pipeline
     registry = load_registry(get_plugin_manager())
 
     def build(**backbone):

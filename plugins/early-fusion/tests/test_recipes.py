@@ -10,7 +10,7 @@ import attrs
 import pytest
 
 from segcore import Dataset
-from segcore.config import load_pipeline
+from segcore.pipeline import load_pipeline
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 CHAINS = [  # (second step, first step, classes first -> second)

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from segcore import AttentionSlots, ConfigError, ContractError, FeatureInfo, build_model
-from segcore.config import resolve_bases, structure_pipeline
+from segcore.pipeline import resolve_bases, structure_pipeline
 from segcore_plugin_early_fusion.presets import presets
 from segcore_plugin_early_fusion.reverse_hrnet import ReverseHRNetConfig, ReverseHRNetDecoder
 

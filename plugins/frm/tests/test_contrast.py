@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 
 from segcore import ModelOutput, build_model
-from segcore.model.check import check_pipeline, totals
-from segcore.config import structure_pipeline
-from segcore.engine.trainer import Trainer
+from segcore.pipeline import check_pipeline, totals
+from segcore.pipeline import structure_pipeline
+from segcore.pipeline import Trainer
 from segcore_plugin_frm.contrast import PixelContrastLoss, PixelContrastLossConfig, contrast_loss, sample_anchors
 
 

@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from segcore import AttentionSlots, Attention, ContractError, FeatureInfo, build_model
-from segcore.model.check import check_pipeline, totals
-from segcore.config import read_toml, structure_pipeline
+from segcore.pipeline import check_pipeline, totals
+from segcore.pipeline import read_toml, structure_pipeline
 from segcore_plugin_frm.fpn import FPNDecoder, FPNDecoderConfig
 from segcore_plugin_frm.frm import FRM, FRMConfig
 

@@ -11,7 +11,7 @@ import pytest
 
 from segcore import get_plugin_manager, load_pipeline, load_registry
 from segcore.cli.main import main
-from segcore.tools.sweep import load_sweep
+from segcore.pipeline import load_sweep
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 REGISTRY = load_registry(get_plugin_manager())

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from segcore import Attention, AttentionSlots, FeatureInfo, Resize, build_model
-from segcore.config import structure_table
-from segcore.config.schema import ModelConfig
+from segcore.pipeline import structure_table
+from segcore.pipeline import ModelConfig
 from segcore_plugin_hrnet_fusion.bfem import BFEM, BFEMConfig
 from segcore_plugin_hrnet_fusion.blocks import AAM, CCSF, MSCA, AAMConfig, CCSFConfig, MSCANBlock, SpatialAttention
 from segcore_plugin_hrnet_fusion.fusm import FUSM, FUSMConfig

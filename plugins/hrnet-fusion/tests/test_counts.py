@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from segcore import build_model, load_pipeline
-from segcore.model.check import check_pipeline
+from segcore.pipeline import check_pipeline
 
 TABLE3 = Path(__file__).resolve().parents[1] / "configs" / "table3"
 

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from segcore import Backbone, ConfigError, FeatureInfo, timm_weights_file
 from segcore.layers import ConvBNAct, HRModule, Transition, init_hrnet_weights
-from segcore.layers.hrnet import make_blocks
+from segcore.layers import make_blocks
 
 # timm model names with ImageNet weights for (width, small)
 TIMM_NAMES = {(18, False): "hrnet_w18", (32, False): "hrnet_w32", (48, False): "hrnet_w48", (16, True): "hrnet_w18_small"}
