@@ -271,7 +271,7 @@ class EvalConfig:
     flip: bool = False
     batch_size: int = field(default=1, validator=gt(0))
     plots: int = field(default=4, validator=ge(0))  # image/label/prediction rows in the overlay grid
-    # the inference fast path (segcore.fastpath) for task = "evaluate"/"predict" and segcore.predict: BatchNorm folded,
+    # the inference fast path (segcore.inference) for task = "evaluate"/"predict" and segcore.predict: BatchNorm folded,
     # channels_last, bicubic upsampling as matrix products, bf16 where the hardware has it ("precision"); the
     # training run's own validation keeps train.amp / train.channels_last
     fast: bool = True

@@ -29,7 +29,7 @@ from segcore.engine.report import colorize
 def predict(model: nn.Module, image: np.ndarray, *, eval_cfg: EvalConfig = EvalConfig(), device: str | torch.device | None = None) -> np.ndarray:
     """(H, W, 3) uint8 RGB -> (H, W) int64 class ids at the image's size. The model normalises its input itself.
 
-    Runs the inference fast path (`segcore.fastpath`: BatchNorm folded, channels_last, bf16 where the hardware has
+    Runs the inference fast path (`segcore.inference`: BatchNorm folded, channels_last, bf16 where the hardware has
     it), built once per model and kept while its weights stay the same; ``eval_cfg=EvalConfig(fast=False)`` runs
     the model as it is."""
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:

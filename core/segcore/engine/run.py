@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from segcore.model.check import check_pipeline
 from segcore.config.schema import PipelineConfig
 from segcore.errors import ConfigError
 from segcore.engine.inference import fast_model_for
@@ -50,7 +51,7 @@ def _trained_model(cfg: PipelineConfig, registry: Registry, meta: DatasetMeta, d
 
 
 def _inference_model(model: SegModel, cfg: PipelineConfig, registry: Registry, device: torch.device) -> torch.nn.Module:
-    """What evaluate and predict run: the fast path (`segcore.fastpath`) unless ``[eval] fast = false``; int8 is
+    """What evaluate and predict run: the fast path (`segcore.inference`) unless ``[eval] fast = false``; int8 is
     calibrated on the first ``[eval] calibration_images`` training images."""
     calibration = []
     if cfg.eval.fast and cfg.eval.int8:
@@ -61,8 +62,6 @@ def _inference_model(model: SegModel, cfg: PipelineConfig, registry: Registry, d
 
 def run_pipeline(cfg: PipelineConfig, registry: Registry, *, progress: bool = True, resume: bool = False,
                  overwrite: bool = False) -> EvalResult | list[Path]:  # fmt: skip
-    from segcore.model.check import check_pipeline  # check imports the engine
-
     check_pipeline(cfg, registry)  # every contract `segcore check` verifies (meta device), before any work
     if cfg.run.task == "train":
         return Trainer.from_config(cfg, registry, progress=progress, resume=resume, overwrite=overwrite).fit()

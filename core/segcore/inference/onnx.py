@@ -88,7 +88,7 @@ class OnnxCheck:
     agreement: float  # fraction of pixels with the same argmax
     torch_ms: float  # median latency per image, batch 1
     onnxruntime_ms: float
-    fast_ms: float  # PyTorch's inference fast path (segcore.fastpath), for comparison
+    fast_ms: float  # PyTorch's inference fast path (segcore.inference), for comparison
 
 
 def _session(path: Path, threads: int):

@@ -1,7 +1,7 @@
 """``segcore bench PIPELINE``: how fast a pipeline's model infers and trains on this machine, in one run.
 
 Inference (batch ``eval.batch_size``, at ``run.input_size``) in fp32 eager, fp32 channels_last, bf16 autocast +
-channels_last and the fast path (`segcore.fastpath`; ``--compile`` adds the compiled fast path); a training step
+channels_last and the fast path (`segcore.inference`; ``--compile`` adds the compiled fast path); a training step
 (forward, the pipeline's losses, backward, SGD step; batch ``data.batch_size`` at the augmentation's crop size, or
 ``run.input_size``) in fp32 eager, channels_last and bf16 autocast + channels_last. Beside them, in the same run,
 the machine's fp32 and bf16 peaks (a 2048 x 2048 matrix product and a 3x3 convolution at 256 channels), and
