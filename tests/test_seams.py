@@ -497,7 +497,7 @@ def test_pretrained_timm_weights_not_in_the_cache_fail_fast_and_clearly(tmp_path
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr("segcore.pretrained.hub_reachable", lambda timeout=3.0: False)  # as on this network
+    monkeypatch.setattr("segcore.model.pretrained.hub_reachable", lambda timeout=3.0: False)  # as on this network
     start = time.perf_counter()
     with pytest.raises(ConfigError, match=r"timm's weights 'timm/resnet18\.a1_in1k' are not in the Hugging Face cache"):
         TimmBackbone(TimmBackboneConfig(model_name="resnet18", pretrained=True))

@@ -88,6 +88,7 @@ def test_onnx_runs_a_batch_of_two(exported):
     np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow  # tests/test_export.py checks the command on a small model by default
 def test_cli_exports_a_pipeline_and_checks_it(tmp_path, capsys, tiny_hrnet_l):
     pipeline = tmp_path / "tiny.toml"
     pipeline.write_text(tiny_hrnet_l + textwrap.dedent("""

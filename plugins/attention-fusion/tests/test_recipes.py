@@ -16,7 +16,7 @@ from segcore_plugin_attention_fusion.afu import AFU
 
 PLUGIN = Path(__file__).resolve().parents[1]
 CONFIGS = PLUGIN / "configs"
-RECIPES = sorted(p for p in CONFIGS.rglob("*.toml") if p.parent.name != "hosts")
+RECIPES = sorted(p for p in CONFIGS.rglob("*.toml") if p.parent.name != "hosts" and not p.name.endswith(".sweep.toml"))
 BENCH = PLUGIN.parents[1] / "bench" / "bench_afu.py"
 
 

@@ -10,17 +10,16 @@ from pathlib import Path
 import attrs
 import pytest
 
-from segcore import get_plugin_manager, load_pipeline, load_registry
+from segcore import load_pipeline
 from segcore.cli.main import main
 from segcore.pipeline import load_sweep
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-REGISTRY = load_registry(get_plugin_manager())
 
 
 @cache
-def sweep(name: str):
-    return load_sweep(CONFIGS / name, registry=REGISTRY)
+def sweep(name: str, registry):
+    return load_sweep(CONFIGS / name, registry=registry)
 
 
 def hosts(folder: str, resnets: tuple[str, ...]) -> dict[str, str]:
@@ -44,31 +43,31 @@ TABLES = {
 }  # fmt: skip
 
 
-def same_run(spec, path: Path):
+def same_run(spec, path: Path, registry):
     """*path*'s pipeline as the sweep runs it: the run's seed and folder."""
-    cfg = load_pipeline(path, registry=REGISTRY)
+    cfg = load_pipeline(path, registry=registry)
     return attrs.evolve(
         cfg, train=attrs.evolve(cfg.train, seed=spec.seed), run=attrs.evolve(cfg.run, out_dir=spec.cfg.run.out_dir)
     )
 
 
 @pytest.mark.parametrize("name", TABLES)
-def test_every_row_is_the_pipeline_file_of_that_run(name):
+def test_every_row_is_the_pipeline_file_of_that_run(name, registry):
     """Each row (hosts switched by set/unset over one base) resolves to the very pipeline of its per-run file, and
     carries the thesis' mIoU."""
-    s = sweep(name)
+    s = sweep(name, registry)
     assert [r.name for r in s.rows] == list(TABLES[name]) and s.seeds == (0, 1, 2) and s.convention == "mmcv"
     for row in s.rows:
         assert "miou" in row.published, row.name
         for spec in s.runs_of(row):
-            assert spec.cfg == same_run(spec, CONFIGS / f"{TABLES[name][row.name]}.toml"), row.name
+            assert spec.cfg == same_run(spec, CONFIGS / f"{TABLES[name][row.name]}.toml", registry), row.name
 
 
-def test_table4_gflops_beside_the_thesis():
+def test_table4_gflops_beside_the_thesis(registry):
     """ADE20K at 512x512 under mmcv's rule: the hosts within 0.01 % of Table IV; AFU adds the elements it pools,
     0.075 G on UperNet and 0.039 G on DeepLabV3, where the thesis writes +0.08 (Swin-T/S) and +0.06 (Swin-B and
     the ResNets). Both stay within 0.1 % of the thesis' totals; the dry run prints the difference."""
-    s = sweep("table4.sweep.toml")
+    s = sweep("table4.sweep.toml", registry)
     counts = {r.name: s.counts[r.name] for r in s.rows}
     for row in s.rows:
         assert abs(counts[row.name].macs / 1e9 - row.published["gflops"]) / row.published["gflops"] < 1e-3, row.name
@@ -80,19 +79,19 @@ def test_table4_gflops_beside_the_thesis():
         assert afu.macs - base.macs == places
 
 
-def test_camvid_afu_sweep_validates_and_its_first_rows_are_the_readme_runs(capsys):
+def test_camvid_afu_sweep_validates_and_its_first_rows_are_the_readme_runs(capsys, registry):
     """A dry run exits 0; "no AFU" and "avg literal" at seeds 0, 1, 2 are camvid_{base,afu}.toml and
     camvid_seeds/camvid_{base,afu}_seed{1,2}.toml; every other row changes only AFU's options."""
     path = CONFIGS / "camvid_afu.sweep.toml"
     assert main(["sweep", str(path), "--dry-run"]) == 0
     assert "ok: 6 row(s) build and pass segcore check" in capsys.readouterr().out
-    s = sweep("camvid_afu.sweep.toml")
+    s = sweep("camvid_afu.sweep.toml", registry)
     assert [r.name for r in s.rows] == ["no AFU", "avg literal", "avg rescaled", "avg spatial rescaled", "max literal",
                                         "avg+max literal"] and s.seeds == (0, 1, 2)  # fmt: skip
     for row, stem in zip(s.rows[:2], ("camvid_base", "camvid_afu")):
         for spec in s.runs_of(row):
             file = CONFIGS / (f"{stem}.toml" if spec.seed == 0 else f"camvid_seeds/{stem}_seed{spec.seed}.toml")
-            assert spec.cfg == same_run(spec, file), spec.label
+            assert spec.cfg == same_run(spec, file, registry), spec.label
     literal = s.runs_of(s.rows[1])[0].cfg
     for row in s.rows[2:]:
         cfg = s.runs_of(row)[0].cfg

@@ -9,22 +9,21 @@ from pathlib import Path
 import attrs
 import pytest
 
-from segcore import get_plugin_manager, load_pipeline, load_registry
+from segcore import load_pipeline
 from segcore.cli.main import main
 from segcore.pipeline import load_sweep
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-REGISTRY = load_registry(get_plugin_manager())
 
 
 @cache
-def sweep(name: str):
-    return load_sweep(CONFIGS / name, registry=REGISTRY)
+def sweep(name: str, registry):
+    return load_sweep(CONFIGS / name, registry=registry)
 
 
-def same_run(spec, path: Path):
+def same_run(spec, path: Path, registry):
     """*path*'s pipeline as the sweep runs it: the run's seed and folder."""
-    cfg = load_pipeline(path, registry=REGISTRY)
+    cfg = load_pipeline(path, registry=registry)
     return attrs.evolve(
         cfg, train=attrs.evolve(cfg.train, seed=spec.seed), run=attrs.evolve(cfg.run, out_dir=spec.cfg.run.out_dir)
     )
@@ -34,18 +33,18 @@ def same_run(spec, path: Path):
     ("table2.sweep.toml", {"FRM": "table2_frm", "PPM": "table2_ppm", "DAPPM": "table2_dappm"}),
     ("table3.sweep.toml", {"FRM": "bdd100k_frm"}),
 ])  # fmt: skip
-def test_paper_rows_are_the_pipeline_files_and_ce_rows_drop_only_the_term(name, files):
+def test_paper_rows_are_the_pipeline_files_and_ce_rows_drop_only_the_term(name, files, registry):
     """The paper's rows are its pipeline files; each "X, CE only" row is X without the embedding head and with
     plain CE, and counts the same (the head is training only). Against the paper: the constant offset of README
     "Parameters and FLOPs" (params -0.36 %, GFLOPs -1.1 %), the same in every row."""
-    s = sweep(name)
+    s = sweep(name, registry)
     assert [r.name for r in s.rows] == [*files, *(f"{n}, CE only" for n in files)] and s.convention == "mmcv"
     for row in s.rows:
         specs = s.runs_of(row)
         assert [sp.seed for sp in specs] == [0, 1, 2]
         if row.name in files:
             for spec in specs:
-                assert spec.cfg == same_run(spec, CONFIGS / f"{files[row.name]}.toml"), row.name
+                assert spec.cfg == same_run(spec, CONFIGS / f"{files[row.name]}.toml", registry), row.name
             count, pub = s.counts[row.name], row.published
             assert -0.4 < 100 * (count.params / 1e6 - pub["params_m"]) / pub["params_m"] < -0.3, row.name
             assert -1.2 < 100 * (count.macs / 1e9 - pub["gflops"]) / pub["gflops"] < -1.0, row.name
@@ -58,14 +57,14 @@ def test_paper_rows_are_the_pipeline_files_and_ce_rows_drop_only_the_term(name, 
                                 run=with_term.run) == with_term  # fmt: skip
 
 
-def test_camvid_context_sweep_validates_and_its_frm_row_is_the_readme_run(capsys):
+def test_camvid_context_sweep_validates_and_its_frm_row_is_the_readme_run(capsys, registry):
     path = CONFIGS / "camvid_context.sweep.toml"
     assert main(["sweep", str(path), "--dry-run"]) == 0
     assert "ok: 3 row(s) build and pass segcore check" in capsys.readouterr().out
-    s = sweep("camvid_context.sweep.toml")
+    s = sweep("camvid_context.sweep.toml", registry)
     assert [r.name for r in s.rows] == ["FRM", "PPM", "DAPPM"] and s.seeds == (0, 1, 2)
     frm = s.runs_of(s.rows[0])
-    assert frm[0].cfg == same_run(frm[0], CONFIGS / "camvid_frm_ce.toml")
+    assert frm[0].cfg == same_run(frm[0], CONFIGS / "camvid_frm_ce.toml", registry)
     for row in s.rows[1:]:
         cfg = s.runs_of(row)[0].cfg
         assert [e.name for e in cfg.model.enhancers] == [row.name.lower()]
