@@ -84,6 +84,7 @@ def test_table1_module_design_study(registry, variant, pool):
     [loss] = cfg.loss
     assert loss.name == "ohem_ce" and (loss.config.thresh, loss.config.min_kept) == (0.7, 100000)
     assert (cfg.model.aux["dsn"].weight, cfg.model.dropout) == (0.4, 0.05)
+    assert cfg.model.aux["dsn"].decoder.name == "ocnet_dsn"  # openseg's dsn: conv bias, align_corners True
     final = cfg.model.attention.get("final_upsample")
     assert (final.config.pool if final else None) == pool
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from segcore import AttentionSlots, FeatureInfo
+from segcore import AttentionSlots, FeatureInfo, Resize
 from segcore_plugin_classic.attention import ECA, SE, ECAConfig, SEConfig, eca_kernel_size
 from segcore_plugin_classic.hrnetv2_head import HRNetV2Head, HRNetV2HeadConfig
 
@@ -39,3 +39,12 @@ def test_hrnetv2_head_resizes_to_the_exact_finest_size():
     # 360x480 input: 90x120, 45x60, 23x30, 12x15 (stride-2 convs round up; 12*2 != 23)
     maps = [torch.randn(1, f.channels, h, w) for f, (h, w) in zip(W48, ((90, 120), (45, 60), (23, 30), (12, 15)))]
     assert head(maps).shape == (1, 16, 90, 120)
+
+
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_hrnetv2_head_declares_its_final_resize_from_align_corners(align_corners):
+    """The logits reach the input size as the levels reach the finest (upstream and seed 000's authors use one
+    setting for both); the model's final upsampling reads it (Decoder contract: ``final_resize``)."""
+    head = HRNetV2Head(HRNetV2HeadConfig(channels=16, align_corners=align_corners), in_features=W48,
+                       attention=AttentionSlots())  # fmt: skip
+    assert head.final_resize == Resize("bilinear", align_corners=align_corners)

@@ -9,11 +9,11 @@ import math
 import pytest
 import torch
 
-from segcore import AttentionSlots, FeatureInfo, build_model
+from segcore import AttentionSlots, FeatureInfo, Resize, build_model
 from segcore.pipeline import check_pipeline
 from segcore.pipeline import structure_pipeline
 from segcore_plugin_classic.aspp_head import ASPPHead, ASPPHeadConfig
-from segcore_plugin_classic.ocnet_head import OCNetHead, OCNetHeadConfig
+from segcore_plugin_classic.ocnet_head import OCNetDSNConfig, OCNetDSNHead, OCNetHead, OCNetHeadConfig
 from segcore_plugin_classic.uper_head import UperHead, UperHeadConfig
 
 SWIN = {"t": "swin_tiny_patch4_window7_224", "s": "swin_small_patch4_window7_224", "b": "swin_base_patch4_window7_224"}
@@ -119,6 +119,28 @@ def test_ocnet_head_by_hand():
     key = (512 * 256 + 256 + 512) + (256 * 256 + 256 + 512)
     expected = (2048 * 9 * 512 + 512 + 1024) + 2 * key + (512 * 256 + 256) + (256 * 512 + 512) + (1024 * 512 + 512 + 1024)
     assert params(head) == expected == 10_623_744
+
+
+def test_ocnet_dsn_head_by_hand():
+    """openseg BaseOCNet.dsn: conv3x3 1024->512 with bias + BN + ReLU on stage 3 (the classifier, with bias, is the
+    training head's); its logits resized with align_corners=True, as upstream."""
+    with torch.device("meta"):
+        head = OCNetDSNHead(OCNetDSNConfig(), in_features=(FeatureInfo(1024, 8),), attention=AttentionSlots())
+    assert params(head) == 1024 * 9 * 512 + 512 + 1024 and head.conv.conv.bias is not None
+    assert (head.out_channels, head.stride) == (512, 8)
+    assert head.final_resize == Resize("bilinear", align_corners=True)
+
+
+def test_ocnet_with_openseg_deep_supervision(registry):
+    """OCNet as openseg builds it (attention-fusion's hosts/ocnet_r101.toml): ocnet_dsn on stage 3 (bias,
+    align_corners True, no dropout), its classifier with bias; the main logits resized with align_corners True."""
+    spec = host(resnet_d8("resnet101c"), {"name": "ocnet"}, 19, aux_channels=None)
+    spec["aux"] = {"dsn": {"decoder": {"name": "ocnet_dsn"}, "in_index": [2], "weight": 0.4, "dropout": 0.0}}
+    model = build(registry, spec)
+    dsn = model.aux["dsn"]
+    assert dsn.decoder.conv.conv.in_channels == 1024 and dsn.decoder.conv.conv.bias is not None
+    assert dsn.classifier.bias is not None and dsn.dropout.p == 0.0
+    assert dsn.decoder.final_resize.align_corners and model.decoder.final_resize.align_corners
 
 
 def test_ocnet_context_starts_as_no_context():

@@ -5,7 +5,8 @@ Written from the structure of HRNet/HRNet-Semantic-Segmentation ``lib/models/seg
 MIT) and mmseg ``configs/_base_/models/fcn_hr18.py``: every level resized to the finest (bilinear, to the exact
 size), concatenated (15W channels for HRNetV2-WW), conv1x1 -> BN -> ReLU. The final conv1x1 to the classes is
 the model's classifier. Both convs keep their bias, as upstream. The resizes of levels 2.. are upsampling places
-(slot ``upsample``, BLOCKS 002.1).
+(slot ``upsample``, BLOCKS 002.1). The logits' resize to the input size (``final_resize``) follows ``align_corners``
+too, as upstream resizes both with the same setting.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class HRNetV2Head(Decoder):
         self.after_fusion = attention("after_fusion", total)
         self.out_channels = cfg.channels or total
         self.stride = in_features[0].stride
+        self.final_resize = resize  # the logits reach the input size as the levels reach the finest one
         self.fuse = nn.Sequential(
             nn.Conv2d(total, self.out_channels, 1), nn.BatchNorm2d(self.out_channels), nn.ReLU(inplace=True)
         )

@@ -9,6 +9,10 @@ input and fused by conv1x1 (bias) -> BN -> ReLU. Upstream's Dropout2d(0.05) and 
 model's classifier (set ``[model] dropout = 0.05``). Upstream resizes the logits with align_corners=True.
 
 A single-level head: no upsampling place inside; the thesis' module goes on ``[model.attention.final_upsample]``.
+
+``ocnet_dsn`` is upstream's deep-supervision head (``BaseOCNet.dsn``) for ``[model.aux.<name>] decoder``: conv3x3
+(bias) -> BN -> ReLU to 512 channels on stage 3, no dropout; the training head's classifier (bias) follows, and
+its logits reach the input size with align_corners=True, as upstream resizes ``x_dsn``.
 """
 
 from __future__ import annotations
@@ -80,3 +84,27 @@ class OCNetHead(Decoder):
         """(B, C_i, H/s_i, W/s_i) per level -> (B, channels, H/s, W/s) of level ``in_index``."""
         x = self.pre(features[self.in_index])
         return self.fuse(torch.cat([self.context(x), x], dim=1))
+
+
+@frozen
+class OCNetDSNConfig:
+    """Table [model.aux.NAME.decoder] when name = "ocnet_dsn"."""
+
+    channels: int = field(default=512, validator=gt(0))
+    in_index: int = -1  # which level, of those the head is given
+    align_corners: bool = True  # of the logits resize, as upstream
+
+
+class OCNetDSNHead(Decoder):
+    """features -> (B, channels, H/s, W/s) of the chosen level: conv3x3 (bias) -> BN -> ReLU (openseg's ``dsn``)."""
+
+    def __init__(self, cfg: OCNetDSNConfig, *, in_features: Sequence[FeatureInfo], attention: AttentionSlots) -> None:
+        super().__init__()
+        level = in_features[cfg.in_index]
+        self.in_index = cfg.in_index
+        self.conv = ConvBNAct(level.channels, cfg.channels, 3, bias=True)
+        self.out_channels, self.stride = cfg.channels, level.stride
+        self.final_resize = Resize("bilinear", align_corners=cfg.align_corners)
+
+    def forward(self, features: list[Tensor]) -> Tensor:
+        return self.conv(features[self.in_index])

@@ -13,7 +13,7 @@ from .hrnet import HRNet, HRNetConfig
 from .hrnetv2_head import HRNetV2Head, HRNetV2HeadConfig
 from .losses import DiceLoss, DiceLossConfig, FocalLoss, FocalLossConfig
 from .aspp_head import ASPPHead, ASPPHeadConfig
-from .ocnet_head import OCNetHead, OCNetHeadConfig
+from .ocnet_head import OCNetDSNConfig, OCNetDSNHead, OCNetHead, OCNetHeadConfig
 from .ohem import OhemCrossEntropyConfig, OhemCrossEntropyLoss
 from .psp_head import PSPHead, PSPHeadConfig
 from .uper_head import UperHead, UperHeadConfig
@@ -34,6 +34,7 @@ def segcore_register(registry: Registry) -> None:
     registry.add(UperHead, name="uper", config=UperHeadConfig, tiny=UperHeadConfig(channels=8))
     registry.add(PSPHead, name="psp", config=PSPHeadConfig, tiny=PSPHeadConfig(channels=8))
     registry.add(OCNetHead, name="ocnet", config=OCNetHeadConfig, tiny=OCNetHeadConfig(channels=8, key_channels=4, value_channels=4))
+    registry.add(OCNetDSNHead, name="ocnet_dsn", config=OCNetDSNConfig, tiny=OCNetDSNConfig(channels=8))
     registry.add(OhemCrossEntropyLoss, name="ohem_ce", config=OhemCrossEntropyConfig, tiny=OhemCrossEntropyConfig(min_kept=16))
     moved = ("segcore-plugin-hrnet-fusion",)  # model and run folders saved with it still load
     registry.add(FocalLoss, name="focal", config=FocalLossConfig, formerly=moved)
