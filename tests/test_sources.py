@@ -207,3 +207,34 @@ def test_every_caller_takes_the_same_sources_and_refuses_the_same_ones_alike(kin
                 "pickle": "this is a .pt file, not a safetensors weights file; segcore never unpickles",
                 "malformed": "is not a Hub repo id (", "unknown": "unknown pretrained name (did you mean 'tiny-shapes'?)"}  # fmt: skip
     assert rest.startswith(expected[kind]), rest
+
+
+def test_a_folder_saved_under_a_component_s_old_name_is_the_model_a_pipeline_names_anew(world, tmp_path):
+    """A component renamed with a deprecated alias (frm's fpn -> sfnet_fpn): a model folder whose config.json has
+    the old name still evaluates as ``run.checkpoint`` of a pipeline that writes the new one."""
+    import shutil
+
+    from segcore import Decoder, get_plugin_manager, hookimpl, load_registry
+
+    class Rename:
+        @hookimpl(trylast=True)
+        def segcore_register(self, registry):
+            registry.add_alias(Decoder, "plain_head", "fcn")
+
+    pm = get_plugin_manager(autoload=False)
+    pm.register(Rename(), name="rename")
+    registry = load_registry(pm)
+    assert registry.problems == []
+    _, cfg, _, _, _, sources, _ = world
+    old = shutil.copytree(sources["folder"], tmp_path / "old-name")
+    config = json.loads((old / "config.json").read_text())
+    assert config["model"]["decoder"]["name"] == "fcn"
+    config["model"]["decoder"]["name"] = "plain_head"
+    (old / "config.json").write_text(json.dumps(config))
+    runs = [attrs.evolve(cfg, run=attrs.evolve(cfg.run, task="evaluate", checkpoint=str(f))) for f in (sources["folder"], old)]
+    new_name, old_name = (run_pipeline(p, registry, progress=False).metrics for p in runs)
+    assert [old_name[k] for k in ("mIoU", "aAcc", "fwIoU")] == [new_name[k] for k in ("mIoU", "aAcc", "fwIoU")]
+    config["model"]["dropout"] = 0.5  # a real difference is still one
+    (old / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match=r"model.dropout: the pipeline has 0.0, .* 0.5"):
+        run_pipeline(runs[1], registry, progress=False)

@@ -34,7 +34,7 @@ def test_segcore_alone_trains_and_evaluates_in_a_fresh_venv(tmp_path):
                          cwd=tmp_path, capture_output=True, text=True, timeout=1800)  # fmt: skip
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     miou = float(re.search(r"^mIoU (\d+\.\d+)", out.stdout, flags=re.M).group(1))
-    assert miou > 40.0, out.stdout  # chance is about 20 (5 classes, mostly background)
+    assert miou > 30.0, out.stdout  # all background scores 17.7; the example reaches 40.0 (its header)
     assert (tmp_path / "runs" / "core_only" / "model.safetensors").is_file()
     zoo = subprocess.run([str(py), "-c", "import segcore; print(segcore.list_pretrained())"], env=env, cwd=tmp_path,
                          capture_output=True, text=True, check=True).stdout  # fmt: skip

@@ -258,13 +258,22 @@ def _flat(table: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: table}
 
 
+def _current_names(flat: dict[str, Any], registry: Registry) -> dict[str, Any]:
+    """Component names under their current names: a folder saved before a component was renamed (its old name now a
+    deprecated alias, `Registry.add_alias`) is the same model as a pipeline that writes the new name."""
+    names = {e.name for stage in STAGES for e in registry.entries(stage)}
+    renamed = {old: new for stage in STAGES for old, new in registry.aliases(stage).items() if old not in names}
+    return {k: renamed.get(v, v) if (k == "name" or k.endswith(".name")) and isinstance(v, str) else v
+            for k, v in flat.items()}  # fmt: skip
+
+
 def load_for_pipeline(model_cfg: ModelConfig, source: Source, registry: Registry, meta: DatasetMeta) -> SegModel:
     """``run.checkpoint`` = a model folder, a zoo name or a Hub repo: the model, once the pipeline's ``[model]`` is
     shown to be the one it was saved with (a pipeline never states another model than the one evaluated)."""
     model, _ = load_source(source, registry)
     name = source.text
-    theirs = _flat(model.hub_config["model"])
-    mine = _flat(json.loads(json.dumps(unstructure(inference_config(model_cfg, model_cfg.num_classes or meta.num_classes)))))
+    theirs = _current_names(_flat(model.hub_config["model"]), registry)
+    mine = _current_names(_flat(json.loads(json.dumps(unstructure(inference_config(model_cfg, model_cfg.num_classes or meta.num_classes))))), registry)  # fmt: skip
     diff = sorted(k for k in theirs.keys() | mine.keys() if theirs.get(k, "(absent)") != mine.get(k, "(absent)"))
     if diff:
         shown = "; ".join(f"model.{k}: the pipeline has {mine.get(k, '(absent)')!r}, {name} {theirs.get(k, '(absent)')!r}"
