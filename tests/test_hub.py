@@ -11,6 +11,7 @@ import copy
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -696,7 +697,10 @@ def test_a_fresh_clone_evaluates_and_predicts_with_the_shipped_camvid_models_off
         out = subprocess.run([sys.executable, "-m", "segcore", "run", str(pipeline), "-q"], cwd=clone, env=env,
                              capture_output=True, text=True, timeout=3600)  # fmt: skip
         assert out.returncode == 0, out.stderr
-        assert f"mIoU {entry.metrics['mIoU']:.2f}  mAcc" in out.stdout
+        # the card's figure through the bf16 fast path; BN folding's arithmetic (torch's fuse_conv_bn_weights since
+        # 0.2) rounds a few bf16 weights differently, which moves hrnet_l-camvid from 53.00 to 53.01 (fp32 eager: 53.03)
+        miou = float(re.search(r"^mIoU (\d+\.\d+)", out.stdout, flags=re.M).group(1))
+        assert abs(miou - entry.metrics["mIoU"]) <= 0.02, out.stdout
         code = (f"import segcore; from segcore.data import read_image; m = segcore.from_pretrained({name!r}); "
                 f"print(segcore.__file__, segcore.predict(m, read_image({str(image)!r})).shape)")  # fmt: skip
         out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
