@@ -147,7 +147,8 @@ def test_interrupted_and_resumed_run_is_bitwise_equal(registry, tmp_path, how):
     assert state["elapsed_s"] > 0
     after = [r for r in map(json.loads, (run / "log.jsonl").read_text().splitlines())
              if r["kind"] == "train" and r["step"] > state["step"]]  # fmt: skip
-    assert after and all(r["elapsed_s"] >= state["elapsed_s"] for r in after)
+    # (the log rounds to 0.1 s and the first step after a resume can take less than 0.05 s)
+    assert after and all(r["elapsed_s"] >= round(state["elapsed_s"], 1) for r in after)
 
 
 def test_distributed_two_processes_match_one(tmp_path):
