@@ -19,8 +19,11 @@ import tomli_w
 import torch
 from PIL import Image
 
-from segcore import ConfigError, Loss, hookimpl
+from segcore import ConfigError, DataError, Loss, hookimpl
 from segcore.config import structure_pipeline
+from segcore.data.datasets import SplitUnion, build_split
+from segcore.hub.card import _splits
+from segcore.model.check import check_pipeline
 from segcore.engine.checkpoint import latest_checkpoint
 from segcore.engine.optim import LRSchedule, param_groups
 from segcore.engine.run import run_pipeline
@@ -467,3 +470,48 @@ def test_optimizer_choice(optimizer, nesterov):
         assert group["nesterov"] is nesterov and group["momentum"] == 0.9
     else:
         assert tuple(group["betas"]) == (0.8, 0.9)
+
+
+# -- training on several splits: train_split = ["train", "val"] is one set, validated like every key --------------
+
+
+def test_a_list_of_splits_is_read_as_one_set(registry, tmp_path):
+    cfg = structure_pipeline(tiny(tmp_path, data={"train_split": ["train", "val"]}), registry=registry)
+    assert cfg.data.train_split == ("train", "val") and cfg.data.val_split == "val"
+    train, val = build_split(cfg.data, registry, "train"), build_split(cfg.data, registry, "val")
+    assert isinstance(train, SplitUnion) and (len(train), len(val)) == (16 + 4, 4)
+    assert train.meta == val.meta
+    # the union's samples are the splits' samples, in order: its last four are val's
+    assert all((train[16 + i]["mask"] == val[i]["mask"]).all() for i in range(4))
+    one = structure_pipeline(tiny(tmp_path), registry=registry)
+    assert len(build_split(one.data, registry, "train")) == 16  # a single name is that split, as before
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ([], "data: 'train_split' is an empty list"),
+        (["train", "train"], "data: 'train_split' names 'train' twice"),
+        (["train", 3], "data.train_split"),
+    ],
+)
+def test_bad_split_lists_name_the_key(registry, tmp_path, value, expected):
+    with pytest.raises(ConfigError, match=expected):
+        structure_pipeline(tiny(tmp_path, data={"train_split": value}), registry=registry)
+
+
+def test_an_unknown_split_in_a_list_is_named_by_check(registry, tmp_path):
+    cfg = structure_pipeline(tiny(tmp_path, data={"train_split": ["train", "vall"]}), registry=registry)
+    with pytest.raises(DataError, match="no split .vall."):
+        check_pipeline(cfg, registry)
+
+
+def test_training_on_train_and_val_runs_and_the_card_says_so(registry, tmp_path, capsys):
+    raw = tiny(tmp_path, data={"train_split": ["train", "val"]}, train={"epochs": 1})
+    cfg = structure_pipeline(raw, registry=registry)
+    trainer = Trainer.from_config(cfg, registry, progress=True)
+    assert trainer.iters_per_epoch == 5  # 20 images, batch 4
+    trainer.fit()
+    assert "val are trained on and evaluated" in capsys.readouterr().err
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["step"] == 5
+    assert _splits(["train", "val"]) == "train + val splits" and _splits("train") == "train split"

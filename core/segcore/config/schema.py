@@ -193,13 +193,26 @@ class RandomSplitConfig:
     seed: int = field(default=0, validator=ge(0))
 
 
+def _split_names(_: Any, attribute: Any, value: Any) -> None:
+    """A split, or a union of splits: a list of distinct names, at least one."""
+    if isinstance(value, str):
+        return
+    if not value:
+        raise ValueError(f"'{attribute.name}' is an empty list; name one split or several, e.g. [\"train\", \"val\"]")
+    twice = sorted({v for v in value if value.count(v) > 1})
+    if twice:
+        raise ValueError(f"'{attribute.name}' names {', '.join(map(repr, twice))} twice; each split once")
+
+
 @frozen
 class DataConfig:
-    """``[data]``: the dataset and how batches are made."""
+    """``[data]``: the dataset and how batches are made. ``train_split`` and ``val_split`` name one split of the
+    dataset or a list of them, read as one set (``train_split = ["train", "val"]``: the final model of a recipe
+    trained on both)."""
 
     dataset: DatasetSpec
-    train_split: str = "train"
-    val_split: str = "val"
+    train_split: str | tuple[str, ...] = field(default="train", validator=_split_names)
+    val_split: str | tuple[str, ...] = field(default="val", validator=_split_names)
     random_split: RandomSplitConfig | None = None
     batch_size: int = field(default=8, validator=gt(0))
     num_workers: int = field(default=0, validator=ge(0))

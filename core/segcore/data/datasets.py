@@ -4,7 +4,7 @@ decoding, label mapping and the checks that turn a bad file into a clear error."
 from __future__ import annotations
 
 __all__ = [
-    "FolderDataset", "FolderDatasetConfig", "PairDataset", "SplitSubset", "build_dataset", "build_split", "dataset_meta", "default_palette", "read_image",
+    "FolderDataset", "FolderDatasetConfig", "PairDataset", "SplitSubset", "SplitUnion", "build_dataset", "build_split", "dataset_meta", "default_palette", "read_image", "split_names",
     "read_label",
 ]  # fmt: skip
 
@@ -213,12 +213,31 @@ class SplitSubset(Dataset):
         return self.dataset[self.indices[index]]
 
 
+class SplitUnion(torch.utils.data.ConcatDataset):
+    """Several splits of one dataset read as one set (``train_split = ["train", "val"]``), with their meta."""
+
+    def __init__(self, parts: Sequence[Dataset], names: Sequence[str]) -> None:
+        super().__init__(parts)
+        self.meta, self.names = parts[0].meta, tuple(names)
+        for part, name in zip(parts[1:], names[1:], strict=True):
+            if part.meta != self.meta:
+                raise DataError(f"splits {names[0]!r} and {name!r} of the dataset describe different classes "
+                                f"({self.meta.num_classes} and {part.meta.num_classes}); they cannot be read as one set")  # fmt: skip
+
+
+def split_names(split: str | Sequence[str]) -> tuple[str, ...]:
+    """A ``train_split``/``val_split`` value as the tuple of split names it reads."""
+    return (split,) if isinstance(split, str) else tuple(split)
+
+
 def build_split(data: DataConfig, registry: Registry, which: Literal["train", "val"]) -> Dataset:
-    """The ``[data]`` table's training or validation set: ``train_split``/``val_split`` of the dataset, or the two
-    parts of a seeded ``random_split`` of one split."""
+    """The ``[data]`` table's training or validation set: ``train_split``/``val_split`` of the dataset (one split
+    or the union of several), or the two parts of a seeded ``random_split`` of one split."""
     split = data.random_split
     if split is None:
-        return build_dataset(data.dataset, registry, data.train_split if which == "train" else data.val_split)
+        names = split_names(data.train_split if which == "train" else data.val_split)
+        parts = [build_dataset(data.dataset, registry, name) for name in names]
+        return parts[0] if len(parts) == 1 else SplitUnion(parts, names)
     full = build_dataset(data.dataset, registry, split.source)
     if len(full) < 2:
         raise ConfigError(f"data.random_split: split {split.source!r} has {len(full)} sample(s); it needs 2 to make two sets")

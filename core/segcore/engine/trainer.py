@@ -24,7 +24,7 @@ from segcore.config import PipelineConfig
 from segcore.contracts.registry import Registry
 from segcore.contracts.stages import Dataset, DatasetMeta
 from segcore.data.augment import BatchAugment
-from segcore.data.datasets import build_split
+from segcore.data.datasets import build_split, split_names
 from segcore.engine import report
 from segcore.engine.checkpoint import (latest_checkpoint, load_checkpoint, newest_intact_checkpoint, prune_checkpoints,
                                        save_checkpoint)  # fmt: skip
@@ -131,6 +131,10 @@ class Trainer:
 
         train_set = build_split(cfg.data, registry, "train")
         val_set = build_split(cfg.data, registry, "val")
+        shared = set(split_names(cfg.data.train_split)) & set(split_names(cfg.data.val_split))
+        if shared and cfg.data.random_split is None and progress:
+            tqdm.write(f"note: split(s) {', '.join(sorted(shared))} are trained on and evaluated: the val mIoU of this "
+                       "run is not a held-out figure (a final model on every labelled split, as intended?)")  # fmt: skip
         meta = train_set.meta
         num_classes = cfg.model.num_classes or meta.num_classes
         model = build_model(cfg.model, registry, num_classes=num_classes)

@@ -20,6 +20,11 @@ from segcore.hub.sources import CARD, CONFIG, WEIGHTS
 TEMPLATE = "card_template.md"
 
 
+
+def _splits(split: Any) -> str:
+    """A recorded train_split, one name or a list: "train split", "train + val splits"."""
+    return f"{split} split" if isinstance(split, str) or split is None else f"{' + '.join(split)} splits"
+
 def _render(data: ModelCardData, values: Mapping[str, str]) -> str:
     template = (resources.files("segcore.hub") / TEMPLATE).read_text(encoding="utf-8")
     text = ModelCard.from_template(data, template_str=template, **values).content
@@ -89,7 +94,7 @@ def render_card(config: Mapping[str, Any], *, files: Sequence[str] = (CONFIG, WE
         hours = "unknown" if t.get("hours") is None else f"{t['hours']:.2f} h wall clock, {t['cpu_hours']:.2f} CPU-core hours;"
         training = (
             f"- start: {t.get('start')}; {t.get('budget')} ({t.get('steps')} optimizer steps) on the "
-            f"{t.get('train_split')} split, batch {t.get('batch_size')}\n"
+            f"{_splits(t.get('train_split'))}, batch {t.get('batch_size')}\n"
             f"- optimizer {t.get('optimizer')}, lr {t.get('lr')}, weight decay {t.get('weight_decay')}, "
             f"{t.get('schedule')} schedule, {t.get('warmup_iters')} warm-up iterations, amp {t.get('amp')}, seed {t.get('seed')}\n"
             f"- augmentation: `{json.dumps(t.get('augment'))}`\n"

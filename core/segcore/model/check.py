@@ -19,7 +19,7 @@ from segcore.errors import ContractError
 from segcore.model.build import SegModel, build_model
 from segcore.contracts.registry import PluginInfo, Registry
 from segcore.contracts.stages import Attention, Backbone, Dataset, Decoder, Enhancer, FeatureInfo, Loss
-from segcore.data.datasets import dataset_meta
+from segcore.data.datasets import dataset_meta, split_names
 
 
 @frozen
@@ -175,7 +175,7 @@ def _check_data_and_losses(cfg: PipelineConfig, registry: Registry, num_classes:
     heads and extras (`loss_routes`), and that each loss builds."""
     dataset = registry.get(Dataset, cfg.data.dataset.name).cls
     split = cfg.data.random_split
-    for name in (split.source,) if split is not None else (cfg.data.train_split, cfg.data.val_split):
+    for name in (split.source,) if split is not None else (*split_names(cfg.data.train_split), *split_names(cfg.data.val_split)):
         dataset.check_split(cfg.data.dataset.config, name)
     if cfg.loss:
         loss_routes(cfg.loss, cfg.model.aux, registry)
