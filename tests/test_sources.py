@@ -238,3 +238,38 @@ def test_a_folder_saved_under_a_component_s_old_name_is_the_model_a_pipeline_nam
     (old / "config.json").write_text(json.dumps(config))
     with pytest.raises(ConfigError, match=r"model.dropout: the pipeline has 0.0, .* 0.5"):
         run_pipeline(runs[1], registry, progress=False)
+
+
+def test_a_zoo_name_is_the_zoo_entry_even_with_a_folder_of_that_name_in_the_working_directory(
+        world, registry, offline_zoo, tmp_path, capsys, monkeypatch):  # fmt: skip
+    """#23 (7): a folder ``tiny-shapes/`` in the working directory does not replace the zoo entry ``tiny-shapes`` (whose
+    sha256 is checked) in any caller; ``./tiny-shapes`` loads the folder, and the message on the bare name says so."""
+    import copy
+    import shutil
+
+    _, _, model, x, reference, sources, _ = world
+    cwd = tmp_path / "cwd"
+    shadow = shutil.copytree(sources["folder"], cwd / "tiny-shapes")
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        for t in other.state_dict().values():
+            if t.is_floating_point():
+                t.add_(0.5)
+        shadowed = other.eval()(x).logits
+    save_weights(without_training_heads(other), shadow / "model.safetensors")
+    assert not torch.equal(shadowed, reference)
+    monkeypatch.chdir(cwd)
+    for what, call in CALLERS.items():
+        if what == "run.checkpoint":
+            continue  # compared through metrics below
+        with pytest.warns(UserWarning, match=r"'tiny-shapes' is the zoo entry .* write './tiny-shapes'"):
+            got = call(world, registry, "tiny-shapes", tmp_path / what.replace(" ", "_"), capsys, monkeypatch)
+        assert torch.equal(got, reference), what
+        got = call(world, registry, "./tiny-shapes", tmp_path / (what.replace(" ", "_") + "-local"), capsys, monkeypatch)
+        assert torch.equal(got, shadowed), what
+    metrics = _checkpoint(world, registry, sources["folder"], tmp_path, capsys, monkeypatch)
+    with pytest.warns(UserWarning, match="write './tiny-shapes'"):
+        assert torch.equal(_checkpoint(world, registry, "tiny-shapes", tmp_path, capsys, monkeypatch), metrics)
+    (shadow / "model.safetensors").unlink()  # a broken shadow is never read for the zoo name
+    with pytest.warns(UserWarning):
+        assert torch.equal(_from_pretrained(world, registry, "tiny-shapes", tmp_path, capsys, monkeypatch), reference)

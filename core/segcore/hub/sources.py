@@ -10,7 +10,8 @@ kind         what the text is
              ``checkpoints/ckpt-<step>`` folder of one)
 ``folder``   an existing model folder: ``config.json`` + ``model.safetensors`` (`save_pretrained`, ``segcore hub save``)
 ``file``     an existing ``.safetensors`` file
-``zoo``      a pretrained name of the zoo manifest or registered by a plugin (``hrnet_l-camvid``); its sha256 is checked
+``zoo``      a pretrained name of the zoo manifest or registered by a plugin (``hrnet_l-camvid``); its sha256 is checked.
+             A zoo name always means the zoo entry: a folder of the same name in the working directory is ``./name``
 ``hub``      a Hub model repo id, ``owner/name`` or ``hf-hub:owner/name``, with an optional ``@revision``
 ===========  =========================================================================================================
 
@@ -25,13 +26,14 @@ __all__ = ["KINDS", "Source", "file_sha256", "resolve_source"]
 
 import hashlib
 import os
+import warnings
 from pathlib import Path
 from typing import Literal
 
 from attrs import frozen
 
 from segcore.contracts.registry import Registry
-from segcore.errors import ConfigError, DamagedFileError, did_you_mean
+from segcore.errors import ConfigError, DamagedFileError, SegcoreError, did_you_mean
 from segcore.hub.manifest import ZOO_VAR, ZooEntry, zoo
 from segcore.model import pretrained
 from segcore.model.weights import read_weights, sniff
@@ -200,6 +202,20 @@ def resolve_source(text: str | Path, *, what: str, registry: Registry | None = N
     if text.startswith(HF_PREFIX):
         return _hub(text, text.removeprefix(HF_PREFIX), revision, what)
     path = Path(text).expanduser()
+    bare = not text.startswith((".", "~")) and "/" not in text and os.sep not in text
+    if bare:  # a zoo name means the zoo entry, sha256 checked, even when a folder in the working directory has its name
+        entry = zoo(registry).get(text)
+        if entry is not None:
+            if path.exists():
+                warnings.warn(f"{what} {text!r} is the zoo entry {text!r} (its sha256 checked), not the {path.resolve()} "
+                              f"in the working directory; to load that one, write {'./' + text!r}", stacklevel=2)  # fmt: skip
+            try:
+                return _zoo(text, entry, revision, what)
+            except SegcoreError as exc:
+                if not path.exists():
+                    raise
+                raise type(exc)(f"{exc} (the {path.resolve()} in the working directory is not used for a zoo name; "
+                                f"to load it, write {'./' + text!r})") from exc.__cause__  # fmt: skip
     if path.exists():
         return _local(text, path, what, revision)
     pathlike = text.startswith(("/", ".", "~")) or text.count("/") > 1 or os.sep in text.replace("/", "")
@@ -211,9 +227,6 @@ def resolve_source(text: str | Path, *, what: str, registry: Registry | None = N
     if "/" in text:
         return _hub(text, text, revision, what)
     entries = zoo(registry)
-    entry = entries.get(text)
-    if entry is not None:
-        return _zoo(text, entry, revision, what)
     raise _refuse(what, text, f"unknown pretrained name{did_you_mean(text, entries)}; known: {', '.join(entries) or 'none'}"
                               f" (`segcore hub list`); or {_GIVE}")  # fmt: skip
 
