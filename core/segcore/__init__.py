@@ -28,7 +28,7 @@ _EXPORTS = {
     # contracts
     **dict.fromkeys(
         ["Attention", "AttentionSlots", "Backbone", "Dataset", "DatasetMeta", "Decoder", "Enhancer", "FeatureInfo",
-         "Loss", "ModelOutput", "Resize", "Upsample"], "segcore.contracts.stages"),  # fmt: skip
+         "Loss", "ModelOutput", "RawSample", "Resize", "Upsample"], "segcore.contracts.stages"),  # fmt: skip
     **dict.fromkeys(
         ["SegcoreError", "ConfigError", "ContractError", "DataError", "PluginError", "RegistryError",
          "DamagedFileError"], "segcore.errors"),  # fmt: skip
@@ -98,7 +98,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
     from segcore.contracts.plugins import get_plugin_manager, load_registry
     from segcore.contracts.registry import Entry, Registry
     from segcore.contracts.stages import (Attention, AttentionSlots, Backbone, Dataset, DatasetMeta, Decoder, Enhancer,
-                                          FeatureInfo, Loss, ModelOutput, Resize, Upsample)  # fmt: skip
+                                          FeatureInfo, Loss, ModelOutput, RawSample, Resize, Upsample)  # fmt: skip
     from segcore.data.datasets import (PairDataset, build_dataset, dataset_meta, default_palette, read_image,
                                        read_label)  # fmt: skip
     from segcore.engine.predict import predict

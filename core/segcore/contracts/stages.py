@@ -22,6 +22,7 @@ __all__ = [
     "FeatureInfo",
     "Loss",
     "ModelOutput",
+    "RawSample",
     "Resize",
     "STAGES",
     "WIRING",
@@ -30,8 +31,10 @@ __all__ = [
 ]
 
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import ClassVar, Literal, NamedTuple
 
+import numpy as np
 import torch.utils.data
 from attrs import frozen
 from torch import Tensor, nn
@@ -199,6 +202,25 @@ class DatasetMeta:
         return len(self.class_names)
 
 
+@frozen
+class RawSample:
+    """One sample as stored, before its label values are mapped to class ids: what `segcore data verify` checks.
+
+    image: (H, W, 3) uint8 as decoded. label: (H, W) raw values, or (H, W, C) for a colour mask.
+    label_mode: the label file's PIL mode ("L", "P", "RGB", ...), None when the labels do not come from an image
+    file. palette: for mode "P", the file's colours (one RGB triple per index). lut: raw value -> class id or the
+    ignore id, -1 for a value that is neither (an unknown id); None when the raw values are class ids already.
+    """
+
+    image: np.ndarray
+    label: np.ndarray
+    image_path: Path | None = None
+    label_path: Path | None = None
+    label_mode: str | None = None
+    palette: tuple[tuple[int, int, int], ...] | None = None
+    lut: np.ndarray | None = None
+
+
 class Dataset(torch.utils.data.Dataset):
     """Samples ``{"image": uint8 (3, H, W), "mask": int64 (H, W)}`` of one split.
 
@@ -227,6 +249,15 @@ class Dataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:
         raise NotImplementedError
+
+    def raw_sample(self, index: int) -> RawSample:
+        """Sample *index* as stored, labels not yet mapped nor checked (`segcore data verify` reads these).
+
+        Datasets that read files override it to name them and to return the label file's values before any
+        mapping (`segcore.data.PairDataset` does); this default serves `__getitem__`'s sample, whose mask values
+        are taken as class ids."""
+        sample = self[index]
+        return RawSample(image=sample["image"].permute(1, 2, 0).numpy(), label=sample["mask"].numpy())
 
 
 STAGES: tuple[type, ...] = (Backbone, Enhancer, Decoder, Attention, Loss, Dataset)

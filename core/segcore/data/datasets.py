@@ -4,7 +4,7 @@ decoding, label mapping and the checks that turn a bad file into a clear error."
 from __future__ import annotations
 
 __all__ = [
-    "FolderDataset", "FolderDatasetConfig", "PairDataset", "SplitSubset", "SplitUnion", "build_dataset", "build_split", "dataset_meta", "default_palette", "read_image", "split_names",
+    "EmptySplitError", "FolderDataset", "FolderDatasetConfig", "PairDataset", "SplitSubset", "SplitUnion", "build_dataset", "build_split", "dataset_meta", "default_palette", "read_image", "split_names",
     "read_label",
 ]  # fmt: skip
 
@@ -22,7 +22,7 @@ from torch import Tensor
 from segcore.config.schema import DataConfig, DatasetSpec
 from segcore.errors import ConfigError, DataError
 from segcore.contracts.registry import Registry
-from segcore.contracts.stages import Dataset, DatasetMeta
+from segcore.contracts.stages import Dataset, DatasetMeta, RawSample
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")  # what read_image takes from a folder
 
@@ -55,6 +55,27 @@ def read_label(path: Path) -> np.ndarray:
         raise DataError(f"{path}: corrupt or unreadable label file ({exc}); re-extract it from the release archive") from None
 
 
+def read_raw_label(path: Path) -> tuple[np.ndarray, str, tuple[tuple[int, int, int], ...] | None]:
+    """A label file's values in whatever mode it has, colour masks included: (array (H, W) or (H, W, C), PIL mode,
+    the palette's colours for mode "P"); for `segcore data verify`, which explains what `read_label` refuses."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            colours = None
+            if im.mode == "P":
+                flat = im.getpalette() or []
+                colours = tuple(tuple(flat[i : i + 3]) for i in range(0, len(flat) - 2, 3))
+            return np.asarray(im), im.mode, colours
+    except FileNotFoundError:
+        raise DataError(f"{path}: label file is missing; restore it or regenerate the split list") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise DataError(f"{path}: corrupt or unreadable label file ({exc}); re-extract it from the release archive") from None
+
+
+class EmptySplitError(DataError):
+    """A split that exists (its folder or list) but holds no sample."""
+
+
 def identity_lut(num_classes: int, ignore_index: int) -> np.ndarray:
     """A 256-entry map raw id -> id that keeps 0..num_classes-1 and ignore, and flags everything else (-1)."""
     lut = np.full(256, -1, np.int64)
@@ -80,7 +101,7 @@ class PairDataset(Dataset):
         self.lut = identity_lut(self.meta.num_classes, self.meta.ignore_index) if lut is None else lut
         self.skip_bad = skip_bad
         if not self.pairs:
-            raise DataError(f"{type(self).__name__}: the split has no samples; check the root folder and split name")
+            raise EmptySplitError(f"{type(self).__name__}: the split has no samples; check the root folder and split name")
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -88,6 +109,17 @@ class PairDataset(Dataset):
     def load_label(self, path: Path) -> np.ndarray:
         """Raw label values of *path* (overridden for .mat labels and the like)."""
         return read_label(path)
+
+    def raw_sample(self, index: int) -> RawSample:
+        """The pair's files as stored: the label file's values in any mode (colour masks too) before the lookup
+        table maps them; a subclass with its own `load_label` (.mat files) is read through it."""
+        image_path, label_path = self.pairs[index]
+        if type(self).load_label is PairDataset.load_label:
+            label, mode, palette = read_raw_label(label_path)
+        else:
+            label, mode, palette = self.load_label(label_path), None, None
+        return RawSample(image=read_image(image_path), label=label, image_path=image_path, label_path=label_path,
+                         label_mode=mode, palette=palette, lut=self.lut)  # fmt: skip
 
     def load(self, index: int) -> dict[str, Tensor]:
         image_path, label_path = self.pairs[index]

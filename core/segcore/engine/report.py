@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["RunLog", "plot_compare", "plot_confusion", "plot_curves", "plot_iou", "plot_overlays"]
+__all__ = ["RunLog", "plot_class_histogram", "plot_compare", "plot_confusion", "plot_curves", "plot_iou", "plot_overlays"]
 
 import bisect
 import json
@@ -180,6 +180,32 @@ def plot_confusion(class_names: Sequence[str], matrix: np.ndarray, path: Path) -
     ax.set_yticks(range(n), class_names)
     ax.set(xlabel="predicted", ylabel="ground truth", title="confusion matrix (row-normalised)")
     fig.colorbar(im, ax=ax)
+    _save(fig, path)
+
+
+def plot_class_histogram(class_names: Sequence[str], splits: dict[str, tuple[np.ndarray, float]],
+                         weights: dict[str, Sequence[float]], path: Path, *, title: str = "") -> None:  # fmt: skip
+    """``segcore data verify``'s figure: each split's share of labelled pixels per class (log scale; *splits* maps
+    a split to its (pixels per class, ignore share)), and below the suggested class weights."""
+    plt = _pyplot()
+    n = len(class_names)
+    fig, (ax_freq, ax_w) = plt.subplots(2, 1, figsize=(max(7, 0.6 * n + 2), 7.5), sharex=True)
+    width = 0.8 / max(len(splits), 1)
+    for i, (split, (pixels, ignore)) in enumerate(splits.items()):
+        share = 100 * np.asarray(pixels, np.float64) / max(float(np.sum(pixels)), 1.0)
+        ax_freq.bar(np.arange(n) + (i - (len(splits) - 1) / 2) * width, np.where(share > 0, share, np.nan), width,
+                    label=f"{split} (ignore {100 * ignore:.1f} % of pixels)")  # fmt: skip
+    ax_freq.set(yscale="log", ylabel="% of labelled pixels", title=title or "pixels per class")
+    ax_freq.grid(axis="y", alpha=0.3)
+    ax_freq.legend()
+    width = 0.8 / max(len(weights), 1)
+    for i, (kind, values) in enumerate(weights.items()):
+        ax_w.bar(np.arange(n) + (i - (len(weights) - 1) / 2) * width, values, width, label=kind.replace("_", " "))
+    ax_w.set(ylabel="suggested class weight", yscale="log", title="class weights (from the training split)")
+    ax_w.set_xticks(range(n), class_names, rotation=60, ha="right")
+    ax_w.grid(axis="y", alpha=0.3)
+    if weights:
+        ax_w.legend()
     _save(fig, path)
 
 
