@@ -61,11 +61,12 @@ class AugmentConfig:
     # (H, W) of the training crops; padded with ignore where the image ends
     crop_size: tuple[int, int] | None = field(default=None, validator=positive_size)
     hflip: float = field(default=0.5, validator=[ge(0.0), le(1.0)])  # probability
+    # ColorJitter's brightness strength (kornia's parameters and formulas); 0: off
     brightness: float = field(default=0.0, validator=ge(0.0))
-    contrast: float = field(default=0.0, validator=ge(0.0))
-    saturation: float = field(default=0.0, validator=ge(0.0))
-    hue: float = field(default=0.0, validator=[ge(0.0), le(0.5)])
-    jitter_p: float = field(default=1.0, validator=[ge(0.0), le(1.0)])
+    contrast: float = field(default=0.0, validator=ge(0.0))  # ColorJitter's contrast strength; 0: off
+    saturation: float = field(default=0.0, validator=ge(0.0))  # ColorJitter's saturation strength; 0: off
+    hue: float = field(default=0.0, validator=[ge(0.0), le(0.5)])  # ColorJitter's hue shift, at most 0.5; 0: off
+    jitter_p: float = field(default=1.0, validator=[ge(0.0), le(1.0)])  # probability that a sample is colour-jittered
     # torch.compile the four colour steps: inductor fuses their element-wise kernels, after a one-off compile of
     # several seconds per process; the eager default is already as fast as torchvision (bench/bench_data.py)
     compile: bool = False
@@ -82,6 +83,9 @@ class ComponentSpec:
 
 @frozen
 class AttentionSpec(ComponentSpec):
+    """An attention slot's table: ``[model.attention.SLOT]``, ``[model.decoder.attention.SLOT]``, an enhancer's
+    ``attention.SLOT``; ``name`` picks the Attention that fills the slot."""
+
     stage = Attention
 
 
@@ -99,8 +103,11 @@ class _WiredSpec(ComponentSpec):
     """Enhancers and decoders: attention slots to fill, and the input channels and strides the user expects
     (checked against the stage before when the model is built)."""
 
+    # slot name -> the Attention that fills it (the component's attention_slots); empty: identity
     attention: Mapping[str, AttentionSpec] = field(factory=dict)
+    # the channels per input level this stage expects, checked against the stage before it
     in_channels: tuple[int, ...] | None = None
+    # the strides per input level this stage expects, checked against the stage before it
     in_strides: tuple[int, ...] | None = None
 
 
@@ -148,11 +155,12 @@ class AuxHeadConfig:
     ``ModelOutput.extras[<name>]`` for losses that declare it).
     """
 
-    decoder: DecoderSpec
+    decoder: DecoderSpec  # the head: any registered decoder, as a [model.decoder] table
     source: Literal["backbone", "decoder"] = "backbone"
     output: Literal["logits", "extra"] = "logits"
     in_index: tuple[int, ...] | None = None
     weight: float = field(default=AUX_WEIGHT, validator=ge(0.0))
+    # dropout before the head's 1x1 classifier (output = "logits")
     dropout: float = field(default=0.1, validator=[ge(0.0), lt(1.0)])
 
 
@@ -170,14 +178,19 @@ MODEL_SLOTS = ("final_upsample",)  # after the logits are resized to the input s
 class ModelConfig:
     """``[model]``: the stages, the classifier's dropout and the input normalisation."""
 
-    backbone: BackboneSpec
-    decoder: DecoderSpec
+    backbone: BackboneSpec  # makes the feature maps, finest first
+    decoder: DecoderSpec  # fuses the maps into the features the 1x1 classifier reads
+    # modules between backbone and decoder, in order (e.g. a context module on the top level)
     enhancers: tuple[EnhancerSpec, ...] = ()
+    # training-only heads by name: auxiliary logits, or extra tensors for the losses
     aux: Mapping[str, AuxHeadConfig] = field(factory=dict)
+    # the model's own attention slots: final_upsample (after the logits reach the input size)
     attention: Mapping[str, AttentionSpec] = field(factory=dict, validator=_model_slots)
     init_from: str | None = None  # a run folder, a model.safetensors or a pretrained name to start from
+    # the classifier's class count; not set: the dataset's
     num_classes: int | None = field(default=None, validator=attrs.validators.optional(gt(0)))
-    dropout: float = field(default=0.1, validator=[ge(0.0), lt(1.0)])
+    dropout: float = field(default=0.1, validator=[ge(0.0), lt(1.0)])  # dropout before the 1x1 classifier
+    # per-channel mean the model subtracts from images scaled to [0, 1] (part of the saved model)
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = field(default=IMAGENET_STD, validator=each_positive)  # the model divides by it
 
@@ -188,9 +201,9 @@ class RandomSplitConfig:
     datasets whose release has no usable val split (seed 000's VOC recipe: a 9:1 split of train_aug). Replaces
     ``train_split``/``val_split``; the same seed always gives the same two sets."""
 
-    source: str
-    val_fraction: float = field(default=0.1, validator=[gt(0.0), lt(1.0)])
-    seed: int = field(default=0, validator=ge(0))
+    source: str  # the split both sets are drawn from
+    val_fraction: float = field(default=0.1, validator=[gt(0.0), lt(1.0)])  # the share of it that becomes val
+    seed: int = field(default=0, validator=ge(0))  # seed of the permutation
 
 
 def _split_names(_: Any, attribute: Any, value: Any) -> None:
@@ -210,13 +223,14 @@ class DataConfig:
     dataset or a list of them, read as one set (``train_split = ["train", "val"]``: the final model of a recipe
     trained on both)."""
 
-    dataset: DatasetSpec
+    dataset: DatasetSpec  # the dataset component
     train_split: str | tuple[str, ...] = field(default="train", validator=_split_names)
     val_split: str | tuple[str, ...] = field(default="val", validator=_split_names)
+    # train and val drawn from one split (replaces train_split and val_split)
     random_split: RandomSplitConfig | None = None
-    batch_size: int = field(default=8, validator=gt(0))
-    num_workers: int = field(default=0, validator=ge(0))
-    augment: AugmentConfig = AugmentConfig()
+    batch_size: int = field(default=8, validator=gt(0))  # training batch size (per process when distributed)
+    num_workers: int = field(default=0, validator=ge(0))  # worker processes that decode samples; 0: the main process
+    augment: AugmentConfig = AugmentConfig()  # the training augmentation, on whole batches on the device
 
 
 def _one_budget(instance: "TrainConfig", attribute: Any, value: Any) -> None:
@@ -230,40 +244,43 @@ class TrainConfig:
 
     epochs: int | None = field(default=None, validator=attrs.validators.optional(gt(0)))
     iters: int | None = field(default=None, validator=[attrs.validators.optional(gt(0)), _one_budget])
-    optimizer: Literal["sgd", "adamw"] = "sgd"
-    lr: float = field(default=0.01, validator=gt(0.0))
-    momentum: float = field(default=0.9, validator=[ge(0.0), lt(1.0)])
-    nesterov: bool = False
+    optimizer: Literal["sgd", "adamw"] = "sgd"  # SGD (momentum, nesterov) or AdamW (betas)
+    lr: float = field(default=0.01, validator=gt(0.0))  # base learning rate
+    momentum: float = field(default=0.9, validator=[ge(0.0), lt(1.0)])  # SGD's momentum
+    nesterov: bool = False  # SGD with Nesterov momentum
     betas: tuple[float, float] = field(default=(0.9, 0.999), validator=fractions_each)  # AdamW's, each in [0, 1)
-    weight_decay: float = field(default=5e-4, validator=ge(0.0))
+    weight_decay: float = field(default=5e-4, validator=ge(0.0))  # SGD: L2 penalty; AdamW: decoupled decay
     no_decay_norm_bias: bool = False  # no weight decay on norm layers and biases
-    backbone_lr_mult: float = field(default=1.0, validator=ge(0.0))
+    backbone_lr_mult: float = field(default=1.0, validator=ge(0.0))  # the backbone's learning rate is lr times this
+    # layer-wise lr decay over a transformer backbone's blocks; not set: none
     layer_decay: float | None = field(default=None, validator=attrs.validators.optional([gt(0.0), le(1.0)]))
-    schedule: Literal["poly", "cosine", "step", "constant"] = "poly"
-    poly_power: float = field(default=0.9, validator=gt(0.0))
+    schedule: Literal["poly", "cosine", "step", "constant"] = "poly"  # the learning-rate schedule after warm-up
+    poly_power: float = field(default=0.9, validator=gt(0.0))  # exponent of the poly schedule
     min_lr_ratio: float = field(default=0.0, validator=[ge(0.0), le(1.0)])  # the schedule ends at lr * this
     # fractions of the budget where "step" multiplies the lr by step_gamma
     step_milestones: tuple[float, ...] = field(default=(), validator=fractions)
-    step_gamma: float = field(default=0.1, validator=gt(0.0))
-    warmup_iters: int = field(default=0, validator=ge(0))
-    warmup_start_ratio: float = field(default=1e-3, validator=[gt(0.0), le(1.0)])
+    step_gamma: float = field(default=0.1, validator=gt(0.0))  # lr factor at each of step_milestones
+    warmup_iters: int = field(default=0, validator=ge(0))  # optimizer steps of linear warm-up
+    warmup_start_ratio: float = field(default=1e-3, validator=[gt(0.0), le(1.0)])  # warm-up starts at lr times this
     freeze_backbone: int = field(default=0, validator=ge(0))  # budget units (epochs or iters) with a frozen backbone
-    grad_accum_steps: int = field(default=1, validator=gt(0))
+    grad_accum_steps: int = field(default=1, validator=gt(0))  # batches whose gradients add up to one optimizer step
+    # clip the gradients' global norm to this; not set: no clipping
     clip_grad_norm: float | None = field(default=None, validator=attrs.validators.optional(gt(0.0)))
+    # keep an exponential moving average of the weights with this decay; not set: none
     ema_decay: float | None = field(default=None, validator=attrs.validators.optional([gt(0.0), lt(1.0)]))
-    amp: Literal["none", "bf16"] = "none"
-    channels_last: bool = False
-    deterministic: bool = False
-    seed: int = field(default=0, validator=ge(0))
-    sync_bn: bool = False
+    amp: Literal["none", "bf16"] = "none"  # bf16 autocast in training
+    channels_last: bool = False  # train in the channels_last memory format
+    deterministic: bool = False  # deterministic algorithms: a resumed run is bitwise equal (same thread count)
+    seed: int = field(default=0, validator=ge(0))  # seeds initialisation, sample order and augmentation
+    sync_bn: bool = False  # SyncBatchNorm across processes (CUDA only)
     find_unused_parameters: bool = False  # DDP: set when some parameters get no gradient (e.g. unused backbone levels)
     log_every: int = field(default=10, validator=gt(0))  # optimizer steps
     eval_every: int = field(default=0, validator=ge(0))  # budget units; 0: only at the end
     checkpoint_every: int = field(default=1, validator=ge(0))  # budget units; 0: only at the end
     checkpoint_every_iters: int = field(default=0, validator=ge(0))  # extra checkpoints inside epochs
-    keep_last: int = field(default=2, validator=gt(0))
-    tensorboard: bool = False
-    plots: bool = True
+    keep_last: int = field(default=2, validator=gt(0))  # checkpoints kept in checkpoints/
+    tensorboard: bool = False  # also log to TensorBoard (needs the tensorboard package)
+    plots: bool = True  # write plots/ at the end (curves, per-class IoU, confusion matrix, overlays)
 
     def __attrs_post_init__(self) -> None:
         if self.epochs is None and self.iters is None:  # neither given: the default budget
@@ -274,15 +291,17 @@ class TrainConfig:
 class EvalConfig:
     """``[eval]``: how validation and ``task = "evaluate"`` infer (sliding window, multi-scale + flip TTA)."""
 
-    mode: Literal["whole", "slide"] = "whole"
+    mode: Literal["whole", "slide"] = "whole"  # the whole image at once, or a sliding window
+    # (H, W) of the sliding window (mode = "slide")
     window: tuple[int, int] = field(default=(512, 512), validator=positive_size)
-    stride: tuple[int, int] = field(default=(341, 341), validator=positive_size)
+    stride: tuple[int, int] = field(default=(341, 341), validator=positive_size)  # (H, W) step of the sliding window
+    # test-time scales whose predictions are averaged
     scales: tuple[float, ...] = field(default=(1.0,), validator=[non_empty, each_positive])
     # evaluate on the image resized to this (H, W) (bilinear), scored at the label's size (seed 000 evaluates
     # Cityscapes at 512x1024 and 1024x2048); None: the image's own size
     resize: tuple[int, int] | None = field(default=None, validator=positive_size)
-    flip: bool = False
-    batch_size: int = field(default=1, validator=gt(0))
+    flip: bool = False  # also infer the horizontally flipped image and average
+    batch_size: int = field(default=1, validator=gt(0))  # evaluation batch size
     plots: int = field(default=4, validator=ge(0))  # image/label/prediction rows in the overlay grid
     # the inference fast path (segcore.inference) for task = "evaluate"/"predict" and segcore.predict: BatchNorm folded,
     # channels_last, bicubic upsampling as matrix products, bf16 where the hardware has it ("precision"); the
@@ -298,17 +317,19 @@ class EvalConfig:
 class PredictConfig:
     """``[predict]``: a folder of images -> index PNGs and colour overlays."""
 
-    input_dir: str = "images"
-    output_dir: str = "predictions"
-    overlay_alpha: float = field(default=0.5, validator=[ge(0.0), le(1.0)])
+    input_dir: str = "images"  # the folder of images to predict
+    output_dir: str = "predictions"  # where <stem>.png (class ids) and <stem>_overlay.png are written
+    overlay_alpha: float = field(default=0.5, validator=[ge(0.0), le(1.0)])  # opacity of the colour overlay
 
 
 @frozen
 class RunConfig:
     """``[run]``: what ``segcore run`` does, where it writes, on which device."""
 
+    # train; evaluate run.checkpoint on the val split; or predict [predict] input_dir
     task: Literal["train", "evaluate", "predict"] = "train"
-    out_dir: str = "runs/default"
+    out_dir: str = "runs/default"  # the run folder
+    # "auto" (CUDA when available, else the CPU), "cpu", "cuda", "cuda:N" or "mps"
     device: str = field(default="auto", validator=lambda _, a, v: _check_device(v))
     input_size: tuple[int, int] = field(default=(512, 512), validator=positive_size)  # what `segcore check` counts MACs at
     checkpoint: str | None = None  # weights to evaluate or predict with (a model.safetensors or a run folder)
@@ -323,13 +344,13 @@ def _check_device(value: str) -> None:
 class PipelineConfig:
     """A whole pipeline file."""
 
-    model: ModelConfig
-    data: DataConfig
-    loss: tuple[LossSpec, ...] = ()
-    train: TrainConfig = TrainConfig()
-    eval: EvalConfig = EvalConfig()
-    predict: PredictConfig = PredictConfig()
-    run: RunConfig = RunConfig()
+    model: ModelConfig  # the network: stages, classifier, input normalisation
+    data: DataConfig  # the dataset, its splits, batching and augmentation
+    loss: tuple[LossSpec, ...] = ()  # the losses, summed with their weights (one [[loss]] table each)
+    train: TrainConfig = TrainConfig()  # optimisation: budget, optimizer, schedule, precision, checkpoints
+    eval: EvalConfig = EvalConfig()  # how validation and task = "evaluate" infer
+    predict: PredictConfig = PredictConfig()  # task = "predict": the input folder and the outputs
+    run: RunConfig = RunConfig()  # what `segcore run` does, where it writes, on which device
 
 
 # the annotations are strings (PEP 563): resolve them once, for cattrs (and anyone reading attrs.fields(...).type)
