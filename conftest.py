@@ -3,38 +3,16 @@ session and never at import time.
 
 - ``registry``: every installed plugin (autoload), what a plugin's tests need (its own components and those of the
   plugins it depends on). tests/conftest.py overrides it with core's built-ins alone; tests/integration/ puts it back.
-- ``@pytest.mark.entries(Stage)`` parametrizes a test's ``entry`` argument over every installed component of that
-  stage (contract tests: third-party plugins included); ``where=`` filters them.
+- The contract tests come from segcore.testing (a pytest plugin, loaded through its ``pytest11`` entry point):
+  ``contract_tests(distribution=...)`` in each tests/test_contracts.py.
 """
 
 from __future__ import annotations
 
-import functools
-
 import pytest
 
-from segcore import Registry, get_plugin_manager, load_registry
-
-
-@functools.cache
-def installed_registry() -> Registry:
-    """Core's built-ins and every installed plugin, loaded once."""
-    return load_registry(get_plugin_manager())
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "entries(stage, where=None): parametrize `entry` over every installed component "
-                                       "of the stage")  # fmt: skip
-
-
-def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    marker = metafunc.definition.get_closest_marker("entries")
-    if marker is None or "entry" not in metafunc.fixturenames:
-        return
-    (stage,) = marker.args
-    where = marker.kwargs.get("where") or (lambda e: True)
-    entries = [e for e in installed_registry().entries(stage) if where(e)]
-    metafunc.parametrize("entry", entries, ids=[f"{e.name}[{e.plugin.name}]" for e in entries])
+from segcore import Registry
+from segcore.testing import installed_registry
 
 
 @pytest.fixture(scope="session")
