@@ -41,6 +41,12 @@ def base_pipeline() -> str:
     return BASE_PIPELINE
 
 
+@pytest.fixture
+def small_pipeline() -> str:
+    """tests/data/small.toml: test_resnet + a one-conv FCN at 32x32 on shapes, 4 steps, checkpoints at 2 and 4."""
+    return (Path(__file__).parent / "data" / "small.toml").read_text()
+
+
 @pytest.fixture(scope="session")
 def registry() -> Registry:
     """Core's built-ins alone (no installed plugin is loaded): core's tests need nothing else. A test's own plugin

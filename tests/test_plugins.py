@@ -9,6 +9,7 @@ from torch import nn
 
 from segcore import Attention, Backbone, Dataset, Decoder, Loss, hookimpl, load_registry
 from segcore.contracts.plugins import get_plugin_manager
+from segcore.errors import RegistryError
 
 
 @attrs.frozen
@@ -67,8 +68,11 @@ def test_name_clash_is_reported_and_does_not_take_the_others_down():
     [problem] = registry.problems
     assert 'plugin "clash"' in str(problem) and 'already registered by plugin "fake"' in str(problem)
     assert "SEGCORE_DISABLE_PLUGINS=clash" in str(problem)
-    assert registry.get(Attention, "gain").plugin.name == "fake"
-    assert registry.get(Attention, "other").plugin.name == "clash"  # a clash costs only the clashing entry
+    with pytest.raises(RegistryError, match=r'attention \'gain\' is registered by 2 plugins, plugin "fake" and plugin "clash"'):
+        registry.get(Attention, "gain")  # never one of them silently (#23)
+    assert registry.get(Attention, "gain", "fake").plugin.name == "fake"
+    assert registry.get(Attention, "gain", "clash").plugin.name == "clash"
+    assert registry.get(Attention, "other").plugin.name == "clash"  # a clash costs nothing else
     assert registry.get(Backbone, "timm")  # the built-ins still work
 
 

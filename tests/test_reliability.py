@@ -29,43 +29,11 @@ from torch import nn
 from segcore import Decoder, hookimpl, load_registry
 from segcore.cli.main import main
 from segcore.engine.report import RunLog
-from segcore.errors import DamagedFileError
+from segcore.errors import DamagedFileError, RegistryError
 from segcore.contracts.plugins import get_plugin_manager
 from segcore.model.weights import read_weights
 
-PIPELINE = """
-[model]
-dropout = 0.0
-[model.backbone]
-name = "timm"
-model_name = "test_resnet"
-[model.decoder]
-name = "fcn"
-num_convs = 1
-channels = 16
-in_index = -1
-[data]
-batch_size = 2
-[data.dataset]
-name = "shapes"
-size = [32, 32]
-num_train = 8
-num_val = 2
-[[loss]]
-name = "ce"
-[train]
-iters = 4
-optimizer = "adamw"
-lr = 0.01
-deterministic = true
-checkpoint_every = 0
-checkpoint_every_iters = 2
-keep_last = 5
-plots = false
-[run]
-device = "cpu"
-input_size = [32, 32]
-"""
+PIPELINE = (Path(__file__).parent / "data" / "small.toml").read_text()
 
 
 def write(path: Path, text: str) -> Path:
@@ -453,18 +421,21 @@ def _plugin(decoder_name: str, **marker):
 
 
 @pytest.mark.parametrize(("marker", "owner"), [({"trylast": True}, "first"), ({"tryfirst": True}, "thirdparty")])
-def test_a_name_clash_costs_only_the_clashing_entry(marker, owner):
+def test_a_name_clash_needs_the_plugin_named_and_costs_nothing_else(marker, owner):
     pm = get_plugin_manager(autoload=False)
     pm.register(_plugin("clashy"), name="first")
     pm.register(_plugin("clashy", **marker), name="thirdparty")
     pm.register(_plugin("fcn", tryfirst=True), name="usurper")
     registry = load_registry(pm)
-    assert registry.get(Decoder, "clashy").plugin.name == owner
-    assert registry.get(Decoder, "clashy_extra").plugin.name == owner  # the same name again: the same owner
-    assert registry.get(Decoder, "fcn").plugin.name == "segcore.builtin.decoders"  # built-ins register first, always
+    for name in ("clashy", "clashy_extra", "fcn"):  # #23: neither plugin's silently; the message names both
+        with pytest.raises(RegistryError, match=f"'{name}' is registered by 2 plugins"):
+            registry.get(Decoder, name)
+    assert [registry.get(Decoder, "clashy", p).plugin.name for p in ("first", "thirdparty")] == ["first", "thirdparty"]
+    assert registry.contested(Decoder)[Decoder, "clashy"][0].plugin.name == owner  # who registered first
+    assert registry.get(Decoder, "fcn", "segcore").plugin.name == "segcore.builtin.decoders"  # a distribution name too
     assert registry.get(Decoder, "fcn_extra").plugin.name == "usurper"  # and the newcomer keeps all else
     [clash] = [str(p) for p in registry.problems if "'clashy'" in str(p)]
-    assert 'plugin "thirdparty"' in clash and 'plugin "first"' in clash and "is skipped" in clash
+    assert 'plugin "thirdparty"' in clash and 'plugin "first"' in clash and "both are kept" in clash
     [builtin] = [str(p) for p in registry.problems if "'fcn'" in str(p)]
     assert 'plugin "usurper"' in builtin and 'plugin "segcore.builtin.decoders"' in builtin
 

@@ -83,8 +83,12 @@ def make_converter(registry: Registry) -> cattrs.Converter:
         name = value["name"]
         if not isinstance(name, str):
             raise ConfigError(f"name must be a string, got {name!r}; installed: {installed}")
-        entry = registry.get(spec_cls.stage, name)
-        own = {f.name: f for f in attrs.fields(spec_cls) if f.name not in ("name", "config")}
+        plugin = value.get("plugin")
+        if plugin is not None and not isinstance(plugin, str):
+            raise ConfigError(f"plugin must be a string naming the plugin (or distribution) whose {kind} {name!r} to "
+                              f"use, got {plugin!r}")  # fmt: skip
+        entry = registry.get(spec_cls.stage, name, plugin=plugin)
+        own = {f.name: f for f in attrs.fields(spec_cls) if f.name not in ("name", "config", "plugin")}
         errors: list[Exception] = []
         kwargs: dict[str, Any] = {}
         for key, fld in own.items():
@@ -104,7 +108,7 @@ def make_converter(registry: Registry) -> cattrs.Converter:
                 )
                 err.__notes__ = [AttributeValidationNote("@ attention", "attention", None)]
                 errors.append(err)
-        rest = {k: v for k, v in value.items() if k != "name" and k not in own}
+        rest = {k: v for k, v in value.items() if k not in ("name", "plugin") and k not in own}
         try:
             config = conv.structure(rest, entry.config)
         except ClassValidationError as exc:
@@ -114,7 +118,7 @@ def make_converter(registry: Registry) -> cattrs.Converter:
         if errors:
             raise ClassValidationError(f"While structuring {kind} {name!r}", errors, entry.config)
         try:
-            return spec_cls(name=name, config=config, **kwargs)
+            return spec_cls(name=name, config=config, plugin=plugin, **kwargs)
         except ValueError as exc:  # a validator of a core-level key (weight, ...)
             raise ConfigError(str(exc)) from None
 
@@ -137,7 +141,7 @@ def _with_own_keys(exc: BaseException, own: Iterable[str]) -> BaseException:
     ``attention``, ``in_channels``, ...) and the component's config fields."""
     if not isinstance(exc, ForbiddenExtraKeysError) or not attrs.has(exc.cl):
         return exc
-    allowed = ["name", *own, *(a.name for a in attrs.fields(exc.cl))]
+    allowed = ["name", *own, *(a.name for a in attrs.fields(exc.cl)), "plugin"]
     return ConfigError(_unknown_keys(exc.extra_fields, allowed))
 
 

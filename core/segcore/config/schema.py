@@ -74,11 +74,13 @@ class AugmentConfig:
 
 @frozen
 class ComponentSpec:
-    """A component table: ``name`` picks the registered component, the other keys fill its config class."""
+    """A component table: ``name`` picks the registered component, the other keys fill its config class.
+    ``plugin`` (a plugin or distribution name) says whose component, needed when two plugins register the name."""
 
     stage: ClassVar[type]
     name: str
     config: Any
+    plugin: str | None = None
 
 
 @frozen

@@ -95,6 +95,8 @@ class Registry:
     def __init__(self) -> None:
         self._entries: dict[type, dict[str, Entry]] = {stage: {} for stage in STAGES}
         self._aliases: dict[type, dict[str, tuple[str, PluginInfo]]] = {stage: {} for stage in STAGES}
+        # a name two plugins register: every plugin's entry, first one first; `get` then needs the plugin named
+        self._contested: dict[type, dict[str, list[Entry]]] = {stage: {} for stage in STAGES}
         self._presets: dict[str, tuple[dict[str, Any], PluginInfo]] = {}
         self._pretrained: dict[str, Pretrained] = {}
         self._plugin = _DIRECT
@@ -140,6 +142,17 @@ class Registry:
         if isinstance(formerly, str) or not all(isinstance(d, str) and d for d in formerly):
             raise RegistryError(f"{where}: formerly is a list of distribution names, got {formerly!r}")
         taken = self._entries[stage].get(name)
+        if taken is not None and taken.plugin.name != self._plugin.name and self._plugin != _DIRECT:
+            entry = Entry(stage=stage, name=name, cls=cls, config=config, tiny=tiny, plugin=self._plugin,
+                          formerly=tuple(formerly))  # fmt: skip
+            rivals = self._contested[stage].setdefault(name, [taken])
+            rivals.append(entry)
+            kind = stage.__name__.lower()
+            self.problems.append(RegistryError(
+                f"{self._plugin}: {kind} {name!r} is already registered by {taken.plugin}; both are kept, and a "
+                f"pipeline that uses {kind} {name!r} must say whose: {_choose(rivals)}"
+            ))  # fmt: skip
+            return entry
         if taken is not None:
             return self._clash(f"{stage.__name__.lower()} {name!r}", taken.plugin)
         if name in self._aliases[stage]:
@@ -211,6 +224,13 @@ class Registry:
 
     def remove_plugin(self, plugin_name: str) -> None:
         """Forget everything *plugin_name* registered."""
+        for stage, contested in self._contested.items():
+            for name, rivals in list(contested.items()):
+                rivals[:] = [e for e in rivals if e.plugin.name != plugin_name]
+                if rivals and self._entries[stage].get(name, rivals[0]).plugin.name == plugin_name:
+                    self._entries[stage][name] = rivals[0]  # the next plugin's takes the name
+                if len(rivals) < 2:
+                    del contested[name]
         for entries in self._entries.values():
             for key in [k for k, e in entries.items() if e.plugin.name == plugin_name]:
                 del entries[key]
@@ -222,19 +242,38 @@ class Registry:
 
     # -- lookup -------------------------------------------------------------------------------------------------
 
-    def get(self, stage: type, name: str) -> Entry:
-        """The entry for *name* in *stage*; an unknown name raises with the closest match and the installed names."""
+    def get(self, stage: type, name: str, plugin: str | None = None) -> Entry:
+        """The entry for *name* in *stage*; an unknown name raises with the closest match and the installed names.
+
+        *plugin* (a plugin or distribution name, a component table's ``plugin`` key) picks the entry of that plugin;
+        it is required for a name two plugins register (`contested`), which otherwise raises naming both."""
         entries = self._entries[stage]
-        if name in entries:
-            return entries[name]
         kind = stage.__name__.lower()
-        if name in self._aliases[stage]:
+        if name not in entries and name in self._aliases[stage]:
             new, owner = self._aliases[stage][name]
             warnings.warn(f"{kind} {name!r} is deprecated, renamed {new!r} by {owner}: write name = {new!r}",
                           DeprecationWarning, stacklevel=2)  # fmt: skip
-            return entries[new]
-        installed = ", ".join(sorted(entries)) or "none"
-        raise RegistryError(f"unknown {kind} {name!r}{did_you_mean(name, entries)}; installed: {installed}")
+            name = new
+        if name not in entries:
+            installed = ", ".join(sorted(entries)) or "none"
+            raise RegistryError(f"unknown {kind} {name!r}{did_you_mean(name, entries)}; installed: {installed}")
+        rivals = self._contested[stage].get(name, [entries[name]])
+        if plugin is None:
+            if len(rivals) > 1:  # never pick one silently: the other may be what the user meant
+                raise RegistryError(f"{kind} {name!r} is registered by {len(rivals)} plugins, "
+                                    f"{' and '.join(map(str, (e.plugin for e in rivals)))}: {_choose(rivals)}")  # fmt: skip
+            return rivals[0]
+        for entry in rivals:
+            if plugin in (entry.plugin.name, entry.plugin.dist):
+                return entry
+        owners = " and ".join(f"{e.plugin} (plugin = {e.plugin.name!r})" for e in rivals)
+        raise RegistryError(f"{kind} {name!r} is not registered by a plugin or distribution {plugin!r}; it is by "
+                            f"{owners}")  # fmt: skip
+
+    def contested(self, stage: type | None = None) -> dict[tuple[type, str], list[Entry]]:
+        """Names two or more plugins register: (stage, name) -> their entries, first registered first."""
+        stages = STAGES if stage is None else (stage,)
+        return {(s, n): list(e) for s in stages for n, e in sorted(self._contested[s].items())}
 
     def entries(self, stage: type | None = None) -> list[Entry]:
         """All entries of *stage* (or of every stage), sorted by name."""
@@ -261,6 +300,14 @@ class Registry:
                 f"registered: {', '.join(sorted(self._pretrained)) or 'none'}"
             )
         return self._pretrained[name]
+
+
+def _choose(rivals: Sequence[Entry]) -> str:
+    """How to pick one of a contested name's entries."""
+    names = [e.plugin.name for e in rivals]
+    alternatives = " or ".join(f"plugin = {n!r}" for n in names)
+    return (f"write {alternatives} in its table (next to name = {rivals[0].name!r}), or disable a plugin with "
+            f"SEGCORE_DISABLE_PLUGINS={names[-1]}")
 
 
 def _check_toml_values(value: Any, where: str, path: str = "") -> None:

@@ -217,14 +217,14 @@ def default_palette(n: int) -> list[tuple[int, int, int]]:
 
 def build_dataset(spec: DatasetSpec, registry: Registry, split: str) -> Dataset:
     """The ``[data.dataset]`` table's dataset for *split*; the split is checked here, once for every dataset."""
-    entry = registry.get(Dataset, spec.name)
+    entry = registry.get(Dataset, spec.name, spec.plugin)
     entry.cls.check_split(spec.config, split)
     return entry.build(spec.config, split=split)
 
 
 def dataset_meta(spec: DatasetSpec, registry: Registry) -> DatasetMeta:
     """The dataset's meta without building it when the class declares it (no file access)."""
-    entry = registry.get(Dataset, spec.name)
+    entry = registry.get(Dataset, spec.name, spec.plugin)
     meta = getattr(entry.cls, "meta", None)
     if isinstance(meta, DatasetMeta):
         return meta

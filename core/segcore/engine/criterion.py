@@ -29,7 +29,7 @@ class Criterion(nn.Module):
         self.routes = loss_routes(self.specs, heads, registry)
         self.head_weights = {MAIN: 1.0} | {k: h.weight for k, h in heads.items() if h.output == "logits"}
         self.losses = nn.ModuleList(
-            registry.get(Loss, s.name).build(s.config, num_classes=num_classes, ignore_index=ignore_index) for s in self.specs
+            registry.get(Loss, s.name, s.plugin).build(s.config, num_classes=num_classes, ignore_index=ignore_index) for s in self.specs
         )
 
     def forward(self, output: ModelOutput, target: Tensor) -> tuple[Tensor, dict[str, Tensor]]:

@@ -79,21 +79,22 @@ def _meta(config: Mapping[str, Any]) -> DatasetMeta:
     return DatasetMeta(tuple(d["class_names"]), tuple(tuple(c) for c in d["palette"]), int(d["ignore_index"]))
 
 
-def _component_specs(cfg: ModelConfig) -> list[tuple[type, str]]:
-    """(stage, name) of every component the inference model builds (training-only heads excluded)."""
-    out: list[tuple[type, str]] = [(Backbone, cfg.backbone.name)]
+def _component_specs(cfg: ModelConfig) -> list[tuple[type, str, str | None]]:
+    """(stage, name, plugin key) of every component the inference model builds (training-only heads excluded)."""
+    out: list[tuple[type, str, str | None]] = [(Backbone, cfg.backbone.name, cfg.backbone.plugin)]
     for spec in cfg.enhancers:
-        out += [(Enhancer, spec.name), *((Attention, a.name) for a in spec.attention.values())]
-    out += [(Decoder, cfg.decoder.name), *((Attention, a.name) for a in cfg.decoder.attention.values())]
-    out += [(Attention, a.name) for a in cfg.attention.values()]
+        out += [(Enhancer, spec.name, spec.plugin), *((Attention, a.name, a.plugin) for a in spec.attention.values())]
+    out += [(Decoder, cfg.decoder.name, cfg.decoder.plugin),
+            *((Attention, a.name, a.plugin) for a in cfg.decoder.attention.values())]
+    out += [(Attention, a.name, a.plugin) for a in cfg.attention.values()]
     return list(dict.fromkeys(out))
 
 
 def plugins_of(cfg: ModelConfig, registry: Registry) -> list[dict[str, Any]]:
     """The plugins providing the model's components: name, distribution, version and what each provides."""
     by_plugin: dict[str, dict[str, Any]] = {}
-    for stage, name in _component_specs(cfg):
-        p = registry.get(stage, name).plugin
+    for stage, name, plugin in _component_specs(cfg):
+        p = registry.get(stage, name, plugin).plugin
         rec = by_plugin.setdefault(p.name, {"plugin": p.name, "distribution": p.dist, "version": p.version, "provides": []})
         rec["provides"].append(f"{stage.__name__.lower()} {name}")
     return list(by_plugin.values())
@@ -114,7 +115,8 @@ def _check_plugins(config: Mapping[str, Any], registry: Registry, label: str) ->
         for item in rec["provides"]:
             stage_name, _, name = item.partition(" ")
             try:
-                entry = registry.get(_STAGES[stage_name], name)
+                stage = _STAGES[stage_name]  # a name two plugins register: the one it was saved with
+                entry = registry.get(stage, name, rec["plugin"] if (stage, name) in registry.contested(stage) else None)
             except RegistryError:
                 missing.append(item)
                 continue

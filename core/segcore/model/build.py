@@ -162,7 +162,7 @@ def _check_feature_info(obj: Any, entry: Entry, path: str) -> tuple[FeatureInfo,
 
 def _slots(spec: _WiredSpec | ModelConfig, registry: Registry, path: str) -> AttentionSlots:
     def factory(slot: str, attn: AttentionSpec):
-        entry = registry.get(Attention, attn.name)
+        entry = registry.get(Attention, attn.name, attn.plugin)
 
         def build(channels: int) -> nn.Module:
             module = _construct(entry, attn.config, f"{path}.attention.{slot}", channels=channels)
@@ -200,7 +200,7 @@ def build_model(cfg: ModelConfig, registry: Registry, *, num_classes: int) -> Se
 
     Use ``with torch.device("meta"):`` around it to build without allocating weights (`segcore check`).
     """
-    entry = registry.get(Backbone, cfg.backbone.name)
+    entry = registry.get(Backbone, cfg.backbone.name, cfg.backbone.plugin)
     backbone = _construct(entry, cfg.backbone.config, "model.backbone")
     backbone_info = _check_feature_info(backbone, entry, "model.backbone")
     info, source = backbone_info, f"[model.backbone] ({cfg.backbone.name!r})"
@@ -209,7 +209,7 @@ def build_model(cfg: ModelConfig, registry: Registry, *, num_classes: int) -> Se
     for i, spec in enumerate(cfg.enhancers):
         path = f"model.enhancers[{i}]"
         _check_inputs(spec, info, path, source)
-        entry = registry.get(Enhancer, spec.name)
+        entry = registry.get(Enhancer, spec.name, spec.plugin)
         enh = _wired(lambda: _construct(entry, spec.config, path, in_features=info, attention=_slots(spec, registry, path)),
                      path, source, info)  # fmt: skip
         info, source = _check_feature_info(enh, entry, path), f"[{path}] ({spec.name!r})"
@@ -232,7 +232,7 @@ def build_model(cfg: ModelConfig, registry: Registry, *, num_classes: int) -> Se
 
 def _build_decoder(spec: _WiredSpec, registry: Registry, path: str, info: Sequence[FeatureInfo], source: str) -> Decoder:
     _check_inputs(spec, info, path, source)
-    entry = registry.get(Decoder, spec.name)
+    entry = registry.get(Decoder, spec.name, spec.plugin)
     decoder = _wired(lambda: _construct(entry, spec.config, path, in_features=tuple(info), attention=_slots(spec, registry, path)),
                      path, source, info)  # fmt: skip
     for attr in ("out_channels", "stride"):

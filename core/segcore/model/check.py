@@ -12,7 +12,7 @@ import torch
 from attrs import asdict, frozen
 from torch import Tensor, nn
 
-from segcore.config.schema import PipelineConfig
+from segcore.config.schema import ComponentSpec, PipelineConfig
 from segcore.model.losses import loss_routes
 from segcore.model.counting import Convention, Count, Meter, get_convention
 from segcore.errors import ContractError
@@ -173,14 +173,14 @@ def check_model(
 def _check_data_and_losses(cfg: PipelineConfig, registry: Registry, num_classes: int, ignore_index: int) -> None:
     """What ``run`` would trip on before its first step, without touching a file: the splits it reads and the losses'
     heads and extras (`loss_routes`), and that each loss builds."""
-    dataset = registry.get(Dataset, cfg.data.dataset.name).cls
+    dataset = registry.get(Dataset, cfg.data.dataset.name, cfg.data.dataset.plugin).cls
     split = cfg.data.random_split
     for name in (split.source,) if split is not None else (*split_names(cfg.data.train_split), *split_names(cfg.data.val_split)):
         dataset.check_split(cfg.data.dataset.config, name)
     if cfg.loss:
         loss_routes(cfg.loss, cfg.model.aux, registry)
         for spec in cfg.loss:
-            registry.get(Loss, spec.name).build(spec.config, num_classes=num_classes, ignore_index=ignore_index)
+            registry.get(Loss, spec.name, spec.plugin).build(spec.config, num_classes=num_classes, ignore_index=ignore_index)
 
 
 def check_pipeline(
@@ -194,16 +194,16 @@ def check_pipeline(
     _check_data_and_losses(cfg, registry, num_classes, meta.ignore_index)
     with torch.device("meta"):
         model = build_model(cfg.model, registry, num_classes=num_classes)
-    names = {"model.backbone": _name(registry, Backbone, cfg.model.backbone.name),
-             "model.decoder": _name(registry, Decoder, cfg.model.decoder.name), "model.classifier": ("conv1x1", None)}  # fmt: skip
-    names |= {f"model.enhancers[{i}]": _name(registry, Enhancer, e.name) for i, e in enumerate(cfg.model.enhancers)}
-    names |= {f"model.aux.{k}": (f"{v.decoder.name} (training only)", registry.get(Decoder, v.decoder.name).plugin)
+    names = {"model.backbone": _name(registry, Backbone, cfg.model.backbone),
+             "model.decoder": _name(registry, Decoder, cfg.model.decoder), "model.classifier": ("conv1x1", None)}  # fmt: skip
+    names |= {f"model.enhancers[{i}]": _name(registry, Enhancer, e) for i, e in enumerate(cfg.model.enhancers)}
+    names |= {f"model.aux.{k}": (f"{v.decoder.name} (training only)", registry.get(Decoder, v.decoder.name, v.decoder.plugin).plugin)
               for k, v in cfg.model.aux.items()}  # fmt: skip
     return check_model(model, input_size or cfg.run.input_size, names, convention=convention)
 
 
-def _name(registry: Registry, stage: type, name: str) -> tuple[str, PluginInfo]:
-    return name, registry.get(stage, name).plugin
+def _name(registry: Registry, stage: type, spec: ComponentSpec) -> tuple[str, PluginInfo]:
+    return spec.name, registry.get(stage, spec.name, spec.plugin).plugin
 
 
 def format_table(rows: Sequence[StageRow], input_size: tuple[int, int], convention: str | Convention = "true") -> str:

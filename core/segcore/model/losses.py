@@ -29,7 +29,7 @@ def loss_routes(specs: Sequence[LossSpec], heads: Mapping[str, AuxHeadConfig], r
         for h in names:
             if h not in logit_heads:
                 problems.append(f"{where}.heads: {h!r} is not a logits head; logits heads: {', '.join(logit_heads)}")
-        needs = tuple(getattr(registry.get(Loss, spec.name).cls, "extras", ()))
+        needs = tuple(getattr(registry.get(Loss, spec.name, spec.plugin).cls, "extras", ()))
         for key in spec.extras:
             if key not in needs:
                 problems.append(f"{where}.extras: the loss reads no extra {key!r}; it reads: {', '.join(needs) or 'none'}")
