@@ -6,8 +6,8 @@ Anything else raised from segcore is a bug and keeps its traceback.
 from __future__ import annotations
 
 __all__ = [
-    "ConfigError", "ContractError", "DamagedFileError", "DataError", "PluginError", "RegistryError", "SegcoreError",
-    "did_you_mean",
+    "ConfigError", "ContractError", "DamagedFileError", "DataError", "FolderInUseError", "ForeignFileError",
+    "PluginError", "RegistryError", "SegcoreError", "did_you_mean",
 ]  # fmt: skip
 
 import difflib
@@ -32,6 +32,14 @@ class PluginError(SegcoreError):
 
 class ContractError(SegcoreError):
     """A component's inputs or outputs break its stage contract (channels, stride, shape)."""
+
+
+class ForeignFileError(ConfigError):
+    """A file segcore would write or delete is not one it wrote (or lies behind a link): segcore never replaces it."""
+
+
+class FolderInUseError(ConfigError):
+    """Another process is writing the folder (a run folder is locked while a run writes it)."""
 
 
 class DataError(SegcoreError):
