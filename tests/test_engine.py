@@ -273,7 +273,8 @@ def test_keeps_the_last_k_checkpoints_and_the_best(registry, tmp_path):
     best = json.loads((tmp_path / "run" / "best" / "state.json").read_text())
     evals = [r for r in trainer.log.read() if r["kind"] == "eval"]
     assert best["best"] == max(r["mIoU"] for r in evals)
-    assert not list((tmp_path / "run").rglob("*.tmp")) and not list((tmp_path / "run").glob(".*"))  # no debris
+    assert not list((tmp_path / "run").rglob("*.tmp"))  # no debris: the only hidden files are the record and the lock
+    assert sorted(p.name for p in (tmp_path / "run").glob(".*")) == [".segcore-written.json", ".segcore.lock"]
 
 
 def test_tensorboard_switch(registry, tmp_path):

@@ -19,8 +19,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from segcore.data.datasets import dataset_meta
     from segcore.engine.evaluate import EvalResult, format_metrics
     from segcore.engine.run import run_pipeline
+    from segcore.engine.rundir import check_flags
     from segcore.engine.trainer import Interrupted
 
+    check_flags(resume=args.resume, overwrite=args.overwrite)  # before torchrun starts workers
     if args.nproc_per_node > 1 and "WORLD_SIZE" not in os.environ:
         return _launch(args)
     registry = _common.registry()
@@ -88,7 +90,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="override run.device (cpu, cuda, cuda:N, auto)")
     p.add_argument("--out-dir", help="override run.out_dir")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in run.out_dir")
-    p.add_argument("--overwrite", action="store_true", help="replace a different run in run.out_dir")
+    p.add_argument("--overwrite", action="store_true",
+                   help="delete the run in run.out_dir (segcore's own files only) and start again; not with --resume")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.add_argument("--nproc-per-node", type=_common.positive, default=1, metavar="N",
                    help="train with N processes on this machine (torchrun's launcher; data.batch_size is per process)")

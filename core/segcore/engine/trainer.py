@@ -261,7 +261,8 @@ class Trainer:
             if skipped:
                 raise DamagedFileError(
                     f"--resume: every checkpoint in {folder} is damaged (see above); pass --overwrite instead of "
-                    "--resume to start again"
+                    "--resume to start again (it deletes them and the run's weights, logs and plots; files segcore "
+                    "did not write stay)"
                 )
             self._say(f"--resume: {folder} holds no checkpoint yet; starting from scratch")
             return
