@@ -30,6 +30,7 @@ from segcore import hub as hubmod
 from segcore.cli.main import main
 from segcore.config import EvalConfig, ModelConfig, structure_table
 from segcore.errors import DamagedFileError
+from segcore.io import WRITTEN
 from segcore.contracts.stages import DatasetMeta
 from segcore.model.weights import read_weights, save_weights
 
@@ -179,7 +180,7 @@ def zoo(tmp_path, monkeypatch, saved, offline):
 
 def test_round_trip_gives_identical_logits_and_the_folder_is_a_hub_model_repo(registry, saved):
     model, folder = saved
-    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    assert sorted(p.name for p in folder.iterdir()) == [WRITTEN, "README.md", "config.json", "model.safetensors"]
     loaded = segcore.from_pretrained(folder, registry=registry)
     for size in ((37, 53), (64, 64)):
         x = torch.rand(2, 3, *size)
@@ -519,7 +520,8 @@ def test_hub_save_makes_a_folder_whose_card_states_what_segcore_run_prints(train
     monkeypatch.setenv(hubmod.ZOO_VAR, str(root / "zoo"))
     monkeypatch.setattr(CLI, "registry", lambda: registry)
     folder = folders["tiny-shapes"]
-    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "curves.png", "model.safetensors", "pipeline.toml"]
+    assert sorted(p.name for p in folder.iterdir() if p.name != WRITTEN) == ["README.md", "config.json", "curves.png",
+                                                                         "model.safetensors", "pipeline.toml"]  # fmt: skip
     config = json.loads((folder / "config.json").read_text())
     assert not any(k.startswith("aux.") for k in read_weights(folder / "model.safetensors"))
     assert config["input_size"] == [32, 32] and config["dataset"]["name"] == "shapes"
@@ -636,7 +638,7 @@ def test_push_to_hub_sends_the_model_folder(trained, registry, monkeypatch):
     model = segcore.from_pretrained(folder, registry=registry)
     segcore.push_to_hub(model, "me/again")
     sent = calls[1][1]
-    assert sorted(sent) == ["README.md", "config.json", "model.safetensors"]
+    assert sorted(sent) == [WRITTEN, "README.md", "config.json", "model.safetensors"]  # ignore_patterns: the record stays
     assert json.loads(sent["config.json"])["model"] == json.loads((folder / "config.json").read_bytes())["model"]
 
 

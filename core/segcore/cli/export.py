@@ -73,7 +73,9 @@ def _export_source(args: argparse.Namespace, registry):
                                registry=registry)  # fmt: skip
         else:
             print("warning: no weights (give --weights or run.checkpoint): exporting random weights", file=sys.stderr)
-        return model.eval(), cfg, Path(args.out or source.with_suffix(".onnx"))
+        out = Path(args.out or source.with_suffix(".onnx"))
+        out = _claim_output(out, random_weights=not weights, overwrite=args.overwrite)
+        return model.eval(), cfg, out
     source = resolve_source(args.source, what="segcore export", registry=registry)
     model, cfg = load_source(source, registry)
     if args.weights:  # other weights for the same model (a run's checkpoints/ckpt-<step>)
@@ -84,7 +86,22 @@ def _export_source(args: argparse.Namespace, registry):
         out = source.path.with_suffix(".onnx")
     else:
         out = Path(f"{args.source.removeprefix('hf-hub:').replace('/', '_').replace('@', '_')}.onnx")
-    return model.eval(), cfg, Path(args.out or out)
+    return model.eval(), cfg, _claim_output(Path(args.out or out), random_weights=False, overwrite=args.overwrite)
+
+
+def _claim_output(out: Path, *, random_weights: bool, overwrite: bool) -> Path:
+    """*out*, once it is shown free to write: never a file segcore did not write (`segcore.io.claim`), and an
+    export of random weights replaces an earlier export only with --overwrite. Recorded as segcore's."""
+    from segcore.errors import ConfigError
+    from segcore.io import claim, record
+
+    claim(out.parent, [out.name], what="segcore export", hint="Give --out another file.")
+    if random_weights and out.exists() and not overwrite:
+        raise ConfigError(f"segcore export: no weights (give --weights or run.checkpoint), and exporting random weights "
+                          f"would replace {out}. Give the weights, or --out another file, or --overwrite to replace it "
+                          "with random weights.")  # fmt: skip
+    record(out.parent, [out.name])  # before writing: a file cut off by a crash is still segcore's to replace
+    return out
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -96,6 +113,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, help="output file (default: beside the source, .onnx)")
     p.add_argument("--weights", help="other weights for the model: a .safetensors file, a run or checkpoint folder, a "
                    "model folder, a pretrained name or a Hub repo id (overrides run.checkpoint)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier export even with random weights (never a file segcore did not write)")
     p.add_argument("--opset", type=int, help="ONNX opset (default: torch's)")
     p.add_argument("--no-check", action="store_true", help="skip the parity check and the onnxruntime timing")
     p.add_argument("--check-images", type=_common.positive, default=8, help="validation images to check on (default 8)")

@@ -6,7 +6,7 @@ __all__ = ["output_names", "predict", "predict_folder"]
 
 import json
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +19,7 @@ from segcore.config.schema import EvalConfig, PredictConfig
 from segcore.data.datasets import IMAGE_SUFFIXES, read_image
 from segcore.errors import DamagedFileError, DataError
 from segcore.engine.inference import fast_model_for
-from segcore.io import atomic_write, write_text
+from segcore.io import atomic_write, claim, record
 from segcore.contracts.stages import DatasetMeta
 from segcore.engine.inference import infer
 from segcore.engine.report import colorize
@@ -45,7 +45,7 @@ def predict(model: nn.Module, image: np.ndarray, *, eval_cfg: EvalConfig = EvalC
         model.train(was_training)
 
 
-MANIFEST = ".segcore-predictions.json"  # what segcore wrote in an output_dir: the only files it may replace
+LEGACY_MANIFEST = ".segcore-predictions.json"  # what segcore wrote in an output_dir, before `segcore.io.WRITTEN`
 
 
 def output_names(files: Sequence[Path]) -> list[tuple[str, str]]:
@@ -67,23 +67,14 @@ def output_names(files: Sequence[Path]) -> list[tuple[str, str]]:
     return names
 
 
-def _claim(dst: Path, names: Iterable[str]) -> None:
-    """Refuse to replace a file in *dst* that segcore did not write; record *names* as segcore's before writing."""
-    manifest = dst / MANIFEST
-    ours: set[str] = set()
-    if manifest.is_file():
-        try:
-            ours = set(json.loads(manifest.read_text(encoding="utf-8"))["written"])
-        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
-            raise DamagedFileError(f"{manifest}: damaged ({exc}); delete it only if every PNG beside it is a prediction") from None
-    names = set(names)
-    foreign = sorted(n for n in names if (dst / n).exists() and n not in ours)
-    if foreign:
-        raise DataError(
-            f"predict.output_dir {str(dst)!r} holds {', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''}, which "
-            "segcore did not write; it never overwrites such files. Choose another (or an empty) predict.output_dir."
-        )
-    write_text(manifest, json.dumps({"written": sorted(ours | names)}, indent=1))
+def _legacy_written(dst: Path) -> list[str]:
+    manifest = dst / LEGACY_MANIFEST
+    if not manifest.is_file():
+        return []
+    try:
+        return list(json.loads(manifest.read_text(encoding="utf-8"))["written"])
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        raise DamagedFileError(f"{manifest}: damaged ({exc}); delete it only if every PNG beside it is a prediction") from None
 
 
 def predict_folder(model: nn.Module, cfg: PredictConfig, meta: DatasetMeta, *, eval_cfg: EvalConfig = EvalConfig(),
@@ -99,12 +90,15 @@ def predict_folder(model: nn.Module, cfg: PredictConfig, meta: DatasetMeta, *, e
         raise DataError(f"predict.input_dir {str(src)!r} holds no images ({', '.join(IMAGE_SUFFIXES)})")
     if meta.num_classes > 256:
         raise DataError("index PNGs hold at most 256 classes")
-    names = output_names(files)
+    pairs = output_names(files)
+    names = [n for pair in pairs for n in pair]
+    claim(dst, names, what="predict.output_dir", ours=_legacy_written(dst),
+          hint="Choose another (or an empty) predict.output_dir.")  # fmt: skip
     dst.mkdir(parents=True, exist_ok=True)
-    _claim(dst, (n for pair in names for n in pair))
+    record(dst, names)  # before writing: a file cut off by a crash is still segcore's to replace
     flat_palette = [c for rgb in meta.palette for c in rgb]
     written = []
-    for path, (index_name, overlay_name) in tqdm(list(zip(files, names)), desc="predict", disable=not progress, dynamic_ncols=True):
+    for path, (index_name, overlay_name) in tqdm(list(zip(files, pairs)), desc="predict", disable=not progress, dynamic_ncols=True):
         image = read_image(path)
         labels = predict(model, image, eval_cfg=eval_cfg)
         index = Image.fromarray(labels.astype(np.uint8), mode="P")

@@ -20,7 +20,7 @@ from PIL import Image
 from segcore.contracts.stages import Dataset
 from segcore.errors import DataError
 from segcore.hub.publish import push_folder
-from segcore.io import atomic_write, write_text
+from segcore.io import atomic_dir, claim, record, write_text
 
 
 def _png(mask: np.ndarray) -> bytes:
@@ -46,23 +46,39 @@ def _rows(dataset: Dataset, indices: range) -> Iterator[dict[str, Any]]:
         yield {"image": image, "mask": {"bytes": _png(mask), "path": f"{Path(image['path']).stem}.png"}}
 
 
+_SIGNATURE = "Written by `segcore data convert`."
+_SHARD = "[0-9]" * 5
+
+
 def convert(datasets_by_split: dict[str, Dataset], out: Path, *, title: str, rows_per_shard: int = 500,
             description: str = "") -> Path:  # fmt: skip
-    """Write ``out/data/<split>-NNNNN-of-NNNNN.parquet`` and ``out/README.md`` (the dataset card)."""
+    """Write ``out/data/<split>-NNNNN-of-NNNNN.parquet`` and ``out/README.md`` (the dataset card).
+
+    Converting again replaces the whole shard set at once (`segcore.io.atomic_dir` on ``out/data``: no shard of
+    the old set stays beside the new one), then the card. A card or parquet file that segcore did not write is
+    never replaced (`segcore.io.claim`); the folder's other files stay."""
     import datasets
     from huggingface_hub import DatasetCard, DatasetCardData
 
     out = Path(out)
+    try:  # a folder converted before segcore.io.WRITTEN: its card says segcore wrote it and the shards
+        legacy = _SIGNATURE in (out / "README.md").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        legacy = False
+    claim(out, ("README.md", "data/*.parquet"), what="segcore data convert", hint="Choose another --out, or move "
+          "those files away.", ours=("README.md", f"data/*-{_SHARD}-of-{_SHARD}.parquet") if legacy else ())  # fmt: skip
     meta = next(iter(datasets_by_split.values())).meta
     features = datasets.Features({"image": datasets.Image(), "mask": datasets.Image()})
-    splits = []
-    for split, dataset in datasets_by_split.items():
-        n = max(1, math.ceil(len(dataset) / rows_per_shard))
-        for k in range(n):  # one shard in memory at a time
-            rows = _rows(dataset, range(k * rows_per_shard, min((k + 1) * rows_per_shard, len(dataset))))
-            with atomic_write(out / "data" / f"{split}-{k:05d}-of-{n:05d}.parquet") as tmp:
-                datasets.Dataset.from_list(list(rows), features=features).to_parquet(str(tmp))
-        splits.append({"name": split, "num_examples": len(dataset)})
+    splits, names = [], ["README.md"]
+    with atomic_dir(out / "data", drop=["*.parquet"]) as tmp:  # every old shard is segcore's (claimed above)
+        for split, dataset in datasets_by_split.items():
+            n = max(1, math.ceil(len(dataset) / rows_per_shard))
+            for k in range(n):  # one shard in memory at a time
+                rows = _rows(dataset, range(k * rows_per_shard, min((k + 1) * rows_per_shard, len(dataset))))
+                name = f"{split}-{k:05d}-of-{n:05d}.parquet"
+                datasets.Dataset.from_list(list(rows), features=features).to_parquet(str(tmp / name))
+                names.append(f"data/{name}")
+            splits.append({"name": split, "num_examples": len(dataset)})
     card_data = DatasetCardData(
         task_categories=["image-segmentation"],
         configs=[{"config_name": "default", "data_files": [{"split": s["name"], "path": f"data/{s['name']}-*"}
@@ -73,12 +89,13 @@ def convert(datasets_by_split: dict[str, Dataset], out: Path, *, title: str, row
     )
     classes = "\n".join(f"| {i} | {n} | {tuple(c)} |" for i, (n, c) in enumerate(zip(meta.class_names, meta.palette)))
     body = (
-        f"# {title}\n\n{description}\n\nWritten by `segcore data convert`. Columns: `image` (the original image file) "
+        f"# {title}\n\n{description}\n\n{_SIGNATURE} Columns: `image` (the original image file) "
         f"and `mask` (PNG of class ids; {meta.ignore_index} = ignore).\n\n"
         + "".join(f"- {s['name']}: {s['num_examples']} samples\n" for s in splits)
         + f"\n| id | class | colour |\n|---|---|---|\n{classes}\n"
     )
     write_text(out / "README.md", DatasetCard(f"---\n{card_data.to_yaml()}\n---\n\n{body}").content)
+    record(out, names, forget=["data/*.parquet"])
     return out
 
 

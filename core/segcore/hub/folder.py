@@ -7,7 +7,8 @@ A model folder is a Hugging Face model repo:
 - ``config.json``: the inference ``[model]`` table (the stages, normalisation, class count), the dataset's class
   names, palette and ignore id, the input size, the plugins (distribution and version) whose components it uses,
   and, when it was saved from a run, the measured metrics with their protocol and how it was trained;
-- ``README.md``: the model card; from a run also ``pipeline.toml`` (the resolved training pipeline) and ``curves.png``.
+- ``README.md``: the model card; from a run also ``pipeline.toml`` (the resolved training pipeline) and ``curves.png``;
+- ``.segcore-written.json``: what segcore wrote there (`segcore.io.WRITTEN`); saving again replaces only those files.
 
 What a user names (a model folder, a run folder, a ``.safetensors`` file, a zoo name, a Hub repo id) is resolved by
 `segcore.hub.sources.resolve_source`. Loading is strict and every check names what to do: a plugin the model needs
@@ -47,12 +48,13 @@ from segcore.errors import ConfigError, DamagedFileError, RegistryError
 from segcore.hub.card import render_card, zoo_card
 from segcore.hub.manifest import FORMAT, ZooEntry
 from segcore.hub.sources import CARD, CONFIG, WEIGHTS, Source, resolve_source
-from segcore.io import atomic_dir, write_text
+from segcore.io import atomic_dir, claim, record, write_text
 from segcore.model.build import SegModel, _classifier_keys, build_model, inference_state_dict
 from segcore.model.weights import apply_weights, read_weights, save_weights, tensors_sha256
 
 _STAGES = {s.__name__.lower(): s for s in STAGES}
 _PLUGIN_DIST = "segcore-plugin-"  # the distributions of plugins/<name> in a clone of segcore
+_FOLDER_FILES = (WEIGHTS, CONFIG, CARD, "pipeline.toml", "curves.png")  # what save_pretrained and hub save write
 
 
 # -- config.json ----------------------------------------------------------------------------------------------------
@@ -315,21 +317,18 @@ def _config(model: nn.Module, cfg: ModelConfig, meta: DatasetMeta, registry: Reg
     }
 
 
-def _guard(folder: Path) -> None:
-    """Refuse to write a model folder over a run folder or a folder whose files segcore did not write."""
+def _guard(folder: Path, names: Sequence[str], what: str) -> None:
+    """Refuse to write a model folder over a run folder, or over files segcore did not write (`segcore.io.claim`)."""
     if (folder / "run.json").exists():
         raise ConfigError(f"{folder} is a run folder; write the model folder elsewhere (segcore hub save {folder} <out>)")
     if folder.is_file():
         raise ConfigError(f"{folder} is a file; give a folder")
-    config = folder / CONFIG
-    if (folder / WEIGHTS).exists() or config.exists():
-        try:
-            ours = isinstance(json.loads(config.read_text(encoding="utf-8")).get("segcore"), dict)
-        except (OSError, ValueError, AttributeError):
-            ours = False
-        if not ours:
-            raise ConfigError(f"{folder} holds {WEIGHTS} or {CONFIG} that save_pretrained did not write; segcore never "
-                              "replaces them. Choose another folder.")  # fmt: skip
+    try:  # a folder saved before segcore.io.WRITTEN: segcore's config.json vouches for the names it writes
+        legacy = isinstance(json.loads((folder / CONFIG).read_text(encoding="utf-8")).get("segcore"), dict)
+    except (OSError, ValueError, AttributeError):
+        legacy = False
+    claim(folder, names, what=what, ours=_FOLDER_FILES if legacy else (),
+          hint="Choose another folder, or move those files away.")  # fmt: skip
 
 
 def _json(value: Any) -> Any:
@@ -346,9 +345,11 @@ def _json(value: Any) -> Any:
 def _write_folder(folder: Path, model: nn.Module, cfg: ModelConfig, meta: DatasetMeta, registry: Registry, *,
                   name: str, dtype: str, dataset: str | None, input_size: Sequence[int] | None,
                   extra: Mapping[str, Any] | None = None, files: Mapping[str, Path] | None = None,
-                  before_card: Callable[[Path], Mapping[str, Any]] | None = None) -> Path:  # fmt: skip
+                  before_card: Callable[[Path], Mapping[str, Any]] | None = None,
+                  what: str = "save_pretrained") -> Path:  # fmt: skip
     folder = Path(folder)
-    _guard(folder)
+    names = [WEIGHTS, CONFIG, CARD, *(files or {})]
+    _guard(folder, names, what)
     cfg = inference_config(cfg, model.num_classes)
     tensors = _cast(inference_state_dict(model), dtype)
     config = _config(model, cfg, meta, registry, name=name, dtype=dtype, dataset=dataset, input_size=input_size,
@@ -362,6 +363,7 @@ def _write_folder(folder: Path, model: nn.Module, cfg: ModelConfig, meta: Datase
         config.update(_json(dict(extra or {})))
         write_text(tmp / CONFIG, json.dumps(config, indent=1) + "\n")
         write_text(tmp / CARD, render_card(config, files=sorted({WEIGHTS, CONFIG, *(files or {})})))
+    record(folder, names)
     return folder
 
 

@@ -144,7 +144,7 @@ def save_run(run_dir: str | Path, out: str | Path, *, name: str | None = None, d
     if (run_dir / "plots" / "curves.png").is_file():
         files["curves.png"] = run_dir / "plots" / "curves.png"
     _write_folder(out, model, cfg.model, meta, registry, name=name, dtype=dtype, dataset=cfg.data.dataset.name,
-                  input_size=cfg.run.input_size, files=files, before_card=card_info)  # fmt: skip
+                  input_size=cfg.run.input_size, files=files, before_card=card_info, what="segcore hub save")  # fmt: skip
     return json.loads((out / CONFIG).read_text())
 
 
