@@ -30,6 +30,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in (("device", args.device), ("out_dir", args.out_dir)) if v is not None}
     if overrides:
         cfg = attrs.evolve(cfg, run=attrs.evolve(cfg.run, **overrides))
+    if args.overfit is not None:
+        from segcore.engine.overfit import overfit_config
+
+        cfg = overfit_config(cfg, args.overfit, steps=args.overfit_steps)
     try:
         result = run_pipeline(cfg, registry, progress=not args.quiet, resume=args.resume, overwrite=args.overwrite)
     except Interrupted as exc:
@@ -40,6 +44,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     if isinstance(result, EvalResult):
         print(format_metrics(result.metrics, dataset_meta(cfg.data.dataset, registry)))
+        if args.overfit is not None:
+            from segcore.engine.overfit import overfit_verdict
+            from segcore.engine.report import RunLog
+
+            learned, verdict = overfit_verdict(result.metrics, RunLog(cfg.run.out_dir, enabled=False).read(), args.overfit)
+            print(verdict)
+            return 0 if learned else 1
         if cfg.run.task == "train":
             print(f"weights, metrics, log and plots in {cfg.run.out_dir}/")
     else:
@@ -69,6 +80,8 @@ def _launch(args: argparse.Namespace) -> int:
 
 def _run_flags(args: argparse.Namespace) -> list[str]:
     flags = [x for flag, v in (("--out-dir", args.out_dir), ("--device", args.device)) if v is not None for x in (flag, v)]
+    if args.overfit is not None:
+        flags += ["--overfit", str(args.overfit), "--overfit-steps", str(args.overfit_steps)]
     return flags + [flag for flag, on in (("--resume", args.resume), ("--overwrite", args.overwrite), ("-q", args.quiet)) if on]
 
 
@@ -93,6 +106,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="delete the run in run.out_dir (segcore's own files only) and start again; not with --resume")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--overfit", type=_common.positive, metavar="N",
+                   help="sanity run: train on the first N training images, augmentation off, and evaluate on them "
+                   "until their mIoU reaches 99 (or --overfit-steps); says whether the model learned them (exit 0) or "
+                   "not (exit 1, with likely causes). Written to <run.out_dir>-overfitN")  # fmt: skip
+    p.add_argument("--overfit-steps", type=_common.positive, default=300, metavar="STEPS",
+                   help="the sanity run's step budget (default 300)")
     p.add_argument("--nproc-per-node", type=_common.positive, default=1, metavar="N",
                    help="train with N processes on this machine (torchrun's launcher; data.batch_size is per process)")
     p.set_defaults(func=cmd_run)

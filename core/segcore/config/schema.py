@@ -233,6 +233,9 @@ class DataConfig:
     batch_size: int = field(default=8, validator=gt(0))  # training batch size (per process when distributed)
     num_workers: int = field(default=0, validator=ge(0))  # worker processes that decode samples; 0: the main process
     augment: AugmentConfig = AugmentConfig()  # the training augmentation, on whole batches on the device
+    # only the first N samples of the training set and of the validation set: a quick run, or the sanity run of
+    # `segcore run --overfit N` (which also evaluates on the training split); None: every sample
+    subset: int | None = field(default=None, validator=attrs.validators.optional(gt(0)))
 
 
 def _one_budget(instance: "TrainConfig", attribute: Any, value: Any) -> None:
@@ -283,6 +286,8 @@ class TrainConfig:
     keep_last: int = field(default=2, validator=gt(0))  # checkpoints kept in checkpoints/
     tensorboard: bool = False  # also log to TensorBoard (needs the tensorboard package)
     plots: bool = True  # write plots/ at the end (curves, per-class IoU, confusion matrix, overlays)
+    # stop once an evaluation's val mIoU (a fraction: 0.99) reaches this, before the budget ends; None: never
+    stop_at_miou: float | None = field(default=None, validator=attrs.validators.optional([gt(0.0), le(1.0)]))
 
     def __attrs_post_init__(self) -> None:
         if self.epochs is None and self.iters is None:  # neither given: the default budget

@@ -244,6 +244,9 @@ class SplitSubset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Tensor]:
         return self.dataset[self.indices[index]]
 
+    def raw_sample(self, index: int) -> RawSample:
+        return self.dataset.raw_sample(self.indices[index])
+
 
 class SplitUnion(torch.utils.data.ConcatDataset):
     """Several splits of one dataset read as one set (``train_split = ["train", "val"]``), with their meta."""
@@ -264,7 +267,15 @@ def split_names(split: str | Sequence[str]) -> tuple[str, ...]:
 
 def build_split(data: DataConfig, registry: Registry, which: Literal["train", "val"]) -> Dataset:
     """The ``[data]`` table's training or validation set: ``train_split``/``val_split`` of the dataset (one split
-    or the union of several), or the two parts of a seeded ``random_split`` of one split."""
+    or the union of several), or the two parts of a seeded ``random_split`` of one split; with ``subset``, the
+    first samples of that set."""
+    full = _whole_split(data, registry, which)
+    if data.subset is None or data.subset >= len(full):
+        return full
+    return SplitSubset(full, range(data.subset))
+
+
+def _whole_split(data: DataConfig, registry: Registry, which: Literal["train", "val"]) -> Dataset:
     split = data.random_split
     if split is None:
         names = split_names(data.train_split if which == "train" else data.val_split)

@@ -426,7 +426,11 @@ class Trainer:
                         self.batch_in_epoch = 0
                     ended = self.step >= self.total
                     if not ended and self._due(t.eval_every, at_epoch_end):
-                        self._evaluate()
+                        miou = self._evaluate().metrics["mIoU"]
+                        if t.stop_at_miou is not None and miou >= t.stop_at_miou:  # every rank sees the same metrics
+                            self._say(f"val mIoU {100 * miou:.2f} >= train.stop_at_miou {100 * t.stop_at_miou:.2f} at "
+                                      f"step {self.step}: training stops")  # fmt: skip
+                            self.total, ended = self.step, True
                     if not ended and (self._due(t.checkpoint_every, at_epoch_end) or
                                       (t.checkpoint_every_iters and self.step % t.checkpoint_every_iters == 0)):  # fmt: skip
                         self._checkpoint()
