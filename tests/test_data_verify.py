@@ -189,3 +189,16 @@ def test_camvid_class_pixels_equal_its_readme(tmp_path, capsys):
     assert train["sizes"]["most_common"] == [[360, 480]] and train["sizes"]["distinct"] == 1
     assert train["class_frequency"]["road"] == pytest.approx(readme[3] / sum(readme[:11]))
     assert (tmp_path / "camvid.png").stat().st_size > 10_000
+
+
+def test_the_plot_never_replaces_a_file_segcore_did_not_write(tmp_path, capsys):
+    _tree(tmp_path / "d", {"train": 2, "val": 1})
+    (tmp_path / "hist.png").write_text("mine")
+    argv = ["data", "verify", "folder", "--root", str(tmp_path / "d"), "--set", f"class_names={list(CLASSES)}",
+            "--set", 'image_suffix=".png"', "--workers", "0", "-q", "--plot", str(tmp_path / "hist.png")]  # fmt: skip
+    assert main(argv) == 2
+    assert "hist.png, which segcore did not write" in capsys.readouterr().err
+    assert (tmp_path / "hist.png").read_text() == "mine"
+    (tmp_path / "hist.png").unlink()
+    assert _verify(tmp_path / "d", tmp_path, capsys)[0] == 0
+    assert _verify(tmp_path / "d", tmp_path, capsys)[0] == 0  # its own plot is replaced

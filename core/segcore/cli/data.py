@@ -32,6 +32,7 @@ def cmd_data_verify(args: argparse.Namespace) -> int:
     from segcore.data.datasets import split_names
     from segcore.data.verify import format_report, verify_dataset
     from segcore.engine.report import plot_class_histogram
+    from segcore.io import claim, record
 
     registry = _common.registry()
     target = Path(args.name)
@@ -55,9 +56,11 @@ def cmd_data_verify(args: argparse.Namespace) -> int:
     plot = None
     if args.plot != "none" and report.splits:
         plot = Path(args.plot or f"data_verify_{spec.name}.png")
-        weights = {k: v for k, v in report.weights().items()}
+        claim(plot.parent, [plot.name], what="segcore data verify --plot",
+              hint="Choose another --plot path, or move that file away.")  # a file segcore did not write stays
         plot_class_histogram(report.meta.class_names, {n: (s.class_pixels, s.ignore_share) for n, s in report.splits.items()},
-                             weights, plot, title=f"{spec.name}: pixels per class")  # fmt: skip
+                             report.weights(), plot, title=f"{spec.name}: pixels per class")  # fmt: skip
+        record(plot.parent, [plot.name])
     if args.json:
         print(json.dumps({**report.to_dict(), "plot": str(plot) if plot else None}, indent=1))
     else:
