@@ -27,6 +27,7 @@ from segcore.errors import ConfigError
 from segcore.model.build import without_training_heads
 
 MAX_SIDE = 8192
+FIRST_OPSET = 18  # torch's dynamo exporter writes 18 and newer natively; older ones only where a conversion works
 
 
 class _Logits(nn.Module):
@@ -57,24 +58,57 @@ def _require(module: str) -> None:
 
 def export_onnx(model: nn.Module, path: str | Path, *, example_size: tuple[int, int] = (256, 256),
                 opset: int | None = None, verbose: bool = False) -> Path:  # fmt: skip
-    """Write *model*'s inference graph to *path* (.onnx), dynamic in batch, height and width. Returns the path."""
+    """Write *model*'s inference graph to *path* (.onnx), dynamic in batch, height and width. Returns the path.
+
+    *opset*: the ONNX opset to write (None: torch's default). torch writes 18 and newer; an older one is a conversion
+    that fails for some operators, which is then refused (ConfigError) rather than written at another opset."""
     _require("onnx")
     _require("onnxscript")
     from torch.export import Dim
 
+    import onnx
+
+    newest = onnx.defs.onnx_opset_version()
+    if opset is not None and not 1 <= opset <= newest:
+        raise ConfigError(f"segcore export: --opset {opset} does not exist: onnx {onnx.__version__} knows opsets 1 to "
+                          f"{newest}, and torch's exporter writes {FIRST_OPSET} and newer; leave --opset out for torch's "
+                          "default")  # fmt: skip
     wrapper = _Logits(without_training_heads(model)).eval()
     low = _min_side(wrapper.model)
     h, w = (max(s, low) for s in example_size)
-    example = torch.rand(1, 3, h, w, device=next(wrapper.parameters()).device)
+    # batch 2: torch.export fixes a dimension of size 1 in the example to 1
+    example = torch.rand(2, 3, h, w, device=next(wrapper.parameters()).device)
     dims = {"image": {0: Dim("batch", min=1, max=1024), 2: Dim("height", min=low, max=MAX_SIDE),
                       3: Dim("width", min=low, max=MAX_SIDE)}}  # fmt: skip
+    # Guards torch.export cannot prove for every size (ceil-mode pooling, strides of 1-pixel maps: true, but past its
+    # solver) become checks in the graph instead of refusing the export (frm_van_b0-camvid needs this).
+    program = torch.export.export(wrapper, (example,), dynamic_shapes=dims,
+                                  prefer_deferred_runtime_asserts_over_guards=True)  # fmt: skip
     kwargs = {} if opset is None else {"opset_version": opset}
-    program = torch.onnx.export(wrapper, (example,), dynamo=True, dynamic_shapes=dims, input_names=["image"],
-                                output_names=["logits"], verbose=verbose, **kwargs)  # fmt: skip
+    onnx_program = torch.onnx.export(program, (example,), dynamo=True, input_names=["image"], output_names=["logits"],
+                                     verbose=verbose, **kwargs)  # fmt: skip
+    _name_dims(onnx_program.model.graph, {0: "batch", 2: "height", 3: "width"})
+    written = onnx_program.model.opset_imports.get("", None)
+    if opset is not None and written != opset:  # torch's version converter gives up on some ops, and says nothing
+        raise ConfigError(f"segcore export: --opset {opset}: torch's ONNX exporter could not convert this model to "
+                          f"opset {opset} (the graph stays at opset {written}); nothing was written. Give --opset "
+                          f"{FIRST_OPSET} or newer, or leave it out")  # fmt: skip
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    program.save(str(path))
+    onnx_program.save(str(path))
     return path
+
+
+def _name_dims(graph, names: dict[int, str]) -> None:
+    """The graph's inputs and outputs with the image's dynamic dimensions named (batch, height, width), not torch's
+    symbols (s40, s73): what onnxruntime and netron show users."""
+    import onnx_ir as ir
+
+    image = graph.inputs[0]
+    rename = {str(image.shape[i]): name for i, name in names.items() if isinstance(image.shape[i], ir.SymbolicDim)}
+    for value in (*graph.inputs, *graph.outputs):
+        value.shape = ir.Shape([ir.SymbolicDim(rename.get(str(d), str(d))) if isinstance(d, ir.SymbolicDim) else d
+                                for d in value.shape])  # fmt: skip
 
 
 @attrs.frozen

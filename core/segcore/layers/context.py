@@ -7,7 +7,7 @@ the same concatenation, so all three context enhancers share this helper.
 
 from __future__ import annotations
 
-__all__ = ["context_levels", "pool_concat"]
+__all__ = ["adaptive_avg_pool", "context_levels", "pool_concat"]
 
 from collections.abc import Sequence
 
@@ -27,7 +27,33 @@ def pool_concat(features: Sequence[Tensor], levels: Sequence[int] | None = None)
     """
     picked = list(features) if levels is None else [features[i] for i in levels]
     size = picked[-1].shape[-2:]
-    return torch.cat([f if f.shape[-2:] == size else F.adaptive_avg_pool2d(f, size) for f in picked], dim=1)
+    # no `if f.shape == size` branch: a level already at that size pools to itself (bins of one pixel), and torch.export
+    # cannot prove which sizes are equal for every input size
+    return torch.cat([*(adaptive_avg_pool(f, size) for f in picked[:-1]), picked[-1]], dim=1)
+
+
+def _bins(n_in: Tensor | int, n_out: Tensor | int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """(n_out, n_in): row o averages input samples floor(o n_in / n_out) .. ceil((o + 1) n_in / n_out) - 1, the
+    bins of `F.adaptive_avg_pool2d` along one axis, built from the sizes with tensor ops (symbolic when exporting)."""
+    i = torch.arange(n_in, device=device)
+    o = torch.arange(n_out, device=device)
+    start = torch.div(o * n_in, n_out, rounding_mode="floor")
+    end = torch.div((o + 1) * n_in + n_out - 1, n_out, rounding_mode="floor")
+    inside = (i[None] >= start[:, None]) & (i[None] < end[:, None])
+    return inside.to(dtype) / (end - start)[:, None].to(dtype)
+
+
+def adaptive_avg_pool(x: Tensor, size: Sequence[int]) -> Tensor:
+    """`F.adaptive_avg_pool2d` (B, C, H, W) -> (B, C, *size), exportable for every input size: torch.export
+    decomposes adaptive pooling with the bins of the example's sizes baked in (the ONNX graph then fails, or is wrong,
+    at any other size), so while exporting it is two products with the bin matrices (`_bins`): the same bins, the
+    sums in another order (float rounding). Eager and compiled runs keep PyTorch's kernel, bit for bit."""
+    if not torch.compiler.is_exporting():
+        return F.adaptive_avg_pool2d(x, size)
+    (h, w), (out_h, out_w) = x.shape[-2:], size
+    rows = _bins(h, out_h, x.device, x.dtype)
+    cols = _bins(w, out_w, x.device, x.dtype)
+    return torch.matmul(torch.matmul(rows, x), cols.transpose(0, 1))
 
 
 def context_levels(levels: Sequence[int] | None, n: int, who: str) -> tuple[int, ...]:

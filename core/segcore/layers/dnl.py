@@ -112,5 +112,5 @@ class DisentangledNonLocal(nn.Module):
             y = self.gamma * y
         unary = F.softmax(self.mask(src).flatten(2), dim=-1)  # (B, 1, M)
         y = y + torch.bmm(v, unary.transpose(1, 2))  # + (B, Cv, 1): the same context vector at every position
-        y = y.view(b, -1, h, w)
+        y = y.view(b, y.shape[1], h, w)  # no -1: torch.export cannot prove the size divides for every h, w
         return x + (y if self.out is None else self.out(y))
