@@ -262,3 +262,49 @@ def test_the_file_segcore_s_pickle_conversion_hint_writes_is_accepted_by_init_fr
         trainer = Trainer.from_config(pipeline, registry, progress=False)
     got = trainer.model.state_dict()
     assert [k for k, v in trained.state_dict().items() if not torch.equal(got[k], v)] == []
+
+
+# -- 12: config.json of a model folder is untrusted input ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def model_folder(tmp_path_factory, registry):
+    import segcore
+
+    root = tmp_path_factory.mktemp("folder")
+    cfg = load_pipeline(write(root / "p.toml", (Path(__file__).parent / "data" / "small.toml").read_text()), registry=registry)
+    meta = dataset_meta(cfg.data.dataset, registry)
+    model = build_model(cfg.model, registry, num_classes=meta.num_classes)
+    return segcore.save_pretrained(model, root / "model", meta=meta, dataset="shapes", registry=registry)
+
+
+@pytest.mark.parametrize(("edit", "fragment"), [
+    (lambda c: c.update(model=[1, 2]), "model: "),
+    (lambda c: c["dataset"].update(class_names="background"), "dataset.class_names must be a list, got 'background'"),
+    (lambda c: c["dataset"].update(class_names=[1, 2, 3, 4]), "dataset.class_names[0]: expected a string, got 1"),
+    (lambda c: c["dataset"].update(palette=None), "dataset.palette must be a list, got None"),
+    (lambda c: c["dataset"].update(palette=[[0, 0, 0]]), "palette: 1 colours for"),
+    (lambda c: c["dataset"].update(ignore_index="255"), "dataset.ignore_index: expected an integer, got '255'"),
+    (lambda c: c.update(plugins={"plugin": "x"}), "plugins must be a list"),
+    (lambda c: c["plugins"][0].update(provides="decoder fcn"), "plugins[0].provides must be a list"),
+    (lambda c: c["segcore"].update(format="1"), "segcore.format must be an integer"),
+    (lambda c: c.update(input_size=["360", 480]), "input_size[0]: expected an integer"),
+    (lambda c: c.update(metrics={"mIoU": "high"}), "metrics.mIoU must be a number or null, got 'high'"),
+])  # fmt: skip
+def test_every_field_of_a_hand_edited_config_json_is_checked_before_use(registry, model_folder, tmp_path, capsys,
+                                                                        monkeypatch, edit, fragment):  # fmt: skip
+    import json
+
+    import segcore
+    from segcore.errors import DamagedFileError
+
+    folder = shutil.copytree(model_folder, tmp_path / "edited")
+    config = json.loads((folder / "config.json").read_text())
+    edit(config)
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(DamagedFileError) as err:
+        segcore.from_pretrained(folder, registry=registry)
+    assert str(err.value).startswith(f"{folder / 'config.json'}: ") and fragment in str(err.value), str(err.value)
+    monkeypatch.setattr(CLI, "registry", lambda: registry)
+    code, _, stderr = cli(capsys, "export", folder, "--out", tmp_path / "m.onnx", "--no-check")
+    assert code == 2 and fragment in stderr and "Traceback" not in stderr

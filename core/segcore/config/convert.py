@@ -8,7 +8,7 @@ file is collected and reported at once, each at its TOML path with the bad value
 
 from __future__ import annotations
 
-__all__ = ["format_errors", "make_converter"]
+__all__ = ["format_errors", "make_converter", "strict_converter"]
 
 import re
 import types
@@ -36,14 +36,19 @@ def _strict(kind: type, accept: tuple[type, ...], what: str):
     return hook
 
 
-def make_converter(registry: Registry) -> cattrs.Converter:
-    """The converter for pipeline files, with component tables looked up in *registry*."""
-    conv = cattrs.Converter(forbid_extra_keys=True)
-    # TOML has types: "3" is not an int and 1 is not a bool (cattrs would coerce both).
+def strict_converter(*, forbid_extra_keys: bool = True) -> cattrs.Converter:
+    """A converter for typed files (TOML, JSON): "3" is not an int and 1 is not a bool (cattrs would coerce both)."""
+    conv = cattrs.Converter(forbid_extra_keys=forbid_extra_keys)
     conv.register_structure_hook(int, _strict(int, (int,), "an integer"))
     conv.register_structure_hook(float, _strict(float, (int, float), "a number"))
     conv.register_structure_hook(bool, _strict(bool, (bool,), "true or false"))
     conv.register_structure_hook(str, _strict(str, (str,), "a string"))
+    return conv
+
+
+def make_converter(registry: Registry) -> cattrs.Converter:
+    """The converter for pipeline files, with component tables looked up in *registry*."""
+    conv = strict_converter()
 
     def structure_union(value: Any, union: Any) -> Any:
         """``int | tuple[int, ...]`` and the like: the member whose TOML kind (array, table, scalar) the value has."""
@@ -178,9 +183,10 @@ def _lookup(raw: Any, path: str) -> tuple[bool, Any]:
     return True, node
 
 
-def format_errors(exc: BaseException, raw: Mapping[str, Any], source: str) -> ConfigError:
-    """Every problem in *exc* (a cattrs validation error, or one error) as one ConfigError: a line per problem with
-    its TOML path in *raw* and, for a scalar, the value found there."""
+def format_errors(exc: BaseException, raw: Mapping[str, Any], source: str, *, kind: str = "pipeline config",
+                  error: type[SegcoreError] = ConfigError) -> SegcoreError:  # fmt: skip
+    """Every problem in *exc* (a cattrs validation error, or one error) as one *error* (a ConfigError): a line per
+    problem with its path in *raw* and, for a scalar, the value found there."""
     lines = []
     for msg in cattrs.transform_error(exc, path="", format_exception=_error_text):
         what, _, where = msg.rpartition(" @ ")
@@ -189,4 +195,4 @@ def format_errors(exc: BaseException, raw: Mapping[str, Any], source: str) -> Co
         if found and not isinstance(value, (Mapping, list)) and "got " not in what:
             what += f" (got {value!r})"
         lines.append(f"  {where or '(top level)'}: {what}")
-    return ConfigError(f"{source}: invalid pipeline config\n" + "\n".join(lines))
+    return error(f"{source}: invalid {kind}\n" + "\n".join(lines))

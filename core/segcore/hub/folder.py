@@ -35,14 +35,18 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import cattrs
 import torch
+from attrs import field, frozen
 from torch import nn
 
 from segcore._version import __version__
 from segcore.config import ModelConfig, PipelineConfig, load_pipeline, structure_table, unstructure
+from segcore.config.convert import format_errors, strict_converter
 from segcore.contracts.plugins import DISABLE_VAR, get_plugin_manager, load_registry
 from segcore.contracts.registry import Registry
 from segcore.contracts.stages import STAGES, Attention, Backbone, DatasetMeta, Decoder, Enhancer
+from segcore.contracts.validators import positive_size
 from segcore.data.datasets import dataset_meta
 from segcore.errors import ConfigError, DamagedFileError, RegistryError
 from segcore.hub.card import render_card, zoo_card
@@ -60,19 +64,99 @@ _FOLDER_FILES = (WEIGHTS, CONFIG, CARD, "pipeline.toml", "curves.png")  # what s
 # -- config.json ----------------------------------------------------------------------------------------------------
 
 
+def _colour(_: Any, attribute: attrs.Attribute, palette: tuple[tuple[int, int, int], ...]) -> None:
+    bad = [c for c in palette if not all(0 <= v <= 255 for v in c)]
+    if bad:
+        raise ValueError(f"{attribute.name}: colours are [r, g, b] from 0 to 255, got {list(bad[0])}")
+
+
+@frozen
+class _DatasetRecord:
+    class_names: tuple[str, ...] = field(validator=attrs.validators.min_len(1))
+    palette: tuple[tuple[int, int, int], ...] = field(validator=_colour)
+    ignore_index: int
+    name: str | None = None
+
+    @palette.validator
+    def _one_per_class(self, attribute: attrs.Attribute, palette: tuple[Any, ...]) -> None:
+        if len(palette) != len(self.class_names):
+            raise ValueError(f"palette: {len(palette)} colours for {len(self.class_names)} class names; give one per class")
+
+
+def _provides(_: Any, attribute: attrs.Attribute, items: tuple[str, ...]) -> None:
+    for item in items:
+        stage, _, name = item.partition(" ")
+        if stage not in _STAGES or not name:
+            raise ValueError(f"provides: {item!r} is not '<stage> <name>' (stages: {', '.join(_STAGES)})")
+
+
+@frozen
+class _PluginRecord:
+    plugin: str
+    provides: tuple[str, ...] = field(validator=_provides)
+    distribution: str | None = None
+    version: str | None = None
+
+
+@frozen
+class _ConfigRecord:
+    """The fields of config.json segcore reads (the rest, metrics and training, is shown, never computed with)."""
+
+    model: dict[str, Any]
+    dataset: _DatasetRecord
+    plugins: tuple[_PluginRecord, ...]
+    name: str | None = None
+    input_size: tuple[int, int] | None = field(default=None, validator=attrs.validators.optional(positive_size))
+    metrics: dict[str, Any] | None = None
+
+
+@functools.cache
+def _record_converter() -> Any:
+    return strict_converter(forbid_extra_keys=False)  # keys a newer segcore adds are not an error
+
+
 def _read_config(path: Path, label: str) -> dict[str, Any]:
+    """config.json, every field segcore uses checked: a model folder is untrusted input (hand-edited, or from the Hub),
+    and a wrong type anywhere is a DamagedFileError naming the file and the field, never a traceback later."""
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise DamagedFileError(f"{path}: not a readable {CONFIG} ({exc}); the model folder is damaged") from None
     if not isinstance(config, dict) or not isinstance(config.get("segcore"), dict):
         raise DamagedFileError(f"{path}: not a segcore model config (no 'segcore' table); was it written by save_pretrained?")
-    if config["segcore"].get("format", 0) > FORMAT:
-        raise ConfigError(f"{label}: {path} has format {config['segcore']['format']}, newer than this segcore reads "
+    fmt = config["segcore"].get("format", 0)
+    if isinstance(fmt, bool) or not isinstance(fmt, int):
+        raise DamagedFileError(f"{path}: segcore.format must be an integer (this segcore writes {FORMAT}), got {fmt!r}; "
+                               "the config was edited or damaged")  # fmt: skip
+    if fmt > FORMAT:
+        raise ConfigError(f"{label}: {path} has format {fmt}, newer than this segcore reads "
                           f"({FORMAT}); upgrade: pip install -U segcore")  # fmt: skip
     missing = [k for k in ("model", "dataset", "plugins") if k not in config]
     if missing:
         raise DamagedFileError(f"{path}: lacks {', '.join(missing)}; the model folder is damaged")
+    arrays = {"dataset.class_names": ("dataset", "class_names"), "dataset.palette": ("dataset", "palette"),
+              "plugins": ("plugins",), "input_size": ("input_size",)}  # cattrs would read a string as a sequence
+    for where, keys in arrays.items():
+        node: Any = config
+        for key in keys:
+            node = node.get(key) if isinstance(node, dict) else None
+        if node is not None and not isinstance(node, list) or (node is None and where != "input_size"):
+            raise DamagedFileError(f"{path}: {where} must be a list, got {node!r}; the config was edited or damaged "
+                                   "(restore it from the model's source)")  # fmt: skip
+    for i, rec in enumerate(config["plugins"]):
+        if isinstance(rec, dict) and not isinstance(rec.get("provides"), list):
+            raise DamagedFileError(f"{path}: plugins[{i}].provides must be a list like [\"decoder fcn\"], got "
+                                   f"{rec.get('provides')!r}; the config was edited or damaged")  # fmt: skip
+    try:
+        _record_converter().structure(config, _ConfigRecord)
+    except (cattrs.BaseValidationError, ValueError, TypeError) as exc:
+        raise format_errors(exc, config, str(path), kind=f"{CONFIG} (edited by hand, or damaged: restore it from the "
+                            "model's source, or fix the fields named)", error=DamagedFileError) from None  # fmt: skip
+    for key in ("mIoU", "mAcc", "aAcc", "fwIoU"):  # shown with format specs by cards and `hub list`
+        value = (config.get("metrics") or {}).get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise DamagedFileError(f"{path}: metrics.{key} must be a number or null, got {value!r}; the config was "
+                                   "edited or damaged")  # fmt: skip
     return config
 
 
