@@ -92,7 +92,8 @@ def test_shuffled_labels_are_reported_as_not_learnt(tmp_path, capsys, shift):
     pytest.importorskip("segcore_plugin_classic")  # the quickstart's hrnetv2_head
     _shapes_tree(tmp_path / "d", 4, shift=shift)
     pipeline = _quickstart_on(tmp_path / "d", tmp_path / "run", tmp_path / "p.toml")
-    code = main(["run", str(pipeline), "--overfit", "4", "--overfit-steps", "100", "--device", "cpu", "-q"])
+    # the default 300 steps: at 64x64 the matched labels reach mIoU 47.6 / 84.2 / 91.2 / 93.5 at steps 25-100
+    code = main(["run", str(pipeline), "--overfit", "4", "--device", "cpu", "-q"])
     out = capsys.readouterr().out
     miou = json.loads((tmp_path / "run-overfit4" / "metrics.json").read_text())["val"]["mIoU"]
     if shift == 0:  # the control: the same images and budget learn
