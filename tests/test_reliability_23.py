@@ -308,3 +308,49 @@ def test_every_field_of_a_hand_edited_config_json_is_checked_before_use(registry
     monkeypatch.setattr(CLI, "registry", lambda: registry)
     code, _, stderr = cli(capsys, "export", folder, "--out", tmp_path / "m.onnx", "--no-check")
     assert code == 2 and fragment in stderr and "Traceback" not in stderr
+
+
+# -- 13: bad input to plot ends in one message and exit 2 -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("line", "fragment"), [
+    ('{"kind": "eval", "step": 2, "mIoU": null}', "log.jsonl:2: mIoU is None, not a number"),
+    ('{"kind": "eval", "step": 2, "mIoU": "0.5"}', "log.jsonl:2: mIoU is '0.5', not a number"),
+    ('{"kind": "train", "step": 2, "loss": "nan?"}', "log.jsonl:2: loss is 'nan?', not a number"),
+])  # fmt: skip
+def test_plot_names_a_log_field_that_is_not_a_number(tmp_path, capsys, line, fragment):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "log.jsonl").write_text('{"kind": "train", "step": 1, "loss": 1.5}\n' + line + "\n")
+    code, _, err = cli(capsys, "plot", run, "--out", tmp_path / "c.png")
+    assert code == 2 and fragment in err and "Traceback" not in err, err
+    assert not (tmp_path / "c.png").exists()
+
+
+def test_plot_refuses_an_out_that_is_a_folder(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "log.jsonl").write_text('{"kind": "train", "step": 1, "loss": 1.5}\n{"kind": "eval", "step": 1, "mIoU": 0.5}\n')
+    code, _, err = cli(capsys, "plot", run, "--out", tmp_path)
+    assert code == 2 and f"--out {tmp_path} is a folder; give the PNG file to write" in err, err
+
+
+# -- 15: a resumed run logs each step once --------------------------------------------------------------------------
+
+
+def test_a_run_resumed_after_its_final_evaluation_was_logged_logs_it_once(small_pipeline, tmp_path, capsys):
+    import json
+
+    path = write(tmp_path / "p.toml", small_pipeline)
+    out = tmp_path / "run"
+    assert main(["run", str(path), "--out-dir", str(out), "-q"]) == 0
+    evals = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if '"eval"' in line]
+    assert [r["step"] for r in evals] == [4]
+    (out / "model.safetensors").unlink()  # killed after the final evaluation was logged, before the weights were written
+    (out / "metrics.json").unlink()
+    code, _, err = cli(capsys, "run", path, "--out-dir", out, "--resume", "-q")
+    assert code == 0, err
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    keys = [(r["kind"], r["step"]) for r in records]
+    assert len(keys) == len(set(keys)), keys
+    assert keys.count(("eval", 4)) == 1 and (out / "model.safetensors").is_file()

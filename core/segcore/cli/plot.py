@@ -13,6 +13,8 @@ from segcore.errors import SegcoreError
 def cmd_plot(args: argparse.Namespace) -> int:
     from segcore.engine.report import RunLog, plot_compare
 
+    if Path(args.out).is_dir():
+        raise SegcoreError(f"--out {args.out} is a folder; give the PNG file to write (e.g. {Path(args.out) / 'compare.png'})")
     if args.label and len(args.label) != len(args.runs):
         raise SegcoreError(f"--label: {len(args.label)} labels for {len(args.runs)} runs; give one per run or none")
     runs = []

@@ -17,12 +17,15 @@ from segcore.errors import ConfigError, DamagedFileError
 from segcore.io import atomic_write, write_text
 
 
+_NUMBERS = ("loss", "mIoU", "mAcc", "aAcc", "fwIoU", "elapsed_s", "lr")  # a log record's numeric fields
+
 class RunLog:
     """Appends one JSON object per line to ``log.jsonl`` (flushed at once); mirrors scalars to TensorBoard."""
 
     def __init__(self, folder: Path, *, enabled: bool = True, tensorboard: bool = False) -> None:
         self.path = Path(folder) / "log.jsonl"
         self.enabled = enabled
+        self._logged: set[tuple[str, int]] | None = None  # (kind, step) of the records in the file, read on first write
         self._tb = None
         if enabled:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -35,8 +38,16 @@ class RunLog:
             self._tb = SummaryWriter(str(Path(folder) / "tensorboard"))
 
     def write(self, kind: str, step: int, **values: Any) -> None:
+        """Append a record; one of the same kind and step already there (a resumed run logging a step again: the
+        final evaluation of a run killed before its weights were written) is replaced, never repeated."""
         if not self.enabled:
             return
+        if self._logged is None:
+            self._logged = {(r["kind"], r["step"]) for r in self.read()}
+        if (kind, step) in self._logged:
+            kept = [r for r in self.read() if (r["kind"], r["step"]) != (kind, step)]
+            write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+        self._logged.add((kind, step))
         with self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps({"kind": kind, "step": step, **values}) + "\n")
         if self._tb is not None:
@@ -72,6 +83,11 @@ class RunLog:
             if not isinstance(record, dict) or not isinstance(record.get("kind"), str) or not isinstance(record.get("step"), int):
                 raise DamagedFileError(f"{self.path}:{number}: not a log record ({line[:60]!r}); the log is damaged. "
                                        "Delete the line (or the file: only the plots use it) and run again.")  # fmt: skip
+            for key in _NUMBERS:  # what the plots and reports compute with
+                value = record.get(key, 0)
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise DamagedFileError(f"{self.path}:{number}: {key} is {value!r}, not a number; the log was edited "
+                                           "or damaged. Fix or delete the line (only the plots use it).")  # fmt: skip
             records.append(record)
         return records
 
@@ -81,6 +97,7 @@ class RunLog:
             return
         kept = [r for r in self.read() if r["step"] <= step]
         write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+        self._logged = {(r["kind"], r["step"]) for r in kept}
 
     def close(self) -> None:
         if self._tb is not None:
