@@ -72,3 +72,57 @@ def test_bench_json_has_every_case_and_the_ratios(tmp_path, capsys, registry):
     for r in result["ratios"]:
         assert r["wall"] == pytest.approx(base["latency_ms"] / rows[("inference", r["mode"])]["latency_ms"])
     assert result["machine"]["threads"] == 1
+
+
+# -- segcore bench --trainer: the real trainer's step under the speed levers ------------------------------------------
+
+
+def test_step_clock_times_phases_after_the_skipped_steps():
+    from segcore.engine.clock import PHASES, StepClock
+
+    off = StepClock()
+    off.lap("data")
+    off.step_done()
+    assert off.steps == 0 and sum(off.seconds.values()) == 0.0  # off: nothing recorded
+    clock = StepClock(enabled=True, skip=1)
+    clock.start()
+    for _ in range(3):
+        clock.lap("data")
+        clock.lap("forward")
+        clock.step_done()
+    assert clock.steps == 2 and set(clock.seconds) == set(PHASES)
+    assert clock.seconds["data"] > 0 and clock.seconds["augment"] == 0.0
+    assert sum(clock.shares().values()) == pytest.approx(1.0)
+
+
+def test_bench_trainer_times_each_variant_with_its_phases(tmp_path, capsys):
+    pipeline = tmp_path / "tiny.toml"
+    pipeline.write_text(textwrap.dedent(MODEL) + textwrap.dedent(DATA) + '[train]\noptimizer = "adamw"\n')
+    code = main(["bench", str(pipeline), "--trainer", "--variants", "fp32", "bf16+fused", "--steps", "3",
+                 "--warmup-steps", "1", "--threads", "1", "--json"])  # fmt: skip
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    rows = {r["variant"]: r for r in result["rows"]}
+    assert list(rows) == ["fp32", "bf16+fused"]
+    assert (rows["fp32"]["amp"], rows["bf16+fused"]["amp"], rows["bf16+fused"]["optimizer_impl"]) == ("none", "bf16", "fused")
+    for r in rows.values():
+        assert r["steps"] == 3
+        # the phases add up to the step; a step has a forward, a backward and an optimizer step
+        assert sum(r["phases_s"].values()) == pytest.approx(r["s_per_step"])
+        assert min(r["phases_s"][k] for k in ("data", "augment", "forward", "backward", "optimizer")) > 0
+        assert r["img_s"] == pytest.approx(2 / r["s_per_step"])  # batch 2
+    assert result["size"] == [64, 96] and result["batch"] == 2
+    code = main(["bench", str(pipeline), "--trainer", "--variants", "bf16+fusd"])
+    assert code == 2 and "bf16+fused" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("impl", ["fused", "foreach", "loop"])
+def test_optimizer_impl_picks_torch_s_implementation(impl):
+    from segcore.config.schema import TrainConfig
+    from segcore.engine.optim import build_optimizer
+
+    params = [torch.nn.Parameter(torch.randn(4, 4))]
+    for name in ("sgd", "adamw"):
+        opt = build_optimizer([{"params": params, "lr_scale": 1.0}], TrainConfig(optimizer=name, optimizer_impl=impl))
+        assert (opt.defaults.get("fused"), opt.defaults.get("foreach")) == {
+            "fused": (True, None), "foreach": (None, True), "loop": (None, False)}[impl]  # fmt: skip

@@ -516,3 +516,17 @@ def test_training_on_train_and_val_runs_and_the_card_says_so(registry, tmp_path,
     assert "val are trained on and evaluated" in capsys.readouterr().err
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["step"] == 5
     assert _splits(["train", "val"]) == "train + val splits" and _splits("train") == "train split"
+
+
+@pytest.mark.slow
+def test_a_compiled_training_run_follows_the_eager_one(registry, tmp_path):
+    """train.compile = true: the same losses as eager to float tolerance (inductor reorders reductions), the saved
+    weights under the model's own names (no _orig_mod. prefix), and fused AdamW beside it."""
+    runs = {}
+    for compiled in (False, True):
+        raw = tiny(tmp_path / str(compiled), train={"iters": 4, "compile": compiled, "optimizer_impl": "fused"})
+        trainer, _ = fit(registry, raw)
+        runs[compiled] = [r["loss"] for r in trainer.log.read() if r["kind"] == "train"]
+        assert isinstance(trainer.ddp, torch._dynamo.eval_frame.OptimizedModule) == compiled
+        assert not any(k.startswith("_orig_mod") for k in weights(tmp_path / str(compiled) / "run"))
+    assert len(runs[True]) == 4 and runs[True] == pytest.approx(runs[False], rel=1e-3)

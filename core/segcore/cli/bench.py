@@ -20,6 +20,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     registry = _common.registry()
     cfg = load_pipeline(args.pipeline, registry=registry)
+    if args.trainer:
+        return _bench_trainer(cfg, registry, args)
     extra = (("fast path + compile", args.compile), ("fast path + int8", args.int8))
     modes = list(args.modes) + [mode for mode, on in extra if on]
     say = None if args.json or args.quiet else (lambda message: print(f"  {message}", file=sys.stderr))
@@ -28,6 +30,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
                        train_modes=[] if args.no_train else args.train_modes,
                        baseline=args.baseline, repeats=args.repeats, warmup=args.warmup, progress=say)  # fmt: skip
     print(to_json(result) if args.json else format_bench(result))
+    return 0
+
+
+def _bench_trainer(cfg, registry, args: argparse.Namespace) -> int:  # noqa: ANN001 (types from lazily imported modules)
+    from segcore.tools.bench import to_json
+    from segcore.tools.bench_train import TRAINER_VARIANTS, bench_trainer, format_trainer_bench
+
+    say = None if args.json or args.quiet else (lambda message: print(f"  {message}", file=sys.stderr))
+    result = bench_trainer(cfg, registry, variants=args.variants or list(TRAINER_VARIANTS), steps=args.steps, warmup=args.warmup_steps,
+                           repeats=args.repeats, progress=say)  # fmt: skip
+    print(to_json(result) if args.json else format_trainer_bench(result))
     return 0
 
 
@@ -55,6 +68,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--warmup", type=int, default=1, help="untimed runs per case first")
     p.add_argument("--threads", type=_common.positive, help="torch threads (default: torch's own choice; on a machine shared "
                    "with other jobs 1 thread gives steadier numbers)")
+    p.add_argument("--trainer", action="store_true", help="time the real trainer's step on the pipeline's data instead "
+                   "(data, augmentation, forward, backward, optimizer shares) under the speed levers (--variants)")
+    p.add_argument("--variants", nargs="+", metavar="VARIANT", help="with --trainer: the variants to time, the first "
+                   "the baseline of the speed-ups (default: all; an unknown name lists them)")
+    p.add_argument("--steps", type=_common.positive, default=10, help="with --trainer: timed optimizer steps per variant")
+    p.add_argument("--warmup-steps", type=int, default=3, help="with --trainer: untimed steps first (compiles, caches)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(func=cmd_bench)

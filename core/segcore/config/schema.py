@@ -275,6 +275,12 @@ class TrainConfig:
     ema_decay: float | None = field(default=None, validator=attrs.validators.optional([gt(0.0), lt(1.0)]))
     amp: Literal["none", "bf16"] = "none"  # bf16 autocast in training
     channels_last: bool = False  # train in the channels_last memory format
+    # torch.compile (inductor) the model being trained: fuses the element-wise work around convolutions (BatchNorm,
+    # ReLU, additions) in forward and backward; a one-off compile of minutes on a CPU, for long runs
+    compile: bool = False
+    # the optimizer's implementation: "fused" (one kernel over all parameters, CPU and CUDA), "foreach" (batched
+    # per-tensor ops), "loop" (one parameter at a time), "auto" (torch's choice: loop on the CPU, foreach on CUDA)
+    optimizer_impl: Literal["auto", "fused", "foreach", "loop"] = "auto"
     deterministic: bool = False  # deterministic algorithms: a resumed run is bitwise equal (same thread count)
     seed: int = field(default=0, validator=ge(0))  # seeds initialisation, sample order and augmentation
     sync_bn: bool = False  # SyncBatchNorm across processes (CUDA only)

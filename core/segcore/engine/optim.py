@@ -85,9 +85,10 @@ def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
 
 def build_optimizer(groups: Iterable[dict], cfg: TrainConfig) -> torch.optim.Optimizer:
     groups = [dict(g, lr=cfg.lr * g["lr_scale"]) for g in groups]
+    impl = {"auto": {}, "fused": {"fused": True}, "foreach": {"foreach": True}, "loop": {"foreach": False}}[cfg.optimizer_impl]
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0, **impl)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, **impl)
 
 
 @frozen

@@ -26,6 +26,7 @@ from segcore.contracts.stages import Dataset, DatasetMeta
 from segcore.data.augment import BatchAugment
 from segcore.data.datasets import build_split, split_names
 from segcore.engine import report
+from segcore.engine.clock import StepClock
 from segcore.engine.checkpoint import (latest_checkpoint, load_checkpoint, newest_intact_checkpoint, prune_checkpoints,
                                        save_checkpoint)  # fmt: skip
 from segcore.engine.criterion import Criterion
@@ -206,6 +207,7 @@ class Trainer:
         self._fit_started: float | None = None
         self._stop: float | None = None  # when the first Ctrl-C came (time.monotonic())
         self.ddp = self._wrap()
+        self.clock = StepClock(self.device)  # off; `segcore bench --trainer` turns it on
 
     @property
     def out(self) -> Path:
@@ -239,12 +241,14 @@ class Trainer:
         self.ddp = self._wrap()  # DDP must see the parameters that now need gradients
 
     def _wrap(self) -> nn.Module:
-        if self.dist.world == 1:
-            return self.model
-        from torch.nn.parallel import DistributedDataParallel
+        """The module the training step calls: the model, in DDP across processes, compiled with ``train.compile``."""
+        module: nn.Module = self.model
+        if self.dist.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
 
-        ids = [self.device.index] if self.device.type == "cuda" else None
-        return DistributedDataParallel(self.model, device_ids=ids, find_unused_parameters=self.cfg.train.find_unused_parameters)
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            module = DistributedDataParallel(self.model, device_ids=ids, find_unused_parameters=self.cfg.train.find_unused_parameters)
+        return torch.compile(module) if self.cfg.train.compile else module
 
     def _say(self, message: str) -> None:
         if self.dist.main:
@@ -309,6 +313,7 @@ class Trainer:
             mask = batch["mask"].to(self.device, non_blocking=True).long()
             image, mask = self.augment(image, mask)
             image = image.contiguous(memory_format=self.memory_format)
+            self.clock.lap("augment")
             sync = i == len(micro_batches) - 1 or self.dist.world == 1
             ctx = contextlib.nullcontext() if sync else self.ddp.no_sync()
             with ctx:
@@ -317,10 +322,12 @@ class Trainer:
                 loss, terms = self.criterion(output, mask)
                 if not torch.isfinite(loss):
                     self._fail(loss, terms)
+                self.clock.lap("forward")
                 (loss / len(micro_batches)).backward()
             total += float(loss.detach()) / len(micro_batches)
             for k, v in terms.items():
                 terms_sum[k] = terms_sum.get(k, 0.0) + float(v) / len(micro_batches)
+            self.clock.lap("backward")
         if t.clip_grad_norm is not None:
             norm = torch.nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]], t.clip_grad_norm)
             terms_sum["grad_norm"] = float(norm)
@@ -328,6 +335,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         if self.ema is not None:
             self.ema.update(self.model, step=self.step)
+        self.clock.lap("optimizer")
         return total, terms_sum
 
     def _fail(self, loss: Tensor, terms: dict[str, Tensor]) -> None:
@@ -396,11 +404,13 @@ class Trainer:
         bar = tqdm(total=self.total, initial=self.step, desc="train", disable=not self.progress, dynamic_ncols=True)
         start, seen = time.perf_counter(), 0
         self._fit_started = start
+        self.clock.start()
         try:
             while self.step < self.total:
                 skip = self.batch_in_epoch * t.grad_accum_steps
                 micro: list[dict[str, Tensor]] = []
                 for batch in self._loader(self.epoch, skip):
+                    self.clock.lap("data")
                     micro.append(batch)
                     if len(micro) < t.grad_accum_steps:
                         continue
@@ -440,6 +450,7 @@ class Trainer:
                             f"interrupted at step {self.step}; checkpoint {folder}. Continue with: "
                             f"segcore run <pipeline> --resume"
                         )
+                    self.clock.step_done()
                     if ended or at_epoch_end:
                         break
         finally:
