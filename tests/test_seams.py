@@ -543,3 +543,34 @@ def test_an_attention_that_changes_the_shape_is_named_by_its_slot_and_plugin(reg
             "[model.decoder.attention.upsample] attention 'halve' (plugin \"halver\" from segcore-plugin-halver 0.1) "
             "changed the shape (1, 8, 16, 16) -> (1, 4, 16, 16)")):  # fmt: skip
         check_pipeline(cfg, r, input_size=(64, 64))
+
+
+def test_a_warning_on_the_command_line_is_one_line_and_pytest_still_records_it(monkeypatch):
+    import argparse
+    import importlib
+    import subprocess
+    import sys
+    import warnings
+
+    script = textwrap.dedent("""
+        import argparse, importlib, warnings
+        cli = importlib.import_module("segcore.cli.main")
+        def command(args):
+            warnings.warn("the zoo entry is used, not ./x", UserWarning, stacklevel=2)
+            warnings.warn("a kernel is slow", RuntimeWarning, stacklevel=2)
+            return 0
+        parser = argparse.ArgumentParser()
+        parser.set_defaults(func=command)
+        cli.make_parser = lambda: parser
+        raise SystemExit(cli.main([]))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == "warning: the zoo entry is used, not ./x\nwarning (RuntimeWarning): a kernel is slow\n"
+
+    cli = importlib.import_module("segcore.cli.main")
+    parser = argparse.ArgumentParser()
+    parser.set_defaults(func=lambda args: warnings.warn("the zoo entry is used", UserWarning, stacklevel=2) or 0)
+    monkeypatch.setattr(cli, "make_parser", lambda: parser)
+    with pytest.warns(UserWarning, match="zoo entry"):  # a test recording warnings still sees them
+        assert cli.main([]) == 0

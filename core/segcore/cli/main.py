@@ -7,6 +7,7 @@ __all__ = ["COMMANDS", "main", "make_parser"]
 
 import argparse
 import sys
+import warnings
 from collections.abc import Sequence
 
 from segcore.cli import bench, data, export, hub, inspect, plot, run, sweep
@@ -30,13 +31,23 @@ def _strip_worker_traceback(message: str) -> str:
     return message
 
 
+def _format_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                    line: str | None = None) -> str:  # fmt: skip
+    """A warning on the command line: one line for the user, without the source line a traceback reader wants
+    (segcore's own warnings are user-facing; others keep their category)."""
+    kind = "" if category in (UserWarning, DeprecationWarning, FutureWarning) else f" ({category.__name__})"
+    return f"warning{kind}: {message}\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from segcore.cli import _interrupts
 
     _interrupts.restore()  # the imports are done: Ctrl-C is a KeyboardInterrupt again, handled below
     args = make_parser().parse_args(argv)
     try:
-        return args.func(args)
+        with warnings.catch_warnings():
+            warnings.formatwarning = _format_warning  # how a warning is printed; recording (pytest.warns) is untouched
+            return args.func(args)
     except SegcoreError as exc:
         print(f"error: {_strip_worker_traceback(str(exc))}", file=sys.stderr)
         return 2
