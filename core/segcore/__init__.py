@@ -53,6 +53,7 @@ _EXPORTS = {
     "init_from": "segcore.model.build",
     "without_training_heads": "segcore.model.build",
     "load_weights": "segcore.model.weights",
+    "adapt_input_channels": "segcore.model.weights",
     "read_weights": "segcore.model.weights",
     "save_weights": "segcore.model.weights",
     "timm_weights_file": "segcore.model.pretrained",
@@ -110,4 +111,4 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
     from segcore.model.build import (SegModel, build_model, inference_state_dict, init_from,
                                      without_training_heads)  # fmt: skip
     from segcore.model.pretrained import timm_weights_file
-    from segcore.model.weights import load_weights, read_weights, save_weights
+    from segcore.model.weights import adapt_input_channels, load_weights, read_weights, save_weights

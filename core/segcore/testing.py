@@ -14,14 +14,14 @@ component is built from its ``tiny`` config (or its defaults) on small inputs; e
 - backbones and enhancers return the maps their ``feature_info`` declares, decoders the channels and stride they
   declare (``out_channels``, ``stride``), at odd input sizes (strided convolutions round up); a decoder fills every
   attention slot it declares, and its upsampling places see maps at the input levels' sizes; an attention keeps its
-  input's shape;
+  input's shape; a backbone whose constructor takes ``in_channels`` builds for 1 and 4 channels;
 - gradients reach every parameter (and an attention's input);
 - ``channels_last`` memory gives the same numbers, bf16 autocast the same shapes with finite values, a safetensors
   round trip (``save_model`` / ``load_model``, strict) the same outputs;
 - ``torch.compile(fullgraph=True)`` traces it with no graph break and ``torch.export`` (height and width free)
   exports it, each with the eager numbers; these two are marked ``slow`` (deselect them with ``-m "not slow"``);
 - a loss is a finite scalar, gives ignored pixels no gradient and uses the extra tensors it declares; a dataset's
-  samples are uint8 images with masks of its declared classes.
+  samples are uint8 (or uint16) images with masks of its declared classes.
 
 A broken promise fails as `ContractViolation`: "decoder 'my_head' (plugin "my_head" from segcore-plugin-gain
 0.1.0) breaks the contract 'declared channels and stride': ...". An exception raised inside the component is
@@ -326,6 +326,20 @@ def _backbone_maps(entry: Any) -> None:
                                             f"declares {fi.channels} channels at stride {fi.stride}: {want}")
 
 
+def _backbone_channels(entry: Any) -> None:
+    import torch
+
+    from segcore.contracts.stages import takes_wiring
+
+    if not takes_wiring(entry.cls, "in_channels"):
+        return  # RGB only: the model builder refuses another [model] in_channels, naming the backbone
+    for channels in (1, 4):
+        backbone = _build(entry, in_channels=channels)
+        maps = backbone(torch.randn(2, channels, 64, 64))
+        got, want = [m.shape[1] for m in maps], [i.channels for i in backbone.feature_info]
+        _expect(got == want, f"in_channels={channels}: maps with channels {got}, feature_info declares {want}")
+
+
 def _enhancer_maps(entry: Any) -> None:
     marker = _Marker(entry.cls.attention_slots)
     enhancer = _build(entry, in_features=_in_features(), attention=marker.slots)
@@ -416,8 +430,8 @@ def _dataset(entry: Any) -> None:
         _expect(len(ds) > 0, f"split {split!r} is empty")
         sample = ds[0]
         image, mask = sample["image"], sample["mask"]
-        _expect(image.dtype == torch.uint8 and image.ndim == 3, f"split {split!r}: image {image.dtype} {tuple(image.shape)}, "
-                                                              "not a uint8 (C, H, W) tensor")
+        _expect(image.dtype in (torch.uint8, torch.uint16) and image.ndim == 3,
+                f"split {split!r}: image {image.dtype} {tuple(image.shape)}, not a uint8 or uint16 (C, H, W) tensor")
         _expect(tuple(mask.shape) == tuple(image.shape[1:]) and not mask.is_floating_point(),
                 f"split {split!r}: mask {mask.dtype} {tuple(mask.shape)} for image {tuple(image.shape)}")
         labels = set(mask.unique().tolist()) - set(range(ds.meta.num_classes)) - {ds.meta.ignore_index}
@@ -428,7 +442,8 @@ def _dataset(entry: Any) -> None:
 
 def _contracts() -> dict[str, list[Contract]]:
     return {
-        "backbone": [Contract("declared feature maps at odd sizes", _backbone_maps), *_common()],
+        "backbone": [Contract("declared feature maps at odd sizes", _backbone_maps),
+                     Contract("takes the in_channels it declares", _backbone_channels), *_common()],
         "enhancer": [Contract("declared feature maps at odd sizes", _enhancer_maps), *_common()],
         "decoder": [Contract("declared channels and stride at odd sizes", _decoder_shape),
                     Contract("fills every attention slot it declares", _decoder_slots), *_common()],

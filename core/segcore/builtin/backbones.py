@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch.nn.functional as F
@@ -45,6 +46,9 @@ class TimmBackboneConfig:
     # model needs it (timm's HRNet fuses by fixed x2 upsampling: the coarsest stride; patch embeddings: the patch)
     pad_to_stride: bool | None = None
     drop_path_rate: float | None = None
+    # a local file of timm weights for model_name (.safetensors, .pth), loaded as timm loads its pretrained ones
+    # (classifier dropped, an RGB input convolution adapted to [model] in_channels); instead of pretrained = true
+    weights: str | None = None
     kwargs: Mapping[str, Any] = field(factory=dict)  # more timm.create_model arguments
 
 
@@ -52,8 +56,15 @@ def _create(cfg: TimmBackboneConfig, kwargs: dict[str, Any]):
     import timm
 
     if building_on_meta():  # counting: the architecture only, nothing to download
-        cfg = attrs.evolve(cfg, pretrained=False)
-    if cfg.pretrained:  # from the cache, or a fast ConfigError: never a minute of retries against an unreachable Hub
+        cfg = attrs.evolve(cfg, pretrained=False, weights=None)
+    if cfg.weights is not None:  # timm's own pretrained loading from the file: in_chans adaptation, head filtering
+        path = Path(cfg.weights).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"[model.backbone] weights: no such file {str(path)!r}; give a timm state dict of "
+                              f"{cfg.model_name!r} (.safetensors or .pth)")  # fmt: skip
+        cfg = attrs.evolve(cfg, pretrained=True)
+        kwargs = {**kwargs, "pretrained_cfg_overlay": {"file": str(path)}}
+    elif cfg.pretrained:  # from the cache, or a fast ConfigError: never a minute of retries against an unreachable Hub
         kwargs = {**kwargs, "pretrained_cfg_overlay": {"file": str(timm_weights_file(cfg.model_name, what="model.backbone.pretrained"))}}
 
     try:
@@ -79,9 +90,14 @@ class TimmBackbone(Backbone):
     The size arithmetic has no Python branch on the input size, so torch.export sees one graph for every size.
     """
 
-    def __init__(self, cfg: TimmBackboneConfig) -> None:
+    def __init__(self, cfg: TimmBackboneConfig, *, in_channels: int = 3) -> None:
         super().__init__()
         kwargs = dict(cfg.kwargs)
+        if "in_chans" in kwargs:
+            raise ConfigError(f"kwargs.in_chans = {kwargs['in_chans']}: the input channels are [model] in_channels "
+                              "(the model's normalisation has one mean and std per channel); remove in_chans from kwargs")  # fmt: skip
+        if in_channels != 3:  # with pretrained weights timm adapts the RGB stem (adapt_input_conv)
+            kwargs["in_chans"] = in_channels
         out_indices = cfg.out_indices
         hrnet = cfg.model_name.startswith("hrnet")
         if hrnet and "feature_location" not in kwargs:

@@ -14,6 +14,7 @@ from segcore.cli import _common
 
 def cmd_export(args: argparse.Namespace) -> int:
     from segcore.inference import EXPORTERS
+    from segcore.data.images import model_input
     from segcore.inference.onnx import check_onnx, onnx_initializers, parity_images
 
     if args.threads:
@@ -26,12 +27,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     size = cfg.run.input_size if cfg else ((getattr(model, "hub_config", None) or {}).get("input_size") or (512, 512))
     path = EXPORTERS[args.format](model, out, example_size=tuple(size), opset=args.opset)
     heads = [n for n in onnx_initializers(path) if ".aux." in f".{n}"]
+    channels, max_value = model_input(model)
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MB, {time.perf_counter() - start:.0f} s): input image "
-          f"(batch, 3, height, width) float in [0, 1], output logits (batch, {model.num_classes}, height, width); "
+          f"(batch, {channels}, height, width) float in [0, 1] (pixel values / {max_value or 'the type maximum'}), "
+          f"output logits (batch, {model.num_classes}, height, width); "
           f"training-only heads in the graph: {len(heads)}")
     if args.no_check:
         return 0
-    images, where = parity_images(cfg, registry, images_dir=args.images, count=args.check_images)
+    images, where = parity_images(cfg, registry, images_dir=args.images, count=args.check_images, channels=channels)
     import torch
 
     print(f"parity with PyTorch (fp32 eager) on {len(images)} {where}; latency: batch 1, median of {args.repeats}, "

@@ -12,7 +12,7 @@ import attrs
 import cattrs
 from cattrs.gen import make_dict_unstructure_fn, override
 
-from segcore.config.schema import ComponentSpec, PipelineConfig
+from segcore.config.schema import OMIT_IF_DEFAULT, ComponentSpec, PipelineConfig
 
 
 def _empty_default(f: attrs.Attribute) -> bool:
@@ -27,7 +27,8 @@ def _converter() -> cattrs.Converter:
     conv = cattrs.Converter(unstruct_collection_overrides={tuple: list})
 
     def unstructure_attrs(cls: type) -> Any:
-        omit = {f.name: override(omit_if_default=True) for f in attrs.fields(cls) if _empty_default(f)}
+        omit = {f.name: override(omit_if_default=True) for f in attrs.fields(cls)
+                if _empty_default(f) or f.metadata.get(OMIT_IF_DEFAULT)}  # fmt: skip
         plain = make_dict_unstructure_fn(cls, conv, **omit)
         order = [f.name for f in attrs.fields(cls)]
 

@@ -41,6 +41,10 @@ from segcore.errors import did_you_mean
 from segcore.contracts.validators import each_positive, fractions, fractions_each, non_empty, positive_size
 from segcore.contracts.stages import Attention, Backbone, Dataset, Decoder, Enhancer, Loss
 
+# field metadata: a field left out of dumps (pipeline.toml, config.json, cards) while it has its default, so what
+# was written before the field existed reads, and compares, the same
+OMIT_IF_DEFAULT = "segcore_omit_if_default"
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -176,6 +180,15 @@ def _model_slots(_: Any, attribute: Any, value: Mapping[str, Any]) -> None:
 MODEL_SLOTS = ("final_upsample",)  # after the logits are resized to the input size
 
 
+def _per_channel(instance: Any, attribute: Any, value: tuple[float, ...]) -> None:
+    """``[model] mean`` and ``std``: one value per input channel."""
+    if len(value) != instance.in_channels:
+        rgb = " (the ImageNet RGB default)" if tuple(value) in (IMAGENET_MEAN, IMAGENET_STD) else ""
+        raise ValueError(f"[model] {attribute.name} has {len(value)} values{rgb} but [model] in_channels = "
+                         f"{instance.in_channels}: give one per channel, {attribute.name} = [{', '.join(['...'] * instance.in_channels)}] "
+                         "(your images' per-channel statistics, scaled to [0, 1])")  # fmt: skip
+
+
 @frozen
 class ModelConfig:
     """``[model]``: the stages, the classifier's dropout and the input normalisation."""
@@ -192,9 +205,15 @@ class ModelConfig:
     # the classifier's class count; not set: the dataset's
     num_classes: int | None = field(default=None, validator=attrs.validators.optional(gt(0)))
     dropout: float = field(default=0.1, validator=[ge(0.0), lt(1.0)])  # dropout before the 1x1 classifier
-    # per-channel mean the model subtracts from images scaled to [0, 1] (part of the saved model)
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = field(default=IMAGENET_STD, validator=each_positive)  # the model divides by it
+    # channels of the input images (3: RGB; 4: RGB + near infrared, ...); the backbone is built for them
+    in_channels: int = field(default=3, validator=gt(0), metadata={OMIT_IF_DEFAULT: True})
+    # per-channel mean the model subtracts from images scaled to [0, 1], one per channel (part of the saved model)
+    mean: tuple[float, ...] = field(default=IMAGENET_MEAN, validator=_per_channel)
+    # per-channel std the model divides by, one per channel
+    std: tuple[float, ...] = field(default=IMAGENET_STD, validator=[each_positive, _per_channel])
+    # the pixel value read as 1.0 (4095: 12-bit data in 16-bit files); None: the image type's largest value, 255 for
+    # 8-bit and 65535 for 16-bit images (train, eval, predict and export scale by the same)
+    max_value: float | None = field(default=None, validator=attrs.validators.optional(gt(0.0)))
 
 
 @frozen
@@ -353,12 +372,23 @@ def _check_device(value: str) -> None:
         raise ValueError(f"run.device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {value!r}")
 
 
+def _jitter_needs_rgb(model: ModelConfig, data: DataConfig) -> None:
+    """Colour jitter mixes the channels as RGB (saturation, hue, contrast's grey): only for 3-channel images."""
+    aug = data.augment
+    on = [k for k in ("brightness", "contrast", "saturation", "hue") if getattr(aug, k)]
+    if on and model.in_channels != 3:
+        raise ValueError(f"data.augment.{on[0]} = {getattr(aug, on[0])}: colour jitter works on RGB images, but [model] "
+                         f"in_channels = {model.in_channels}; set {' and '.join(f'data.augment.{k} = 0' for k in on)} "
+                         "(or use 3-channel RGB images)")  # fmt: skip
+
+
 @frozen
 class PipelineConfig:
     """A whole pipeline file."""
 
     model: ModelConfig  # the network: stages, classifier, input normalisation
-    data: DataConfig  # the dataset, its splits, batching and augmentation
+    # the dataset, its splits, batching and augmentation
+    data: DataConfig = field(validator=lambda cfg, _, data: _jitter_needs_rgb(cfg.model, data))
     loss: tuple[LossSpec, ...] = ()  # the losses, summed with their weights (one [[loss]] table each)
     train: TrainConfig = TrainConfig()  # optimisation: budget, optimizer, schedule, precision, checkpoints
     eval: EvalConfig = EvalConfig()  # how validation and task = "evaluate" infer

@@ -22,14 +22,17 @@ __all__ = [
     "FeatureInfo",
     "Loss",
     "ModelOutput",
+    "OPTIONAL_WIRING",
     "RawSample",
     "Resize",
     "STAGES",
     "WIRING",
     "Upsample",
     "stage_of",
+    "takes_wiring",
 ]
 
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import ClassVar, Literal, NamedTuple
@@ -117,11 +120,15 @@ class AttentionSlots:
 
 
 class Backbone(nn.Module):
-    """image (B, 3, H, W), normalised float -> list of feature maps, finest first.
+    """image (B, C, H, W), normalised float -> list of feature maps, finest first.
 
-    Built as ``Backbone(cfg)``. Must set ``feature_info`` (one `FeatureInfo` per returned map) in ``__init__``
-    and accept any H and W (odd sizes too); the i-th map has ``ceil(H / stride_i)`` rows or the size the
-    builder gets by running it (declared strides are checked against the real shapes by ``segcore check``).
+    Built as ``Backbone(cfg)``, or ``Backbone(cfg, *, in_channels)`` when its constructor takes the keyword: the
+    builder then passes ``[model] in_channels`` (C; 3 for RGB) and the backbone builds its first layer for C
+    channels (pretrained weights of 3 channels adapted with `segcore.adapt_input_channels`). A backbone without
+    the keyword takes only RGB: a pipeline with another ``in_channels`` is refused, naming it. Must set
+    ``feature_info`` (one `FeatureInfo` per returned map) in ``__init__`` and accept any H and W (odd sizes too);
+    the i-th map has ``ceil(H / stride_i)`` rows or the size the builder gets by running it (declared strides are
+    checked against the real shapes by ``segcore check``).
     """
 
     feature_info: tuple[FeatureInfo, ...]
@@ -271,6 +278,17 @@ WIRING: dict[type, tuple[str, ...]] = {
     Loss: ("num_classes", "ignore_index"),
     Dataset: ("split",),
 }
+
+
+# wiring a stage's constructor may declare; the builder passes it only to those that do (a Backbone without
+# ``in_channels`` takes RGB only)
+OPTIONAL_WIRING: dict[type, tuple[str, ...]] = {Backbone: ("in_channels",)}
+
+
+def takes_wiring(cls: type, name: str) -> bool:
+    """Whether *cls*'s constructor declares the keyword *name* (an `OPTIONAL_WIRING` entry)."""
+    param = inspect.signature(cls).parameters.get(name)
+    return param is not None and param.kind in (param.KEYWORD_ONLY, param.POSITIONAL_OR_KEYWORD)
 
 
 def stage_of(cls: type) -> type | None:

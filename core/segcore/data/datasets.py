@@ -15,11 +15,13 @@ from typing import Literal
 
 import numpy as np
 import torch
-from attrs import frozen
+from attrs import field, frozen
+from attrs.validators import gt
 from PIL import Image
 from torch import Tensor
 
 from segcore.config.schema import DataConfig, DatasetSpec
+from segcore.data.images import decode_image, match_channels
 from segcore.errors import ConfigError, DataError
 from segcore.contracts.registry import Registry
 from segcore.contracts.stages import Dataset, DatasetMeta, RawSample
@@ -27,12 +29,13 @@ from segcore.contracts.stages import Dataset, DatasetMeta, RawSample
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")  # what read_image takes from a folder
 
 
-def read_image(path: Path) -> np.ndarray:
-    """(H, W, 3) uint8 RGB; a file PIL cannot decode is a DataError naming it."""
+def read_image(path: Path, channels: int = 3) -> np.ndarray:
+    """(H, W, channels) uint8 or uint16: RGB for 3 (every 8-bit mode converted, as always), else the channels as
+    stored (multi-channel and 16-bit TIFF, 16-bit greyscale PNG; `segcore.data.images.decode_image`); a file that
+    cannot be decoded, or has other channels, is a DataError naming it."""
+    path = Path(path)
     try:
-        with Image.open(path) as im:
-            im.load()
-            return np.asarray(im.convert("RGB"))
+        return match_channels(decode_image(path, rgb=channels == 3), channels, path)
     except FileNotFoundError:
         raise DataError(f"{path}: image file is missing; restore it or regenerate the split list") from None
     except (OSError, ValueError, SyntaxError) as exc:
@@ -94,6 +97,7 @@ class PairDataset(Dataset):
     """
 
     meta: DatasetMeta
+    channels: int = 3  # of every image (`read_image`)
 
     def __init__(self, pairs: Sequence[tuple[Path, Path]], *, lut: np.ndarray | None = None, skip_bad: bool = False) -> None:
         super().__init__()
@@ -118,12 +122,12 @@ class PairDataset(Dataset):
             label, mode, palette = read_raw_label(label_path)
         else:
             label, mode, palette = self.load_label(label_path), None, None
-        return RawSample(image=read_image(image_path), label=label, image_path=image_path, label_path=label_path,
+        return RawSample(image=read_image(image_path, self.channels), label=label, image_path=image_path, label_path=label_path,
                          label_mode=mode, palette=palette, lut=self.lut)  # fmt: skip
 
     def load(self, index: int) -> dict[str, Tensor]:
         image_path, label_path = self.pairs[index]
-        image = read_image(image_path)
+        image = read_image(image_path, self.channels)
         raw = self.load_label(label_path)
         if raw.shape != image.shape[:2]:
             raise DataError(
@@ -182,6 +186,9 @@ class FolderDatasetConfig:
     mask_suffix: str = ".png"
     splits: tuple[str, ...] = ("train", "val")
     skip_bad: bool = False
+    # channels of every image, as [model] in_channels: 3 reads 8-bit images as RGB (greyscale, palette, RGBA
+    # converted); another count reads them as stored (multi-channel TIFF, 16-bit greyscale PNG: 1)
+    channels: int = field(default=3, validator=gt(0))
 
 
 class FolderDataset(PairDataset):
@@ -193,6 +200,7 @@ class FolderDataset(PairDataset):
 
     def __init__(self, cfg: FolderDatasetConfig, *, split: str) -> None:
         self.check_split(cfg, split)
+        self.channels = cfg.channels
         palette = cfg.palette or tuple(default_palette(len(cfg.class_names)))
         self.meta = DatasetMeta(tuple(cfg.class_names), tuple(map(tuple, palette)), cfg.ignore_index)
         root = Path(cfg.root).expanduser()

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from segcore.config.schema import EvalConfig
+from segcore.data.images import display_rgb, model_input, to_unit
 from segcore.engine.metrics import ConfusionMatrix
 from segcore.contracts.stages import DatasetMeta
 from segcore.engine.dist import all_reduce_sum
@@ -54,11 +55,12 @@ def evaluate(
     cm = ConfusionMatrix(meta.num_classes, meta.ignore_index)
     resize = final_resize(model)
     samples: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    max_value = model_input(model)[1]
     for batch in tqdm(loader, desc="eval", disable=not progress, leave=False, dynamic_ncols=True):
         sizes = batch.get("sizes", torch.tensor([batch["image"].shape[-2:]] * len(batch["image"])))
         mask_sizes = batch.get("mask_sizes", sizes)
         for (h, w), idx in _groups(sizes).items():
-            image = batch["image"][idx, :, :h, :w].to(device).float().div_(255)
+            image = to_unit(batch["image"][idx, :, :h, :w].to(device), max_value)
             if channels_last:
                 image = image.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
@@ -72,7 +74,7 @@ def evaluate(
                 label = batch["mask"][i, :mh, :mw]
                 cm.update(pred, label)
                 if len(samples) < keep_samples:
-                    img = batch["image"][i, :, :h, :w].permute(1, 2, 0).numpy()
+                    img = display_rgb(batch["image"][i, :, :h, :w].permute(1, 2, 0).numpy(), max_value)
                     samples.append((img, label.numpy(), pred.numpy()))
     all_reduce_sum(cm.matrix)
     model.train(was_training)

@@ -86,7 +86,7 @@ def pad_collate(samples: Sequence[dict[str, Tensor]], ignore_index: int = 255) -
     mask_sizes = torch.tensor([s["mask"].shape[-2:] for s in samples])
     h, w = (int(v) for v in sizes.max(0).values)
     mh, mw = (int(v) for v in mask_sizes.max(0).values)
-    images = torch.zeros(len(samples), 3, h, w, dtype=samples[0]["image"].dtype)
+    images = torch.zeros(len(samples), samples[0]["image"].shape[0], h, w, dtype=samples[0]["image"].dtype)
     masks = torch.full((len(samples), mh, mw), ignore_index, dtype=samples[0]["mask"].dtype)
     for i, s in enumerate(samples):
         sh, sw = s["image"].shape[-2:]

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from segcore.config.schema import EvalConfig, PredictConfig
 from segcore.data.datasets import IMAGE_SUFFIXES, read_image
+from segcore.data.images import display_rgb, model_input, to_unit
 from segcore.errors import DamagedFileError, DataError
 from segcore.engine.inference import fast_model_for
 from segcore.io import atomic_write, claim, record
@@ -27,16 +28,20 @@ from segcore.engine.report import colorize
 
 @torch.no_grad()
 def predict(model: nn.Module, image: np.ndarray, *, eval_cfg: EvalConfig = EvalConfig(), device: str | torch.device | None = None) -> np.ndarray:
-    """(H, W, 3) uint8 RGB -> (H, W) int64 class ids at the image's size. The model normalises its input itself.
+    """(H, W, C) uint8 or uint16 -> (H, W) int64 class ids at the image's size; C is the model's in_channels (3:
+    RGB). The model normalises its input itself, after scaling by its ``max_value`` (else the type's largest).
 
     Runs the inference fast path (`segcore.inference`: BatchNorm folded, channels_last, bf16 where the hardware has
     it), built once per model and kept while its weights stay the same; ``eval_cfg=EvalConfig(fast=False)`` runs
     the model as it is."""
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise DataError(f"predict takes an (H, W, 3) uint8 RGB array, got {image.shape} {image.dtype}")
+    channels, max_value = model_input(model)
+    if image.ndim != 3 or image.shape[2] != channels or image.dtype not in (np.uint8, np.uint16):
+        what = "uint8 RGB (or uint16)" if channels == 3 else "uint8 or uint16"
+        raise DataError(f"predict takes an (H, W, {channels}) {what} array (the model's in_channels = {channels}), got "
+                        f"{image.shape} {image.dtype}")  # fmt: skip
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model = fast_model_for(model, eval_cfg, device=device)
-    x = torch.as_tensor(np.array(image)).permute(2, 0, 1)[None].to(device).float().div_(255)
+    x = to_unit(torch.as_tensor(np.array(image)).permute(2, 0, 1)[None].to(device), max_value)
     was_training = model.training
     model.eval()
     try:
@@ -97,13 +102,14 @@ def predict_folder(model: nn.Module, cfg: PredictConfig, meta: DatasetMeta, *, e
     dst.mkdir(parents=True, exist_ok=True)
     record(dst, names)  # before writing: a file cut off by a crash is still segcore's to replace
     flat_palette = [c for rgb in meta.palette for c in rgb]
+    channels, max_value = model_input(model)
     written = []
     for path, (index_name, overlay_name) in tqdm(list(zip(files, pairs)), desc="predict", disable=not progress, dynamic_ncols=True):
-        image = read_image(path)
+        image = read_image(path, channels)
         labels = predict(model, image, eval_cfg=eval_cfg)
         index = Image.fromarray(labels.astype(np.uint8), mode="P")
         index.putpalette(flat_palette)
-        overlay = (1 - cfg.overlay_alpha) * image + cfg.overlay_alpha * colorize(labels, meta.palette, meta.ignore_index)
+        overlay = (1 - cfg.overlay_alpha) * display_rgb(image, max_value) + cfg.overlay_alpha * colorize(labels, meta.palette, meta.ignore_index)
         for out, im in ((dst / index_name, index), (dst / overlay_name, Image.fromarray(overlay.astype(np.uint8)))):
             with atomic_write(out) as tmp:
                 im.save(tmp, format="PNG")

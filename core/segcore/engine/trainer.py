@@ -25,6 +25,7 @@ from segcore.contracts.registry import Registry
 from segcore.contracts.stages import Dataset, DatasetMeta
 from segcore.data.augment import BatchAugment
 from segcore.data.datasets import build_split, split_names
+from segcore.data.images import to_unit
 from segcore.engine import report
 from segcore.engine.clock import StepClock
 from segcore.engine.checkpoint import (latest_checkpoint, load_checkpoint, newest_intact_checkpoint, prune_checkpoints,
@@ -94,6 +95,17 @@ def deterministic_algorithms(enabled: bool = True) -> Iterator[None]:
         torch.backends.cudnn.benchmark = benchmark
 
 
+def _check_channels(dataset: Dataset, cfg: PipelineConfig) -> None:
+    """The data's images have the model's channel count (one sample read), else a ConfigError naming both keys."""
+    if not len(dataset):
+        return
+    have = dataset[0]["image"].shape[0]
+    if have != cfg.model.in_channels:
+        raise ConfigError(f"[data.dataset] ({cfg.data.dataset.name!r}) gives {have}-channel images but [model] "
+                          f"in_channels = {cfg.model.in_channels}: set [model] in_channels = {have} (with {have} values "
+                          "in [model] mean and std), or make the dataset read that many (folder: channels)")  # fmt: skip
+
+
 def _iters_per_epoch(cfg: PipelineConfig, num_train: int, world: int) -> tuple[int, int]:
     """(samples each rank sees per epoch, optimizer steps per epoch); a ConfigError when not one step fits."""
     t = cfg.train
@@ -137,6 +149,7 @@ class Trainer:
             tqdm.write(f"note: split(s) {', '.join(sorted(shared))} are trained on and evaluated: the val mIoU of this "
                        "run is not a held-out figure (a final model on every labelled split, as intended?)")  # fmt: skip
         meta = train_set.meta
+        _check_channels(train_set, cfg)
         num_classes = cfg.model.num_classes or meta.num_classes
         model = build_model(cfg.model, registry, num_classes=num_classes)
         if cfg.model.init_from is not None and not resume:  # a resumed run has its own weights
@@ -309,7 +322,7 @@ class Trainer:
         total = 0.0
         terms_sum: dict[str, float] = {}
         for i, batch in enumerate(micro_batches):
-            image = batch["image"].to(self.device, non_blocking=True).float().div_(255)
+            image = to_unit(batch["image"].to(self.device, non_blocking=True), self.model.max_value)
             mask = batch["mask"].to(self.device, non_blocking=True).long()
             image, mask = self.augment(image, mask)
             image = image.contiguous(memory_format=self.memory_format)

@@ -44,7 +44,7 @@ Precision = Literal["auto", "bf16", "fp32"]
 
 
 class FastModel(nn.Module):
-    """image (B, 3, H, W) float in [0, 1] -> `ModelOutput` with fp32 logits (B, K, H, W), under no_grad.
+    """image (B, C, H, W) float in [0, 1] -> `ModelOutput` with fp32 logits (B, K, H, W), under no_grad.
 
     ``module`` is the optimized copy (a `SegModel` when given one, so ``module.decoder.final_resize`` stays
     visible to inference). With ``compile`` (or ``int8``), the first input shape seen twice is compiled (inductor,
@@ -161,7 +161,7 @@ def optimize_for_inference(
         p.requires_grad_(False)
     folded = 0
     if fold_bn:
-        folded = fold_batchnorm(fast, torch.rand(1, 3, *example_size, device=device))
+        folded = fold_batchnorm(fast, torch.rand(1, getattr(fast, "in_channels", 3), *example_size, device=device))
     fast_resizes(fast)
     use_bf16 = precision == "bf16" or (precision == "auto" and bf16_supported(device))
     if channels_last:

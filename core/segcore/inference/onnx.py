@@ -2,7 +2,8 @@
 dynamic batch, height and width; checked against PyTorch on real images and timed with onnxruntime beside it.
 
 The graph is the inference model (`without_training_heads`, eval mode) returning the logits alone: input ``image``
-(B, 3, H, W) float32 in [0, 1] (normalisation is inside), output ``logits`` (B, K, H, W). Height and width are
+(B, C, H, W) float32 in [0, 1] (normalisation is inside; the file's metadata_props record C, the value that
+was scaled to 1.0, mean and std), output ``logits`` (B, K, H, W). Height and width are
 export dimensions from twice the backbone's largest stride (its smallest map keeps 2 px) up to 8192; sizes need
 not divide by anything, as in PyTorch. Needs ``onnx``, ``onnxscript`` and, for the check, ``onnxruntime``
 (``pip install "segcore[export]"``).
@@ -23,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from segcore.data.images import model_input, to_unit
 from segcore.errors import ConfigError
 from segcore.model.build import without_training_heads
 
@@ -76,8 +78,9 @@ def export_onnx(model: nn.Module, path: str | Path, *, example_size: tuple[int, 
     wrapper = _Logits(without_training_heads(model)).eval()
     low = _min_side(wrapper.model)
     h, w = (max(s, low) for s in example_size)
+    channels, max_value = model_input(model)
     # batch 2: torch.export fixes a dimension of size 1 in the example to 1
-    example = torch.rand(2, 3, h, w, device=next(wrapper.parameters()).device)
+    example = torch.rand(2, channels, h, w, device=next(wrapper.parameters()).device)
     dims = {"image": {0: Dim("batch", min=1, max=1024), 2: Dim("height", min=low, max=MAX_SIDE),
                       3: Dim("width", min=low, max=MAX_SIDE)}}  # fmt: skip
     # Guards torch.export cannot prove for every size (ceil-mode pooling, strides of 1-pixel maps: true, but past its
@@ -93,10 +96,23 @@ def export_onnx(model: nn.Module, path: str | Path, *, example_size: tuple[int, 
         raise ConfigError(f"segcore export: --opset {opset}: torch's ONNX exporter could not convert this model to "
                           f"opset {opset} (the graph stays at opset {written}); nothing was written. Give --opset "
                           f"{FIRST_OPSET} or newer, or leave it out")  # fmt: skip
+    onnx_program.model.metadata_props.update(input_metadata(model, channels, max_value))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx_program.save(str(path))
     return path
+
+
+def input_metadata(model: nn.Module, channels: int, max_value: float | None) -> dict[str, str]:
+    """What a consumer of the ONNX file needs to feed it (its metadata_props): the channel count, the value that
+    is 1.0 (empty: the image type's largest, 255 or 65535), and the mean and std the graph applies itself."""
+    module = getattr(model, "module", model)
+    out = {"segcore.in_channels": str(channels), "segcore.max_value": "" if max_value is None else repr(max_value)}
+    for key in ("mean", "std"):
+        value = getattr(module, key, None)
+        if isinstance(value, Tensor):
+            out[f"segcore.{key}"] = ",".join(f"{v:.6g}" for v in value.flatten().tolist())
+    return out
 
 
 def _name_dims(graph, names: dict[int, str]) -> None:
@@ -137,7 +153,7 @@ def _session(path: Path, threads: int):
 
 def check_onnx(path: str | Path, model: nn.Module, images: Sequence[Tensor], *, scale: float = 1.0,
                repeats: int = 3) -> OnnxCheck:  # fmt: skip
-    """Run *images* ((3, H, W) uint8 or float in [0, 1], all one size), rescaled by *scale*, through PyTorch (the
+    """Run *images* ((C, H, W) uint8/uint16, scaled by the model's max_value, or float in [0, 1], all one size), rescaled by *scale*, through PyTorch (the
     model in fp32 eager) and onnxruntime; compare every logit and argmax; time both, and PyTorch's fast path, on
     the first image (median of *repeats* runs after one warm-up, batch 1, the torch thread count)."""
     from segcore.inference.fast import optimize_for_inference
@@ -145,6 +161,7 @@ def check_onnx(path: str | Path, model: nn.Module, images: Sequence[Tensor], *, 
     session = _session(Path(path), torch.get_num_threads())
     wrapper = _Logits(without_training_heads(model)).eval()
     fast = optimize_for_inference(model)
+    max_value = model_input(model)[1]
     worst = biggest = 0.0
     same = total = 0
     torch_times: list[float] = []
@@ -152,8 +169,7 @@ def check_onnx(path: str | Path, model: nn.Module, images: Sequence[Tensor], *, 
     fast_times: list[float] = []
     size = None
     for i, img in enumerate(images):
-        x = img.float().div(255) if img.dtype == torch.uint8 else img.float()
-        x = x[None]
+        x = to_unit(img, max_value)[None]
         if scale != 1.0:
             x = F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False, recompute_scale_factor=False)
         size = tuple(x.shape[-2:])
@@ -183,16 +199,18 @@ def check_onnx(path: str | Path, model: nn.Module, images: Sequence[Tensor], *, 
                      1000 * statistics.median(ort_times), 1000 * statistics.median(fast_times))  # fmt: skip
 
 
-def parity_images(cfg, registry, *, images_dir: Path | None = None, count: int = 8) -> tuple[list[Tensor], str]:
-    """Up to *count* real images of one size, (3, H, W) uint8, and where they came from: the files of *images_dir*,
+def parity_images(cfg, registry, *, images_dir: Path | None = None, count: int = 8,
+                  channels: int | None = None) -> tuple[list[Tensor], str]:  # fmt: skip
+    """Up to *count* real images of one size, (C, H, W) as stored, and where they came from: the files of *images_dir*,
     else the pipeline's validation split (the most common size among the first ones)."""
     from segcore.data.datasets import IMAGE_SUFFIXES, build_split, read_image
 
     by_size: dict[tuple[int, int], list[Tensor]] = {}
+    channels = channels or (cfg.model.in_channels if cfg is not None else 3)  # the model's, read from images_dir
     if images_dir is not None:
         files = sorted(p for p in Path(images_dir).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         for f in files:
-            image = torch.from_numpy(read_image(f).copy()).permute(2, 0, 1)
+            image = torch.from_numpy(read_image(f, channels).copy()).permute(2, 0, 1)
             group = by_size.setdefault(tuple(image.shape[-2:]), [])
             group.append(image)
             if len(group) >= count:

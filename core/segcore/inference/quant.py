@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from segcore.data.images import model_input, to_unit
 from segcore.errors import SegcoreError
 from segcore.model.build import SegModel
 
@@ -48,7 +49,7 @@ def _separate_activations(graph_module: torch.fx.GraphModule) -> None:
 def quantize_int8(module: nn.Module, example: Tensor, calibration: Sequence[Tensor]) -> Any:
     """*module* (fp32, eval) quantized to int8 for *example*'s shape: torch.export, PT2E with torchao's
     X86InductorQuantizer (its default static per-tensor activation / per-channel weight config), observers run on
-    the *calibration* images (each (3, H, W) in [0, 1] or uint8, resized to the shape), then torch.compile
+    the *calibration* images (each (C, H, W) in [0, 1], or uint8/uint16 scaled by the model's max_value, resized to the shape), then torch.compile
     (inductor, freezing), which lowers the int8 convolutions to oneDNN's with fused post-ops."""
     try:
         import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
@@ -65,8 +66,9 @@ def quantize_int8(module: nn.Module, example: Tensor, calibration: Sequence[Tens
     quantizer = xiq.X86InductorQuantizer().set_global(xiq.get_default_x86_inductor_quantization_config())
     prepared = prepare_pt2e(graph, quantizer)
     size = example.shape[-2:]
+    max_value = model_input(module)[1]
     for image in calibration:
-        x = image.float().div(255) if image.dtype == torch.uint8 else image.float()
+        x = to_unit(image, max_value)
         x = torch.nn.functional.interpolate(x[None].to(example.device), size=tuple(size), mode="bilinear",
                                             align_corners=False)
         prepared(x.expand(example.shape[0], -1, -1, -1).contiguous(memory_format=torch.channels_last))

@@ -17,7 +17,7 @@ from segcore.errors import ConfigError, ContractError, SegcoreError
 from segcore.contracts.registry import Entry, Registry
 from segcore.model.weights import apply_weights, read_weights
 from segcore.contracts.stages import (Attention, AttentionSlots, Backbone, DatasetMeta, Decoder, Enhancer, FeatureInfo,
-                                     ModelOutput, Upsample)  # fmt: skip
+                                     ModelOutput, Upsample, takes_wiring)  # fmt: skip
 
 
 
@@ -40,10 +40,12 @@ class TrainingHead(nn.Module):
 
 
 class SegModel(nn.Module):
-    """image (B, 3, H, W) float in [0, 1] -> `ModelOutput` with logits (B, K, H, W) at the input size.
+    """image (B, C, H, W) float in [0, 1] -> `ModelOutput` with logits (B, K, H, W) at the input size.
 
-    Normalisation (mean/std) is part of the model, so saved weights carry it. Training-only heads (``self.aux``)
-    run only in training mode and are left out of inference weights and exports (`without_training_heads`).
+    Normalisation (mean/std, one per channel) is part of the model, so saved weights carry it; ``max_value`` says
+    which stored pixel value the caller scales to 1.0 (None: the image type's largest; `segcore.data.images.to_unit`).
+    Training-only heads (``self.aux``) run only in training mode and are left out of inference weights and exports
+    (`without_training_heads`).
     A backbone frozen for the whole run has no gradients, runs under no_grad and stays in eval mode.
     """
 
@@ -60,11 +62,15 @@ class SegModel(nn.Module):
         dropout: float = 0.1,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
+        max_value: float | None = None,
     ) -> None:
         super().__init__()
+        if len(mean) != len(std):
+            raise ConfigError(f"[model] mean has {len(mean)} values and std {len(std)}; give one of each per channel")
         self.num_classes = num_classes
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.in_channels, self.max_value = len(mean), max_value
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
         self.backbone = backbone
         self.enhancers = nn.ModuleList(enhancers)
         self.decoder = decoder
@@ -201,7 +207,7 @@ def build_model(cfg: ModelConfig, registry: Registry, *, num_classes: int) -> Se
     Use ``with torch.device("meta"):`` around it to build without allocating weights (`segcore check`).
     """
     entry = registry.get(Backbone, cfg.backbone.name, cfg.backbone.plugin)
-    backbone = _construct(entry, cfg.backbone.config, "model.backbone")
+    backbone = _construct(entry, cfg.backbone.config, "model.backbone", **_input_wiring(entry, cfg.in_channels))
     backbone_info = _check_feature_info(backbone, entry, "model.backbone")
     info, source = backbone_info, f"[model.backbone] ({cfg.backbone.name!r})"
 
@@ -224,10 +230,23 @@ def build_model(cfg: ModelConfig, registry: Registry, *, num_classes: int) -> Se
         final = _slots(cfg, registry, "model")("final_upsample", num_classes)
     model = SegModel(
         backbone, decoder, num_classes=num_classes, enhancers=enhancers, aux=aux, final_attention=final,
-        frozen_backbone=cfg.backbone.frozen, dropout=cfg.dropout, mean=cfg.mean, std=cfg.std,
+        frozen_backbone=cfg.backbone.frozen, dropout=cfg.dropout, mean=cfg.mean, std=cfg.std, max_value=cfg.max_value,
     )  # fmt: skip
     model.model_config = cfg  # what segcore.save_pretrained writes into a model folder's config.json
     return model
+
+
+def _input_wiring(entry: Entry, in_channels: int) -> dict[str, int]:
+    """``in_channels`` for a backbone whose constructor declares it; a backbone without it takes RGB only."""
+    if takes_wiring(entry.cls, "in_channels"):
+        return {"in_channels": in_channels}
+    if in_channels != 3:
+        raise ConfigError(
+            f"[model] in_channels = {in_channels}: {_describe('model.backbone', entry)} takes only 3-channel (RGB) "
+            f"images: {entry.cls.__name__}'s constructor has no in_channels keyword. Use a backbone that takes it "
+            "(timm, hrnet, van), or add `*, in_channels: int = 3` to its constructor (segcore.Backbone says how)."
+        )
+    return {}
 
 
 def _build_decoder(spec: _WiredSpec, registry: Registry, path: str, info: Sequence[FeatureInfo], source: str) -> Decoder:
@@ -273,7 +292,8 @@ def init_from(model: SegModel, path: str | Path) -> list[str]:
     tensor name, for fine-tuning (``[model] init_from``: the trainer resolves the pipeline's text, which may also be
     a pretrained name or a Hub repo id, to the file with `segcore.hub.resolve_source` first).
 
-    Classifiers whose class count differs keep their fresh initialisation; training-only heads absent from the file
+    Classifiers whose class count differs keep their fresh initialisation; RGB input convolutions are adapted to the
+    model's ``in_channels`` (`segcore.adapt_input_channels`); training-only heads absent from the file
     (inference weights never have them) stay fresh too. Any other missing, unexpected or wrong-shape tensor is a
     ConfigError listing them. Returns the names that were left as initialised.
     """
@@ -290,6 +310,8 @@ def init_from(model: SegModel, path: str | Path) -> list[str]:
     own = model.state_dict()
     fresh = [k for k in _classifier_keys(model) if k in tensors and tensors[k].shape != own[k].shape]
     kept = {k: v for k, v in tensors.items() if k not in fresh}
-    report = apply_weights(model, kept, source=path, ignore_missing=["aux.", *fresh],
-                           hint="[model] init_from takes a model of the same architecture (only the class count may differ).")  # fmt: skip
+    # a model trained on RGB starts one of other channels: its input convolution adapted (timm's adapt_input_conv)
+    report = apply_weights(model, kept, source=path, ignore_missing=["aux.", *fresh], in_channels=model.in_channels,
+                           hint="[model] init_from takes a model of the same architecture (only the class count and "
+                                "the input channels of RGB weights may differ).")  # fmt: skip
     return [*fresh, *report.missing]

@@ -99,7 +99,7 @@ def _where(path: str, names: Names) -> str:
 def check_model(
     model: SegModel, input_size: tuple[int, int], names: Names | None = None, *, convention: str | Convention = "true"
 ) -> list[StageRow]:
-    """Run *model* (meta or real) on one (1, 3, H, W) input; check declared channels/strides against real shapes.
+    """Run *model* (meta or real) on one (1, C, H, W) input (C: its in_channels); check declared channels/strides against real shapes.
 
     Returns a row per stage, counted under *convention* (``"true"``, ``"thop2x"``, ``"mmcv"``: `segcore.counting`);
     raises ContractError naming the stage that broke its contract.
@@ -107,7 +107,7 @@ def check_model(
     convention = get_convention(convention)
     names = names or {}
     device = next(model.parameters()).device
-    image = torch.zeros(1, 3, *input_size, device=device)
+    image = torch.zeros(1, getattr(model, "in_channels", 3), *input_size, device=device)
     captured: dict[str, object] = {}
     hooks = []
     stages: dict[str, nn.Module] = {"model.backbone": model.backbone}

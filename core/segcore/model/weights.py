@@ -14,7 +14,7 @@ recognised and refused with the command that converts it.
 from __future__ import annotations
 
 __all__ = [
-    "RECORD_KEY", "LoadReport", "apply_weights", "load_weights", "read_weights", "save_weights", "sniff", "tensors_sha256",
+    "RECORD_KEY", "LoadReport", "adapt_input_channels", "apply_weights", "load_weights", "read_weights", "save_weights", "sniff", "tensors_sha256",
 ]  # fmt: skip
 
 import hashlib
@@ -182,21 +182,44 @@ def _names(names: Sequence[str], most: int = 5) -> str:
 
 
 def load_weights(module: nn.Module, path: str | Path, *, strict: bool = True, ignore_missing: Sequence[str] = (),
-                 require_record: bool = True, hint: str = "") -> LoadReport:  # fmt: skip
+                 require_record: bool = True, hint: str = "", in_channels: int | None = None) -> LoadReport:  # fmt: skip
     """Load safetensors file *path* into *module* by tensor name, checking the file's integrity first.
 
     With *strict*, any missing (outside the *ignore_missing* prefixes), unexpected or wrong-shape tensor raises a
     ConfigError naming the file and the tensors (and *hint*, how to fix it) before anything is copied; without,
-    the tensors that fit are loaded and the rest is returned in a `LoadReport`.
+    the tensors that fit are loaded and the rest is returned in a `LoadReport`. *in_channels*: the module's input
+    channels; RGB input convolutions in the file are adapted to them first (`adapt_input_channels`).
     """
     tensors = read_weights(path, require_record=require_record)
-    return apply_weights(module, tensors, source=path, strict=strict, ignore_missing=ignore_missing, hint=hint)
+    return apply_weights(module, tensors, source=path, strict=strict, ignore_missing=ignore_missing, hint=hint,
+                         in_channels=in_channels)  # fmt: skip
+
+
+def adapt_input_channels(tensors: Mapping[str, Tensor], own: Mapping[str, Tensor], in_channels: int,
+                         base: int = 3) -> dict[str, Tensor]:  # fmt: skip
+    """*tensors* with every input convolution made for *base* (RGB) channels adapted to *in_channels*: a 4-d weight
+    whose shape differs from *own*'s (the model's state dict) only in having *base* input channels where the model
+    has *in_channels*. timm's ``adapt_input_conv`` (what ``timm.create_model(..., in_chans=N, pretrained=True)``
+    does): the RGB kernels repeated over the channels and scaled by 3 / N (summed for N = 1)."""
+    from timm.models import adapt_input_conv
+
+    out = dict(tensors)
+    if in_channels == base:
+        return out
+    for key, value in tensors.items():
+        want = own.get(key)
+        if (want is not None and value.ndim == 4 and want.ndim == 4 and value.shape[1] == base
+                and want.shape[1] == in_channels and value.shape[0] == want.shape[0] and value.shape[2:] == want.shape[2:]):  # fmt: skip
+            out[key] = adapt_input_conv(in_channels, value, base_chans=base)
+    return out
 
 
 def apply_weights(module: nn.Module, tensors: Mapping[str, Tensor], *, source: str | Path, strict: bool = True,
-                  ignore_missing: Sequence[str] = (), hint: str = "") -> LoadReport:  # fmt: skip
+                  ignore_missing: Sequence[str] = (), hint: str = "", in_channels: int | None = None) -> LoadReport:  # fmt: skip
     """`load_weights` for tensors already read (and verified) from *source*, which the messages name."""
     own = module.state_dict()
+    if in_channels is not None:
+        tensors = adapt_input_channels(tensors, own, in_channels)
     missing = [k for k in own if k not in tensors and not any(k.startswith(p) for p in ignore_missing)]
     unexpected = [k for k in tensors if k not in own]
     mismatched = [k for k in tensors if k in own and tensors[k].shape != own[k].shape]

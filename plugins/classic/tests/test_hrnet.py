@@ -139,3 +139,17 @@ def test_meta_device_builds_skip_the_weights():
     with torch.device("meta"):
         net, plain = HRNet(HRNetConfig(width=48, pretrained=True)), HRNet(HRNetConfig(width=48))
     assert n_params(net) == n_params(plain) == 65_859_379 - (720 * 720 + 720 + 2 * 720) - (720 * 19 + 19)
+
+
+def test_timm_rgb_weights_adapt_to_four_channels(tmp_path):
+    """[model] in_channels = 4: the stem takes 4 channels and timm's RGB weights load through timm's adapt_input_conv."""
+    from safetensors.torch import save_file
+    from timm.models import adapt_input_conv
+
+    torch.manual_seed(0)
+    ref = timm.create_model("hrnet_w18_small", pretrained=False)
+    save_file(ref.state_dict(), tmp_path / "w.safetensors")
+    net = HRNet(HRNetConfig(width=16, small=True, weights=str(tmp_path / "w.safetensors")), in_channels=4)
+    torch.testing.assert_close(net.stem[0].conv.weight, adapt_input_conv(4, ref.conv1.weight))
+    torch.testing.assert_close(net.stem[1].conv.weight, ref.conv2.weight)
+    assert [m.shape[1] for m in net(torch.randn(1, 4, 64, 64))] == [16, 32, 64, 128]

@@ -193,3 +193,19 @@ def test_converter_command_line(tmp_path, capsys):
     run = subprocess.run([sys.executable, "-m", "segcore_plugin_frm.convert_van", str(src), str(tmp_path / "van.safetensors")],
                          capture_output=True, text=True)  # fmt: skip
     assert run.returncode == 0 and run.stdout.strip() == f"wrote {tmp_path / 'van.safetensors'}"
+
+
+def test_rgb_weights_adapt_to_four_channels(tmp_path):
+    """[model] in_channels = 4: the first patch embedding takes 4 channels; RGB weights are adapted (timm's
+    adapt_input_conv), every other tensor loads as it is."""
+    from timm.models import adapt_input_conv
+
+    from segcore import save_weights
+
+    rgb = VAN(VANConfig(**TINY))
+    save_weights(rgb, tmp_path / "rgb.safetensors")
+    four = VAN(VANConfig(**TINY, weights=str(tmp_path / "rgb.safetensors")), in_channels=4)
+    key = "stages.0.embed.conv.weight"
+    torch.testing.assert_close(four.state_dict()[key], adapt_input_conv(4, rgb.state_dict()[key]))
+    torch.testing.assert_close(four.stages[1].embed.conv.weight, rgb.stages[1].embed.conv.weight)
+    assert [m.shape[1] for m in four(torch.randn(1, 4, 64, 64))] == [8, 16, 24, 32]

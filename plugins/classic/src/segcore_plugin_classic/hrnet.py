@@ -20,7 +20,7 @@ from attrs import field, frozen
 from attrs.validators import gt, optional
 from torch import Tensor, nn
 
-from segcore import Backbone, ConfigError, FeatureInfo, timm_weights_file
+from segcore import Backbone, ConfigError, FeatureInfo, adapt_input_channels, timm_weights_file
 from segcore.layers import ConvBNAct, HRModule, Transition, init_hrnet_weights
 from segcore.layers import make_blocks
 
@@ -77,17 +77,21 @@ def timm_to_segcore(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
 
 
 class HRNet(Backbone):
-    """image (B, 3, H, W) -> 4 maps (B, W * 2^i, ceil(H / 2^(i+2)), ...) for i = 0..3, strides 4, 8, 16, 32."""
+    """image (B, C, H, W) -> 4 maps (B, W * 2^i, ceil(H / 2^(i+2)), ...) for i = 0..3, strides 4, 8, 16, 32.
 
-    def __init__(self, cfg: HRNetConfig) -> None:
+    ``in_channels`` (C, from ``[model] in_channels``): the stem's first convolution takes them; timm's RGB weights
+    are adapted to them (`segcore.adapt_input_channels`)."""
+
+    def __init__(self, cfg: HRNetConfig, *, in_channels: int = 3) -> None:
         super().__init__()
+        self.in_channels = in_channels
         w = cfg.width
         planes, stage1_blocks = (2 * w, 1) if cfg.small else (64, 4)
         blocks = cfg.num_blocks or (2 if cfg.small else 4)
         modules = cfg.num_modules or ((1, 1, 1) if cfg.small else (1, 4, 3))
         fuse = {"mode": cfg.resize_mode, "align_corners": cfg.align_corners}
         widths = [w * 2**i for i in range(4)]
-        self.stem = nn.Sequential(ConvBNAct(3, 64, 3, stride=2), ConvBNAct(64, 64, 3, stride=2))
+        self.stem = nn.Sequential(ConvBNAct(in_channels, 64, 3, stride=2), ConvBNAct(64, 64, 3, stride=2))
         self.layer1 = make_blocks("bottleneck", 64, planes, stage1_blocks)
         init_hrnet_weights(self)
         self.transition1 = Transition((planes * 4,), widths[:2])
@@ -102,8 +106,9 @@ class HRNet(Backbone):
             self.load_timm(_timm_state_dict(cfg))
 
     def load_timm(self, state_dict: dict[str, Tensor]) -> None:
-        """Load a timm HRNet state dict of the same layout (strict after the key mapping)."""
-        mapped = timm_to_segcore(state_dict)
+        """Load a timm HRNet state dict of the same layout (strict after the key mapping; an RGB stem adapted to
+        ``in_channels``)."""
+        mapped = adapt_input_channels(timm_to_segcore(state_dict), self.state_dict(), self.in_channels)
         missing, unexpected = self.load_state_dict(mapped, strict=False)
         if missing or unexpected:
             raise ConfigError(

@@ -191,17 +191,21 @@ class VANStage(nn.Module):
 
 
 class VAN(Backbone):
-    """image (B, 3, H, W) -> 4 maps (B, dim_i, ceil(H / s_i), ceil(W / s_i)), s = 4, 8, 16, 32."""
+    """image (B, C, H, W) -> 4 maps (B, dim_i, ceil(H / s_i), ceil(W / s_i)), s = 4, 8, 16, 32.
 
-    def __init__(self, cfg: VANConfig) -> None:
+    ``in_channels`` (C, from ``[model] in_channels``): the first patch embedding takes them; RGB ``weights`` are
+    adapted to them (`segcore.adapt_input_channels`)."""
+
+    def __init__(self, cfg: VANConfig, *, in_channels: int = 3) -> None:
         super().__init__()
+        self.in_channels = in_channels
         dims, depths, ratios = VARIANTS[cfg.variant]
         dims, depths, ratios = cfg.dims or dims, cfg.depths or depths, cfg.mlp_ratios or ratios
         n = sum(depths)
         rates = [cfg.drop_path_rate * i / max(n - 1, 1) for i in range(n)]  # stochastic depth grows linearly
         starts = [sum(depths[:i]) for i in range(4)]
         self.stages = nn.ModuleList(
-            VANStage(3 if i == 0 else dims[i - 1], dims[i], depths[i], ratios[i], i == 0, rates[starts[i]:],
+            VANStage(in_channels if i == 0 else dims[i - 1], dims[i], depths[i], ratios[i], i == 0, rates[starts[i]:],
                      cfg.layer_scale_init)
             for i in range(4)
         )  # fmt: skip
@@ -217,7 +221,7 @@ class VAN(Backbone):
                 f"[model.backbone] weights: {path} does not exist (relative paths start at the working directory). "
                 f"Convert the official checkpoint: python -m segcore_plugin_frm.convert_van IN.pth.tar {path}"
             )
-        load_weights(self, path, require_record=False, hint=(
+        load_weights(self, path, require_record=False, in_channels=self.in_channels, hint=(
             "Was it converted from the checkpoint of this [model.backbone] variant? The official files: "
             "van_tiny_754 = b0, van_small_811 = b1, van_base_828 = b2, van_large_839 = b3."
         ))  # fmt: skip
