@@ -354,3 +354,210 @@ def test_a_run_resumed_after_its_final_evaluation_was_logged_logs_it_once(small_
     keys = [(r["kind"], r["step"]) for r in records]
     assert len(keys) == len(set(keys)), keys
     assert keys.count(("eval", 4)) == 1 and (out / "model.safetensors").is_file()
+
+
+# -- 11: oversized inputs are refused before allocating; images over the decompression limit are named -------------
+
+
+@pytest.fixture
+def little_memory(monkeypatch):
+    """Memory as small as the test needs (*bytes*), instead of allocating until the machine runs out."""
+    import segcore.io
+
+    def set_available(n: int) -> None:
+        monkeypatch.setattr(segcore.io, "available_memory", lambda device="cpu": (n, "available in this test"))
+
+    return set_available
+
+
+def _small(small_pipeline: str, tmp_path: Path, extra: str = "") -> Path:
+    return write(tmp_path / "p.toml", small_pipeline + f'out_dir = "{tmp_path / "run"}"\n' + extra)
+
+
+def test_a_crop_whose_training_step_cannot_fit_is_refused_before_training(small_pipeline, tmp_path, capsys, little_memory):
+    little_memory(2**20)
+    path = _small(small_pipeline.replace("[data]\n", "[data.augment]\ncrop_size = [256, 256]\n[data]\n"), tmp_path)
+    code, _, err = cli(capsys, "run", path, "-q")
+    assert code == 2 and "Traceback" not in err, err
+    assert "error: a training step at [data.augment] crop_size (batch 2 at 256x256) needs about " in err
+    assert "counted by running the model on the meta device at this size" in err and "1.0 MiB is available in this test" in err
+    assert "Lower data.batch_size" in err and not (tmp_path / "run" / "log.jsonl").exists()
+
+
+def test_an_eval_resize_that_cannot_fit_is_refused_before_training(small_pipeline, tmp_path, capsys, little_memory):
+    little_memory(16 * 2**20)  # the 32x32 training step fits; validation at 1024x1024 does not
+    path = _small(small_pipeline, tmp_path, "[eval]\nresize = [1024, 1024]\nbatch_size = 4\n")
+    code, _, err = cli(capsys, "run", path, "-q")
+    assert code == 2 and "error: validation at [eval] resize (batch 4 at 1024x1024) needs about " in err, err
+    assert "Lower [eval] batch_size or [eval] resize" in err
+
+
+def test_bench_refuses_a_size_and_batch_that_cannot_fit(small_pipeline, tmp_path, capsys, little_memory):
+    little_memory(2**20)
+    path = _small(small_pipeline, tmp_path)
+    code, out, err = cli(capsys, "bench", path, "--input-size", "256x256", "--batch", 2, "--no-train", "--repeats", 1,
+                         "--warmup", 0, "--modes", "fp32 eager", "-q")  # fmt: skip
+    assert code == 2 and "error: inference for segcore bench (batch 2 at 256x256) needs about " in err, err
+    assert "--input-size or --batch" in err and out == ""
+    code, _, err = cli(capsys, "bench", path, "--input-size", "32x32", "--train-size", "256x256", "--repeats", 1,
+                       "--warmup", 0, "--modes", "fp32 eager", "--train-modes", "fp32 eager", "-q")  # fmt: skip
+    assert code == 2 and "error: a training step for segcore bench (batch 2 at 256x256) needs about " in err, err
+
+
+def test_predicting_an_image_that_cannot_fit_is_refused_before_allocating(registry, small_pipeline, tmp_path, little_memory):
+    import segcore
+    from segcore.errors import MemoryLimitError
+
+    cfg = load_pipeline(_small(small_pipeline, tmp_path), registry=registry)
+    model = build_model(cfg.model, registry, num_classes=3).eval()
+    image = np.zeros((512, 768, 3), np.uint8)
+    little_memory(2**20)
+    with pytest.raises(MemoryLimitError, match=r"predicting a 768x512 image \(batch 1 at 512x768\) needs about .* on cpu") as err:
+        segcore.predict(model, image)
+    assert "predict it in windows" in str(err.value)
+    little_memory(2**40)
+    assert segcore.predict(model, image).shape == (512, 768)
+
+
+def test_the_estimate_counts_what_a_forward_pass_holds(registry, small_pipeline, tmp_path):
+    from segcore.model.memory import activation_peak
+
+    cfg = load_pipeline(_small(small_pipeline, tmp_path), registry=registry)
+    model = build_model(cfg.model, registry, num_classes=3)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    small, large = (activation_peak(model, (2, 3, s, s)) for s in (64, 256))
+    assert 0 < small < large and 12 < large / small < 20  # activations grow with the pixels (16x)
+    assert activation_peak(model, (2, 3, 64, 64), train=True) > 2 * small  # autograd keeps the activations
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())  # the model is left as it was
+
+
+def test_an_image_over_the_decompression_limit_is_named_with_its_size(tmp_path, monkeypatch, capsys):
+    from segcore.data.datasets import read_image
+    from segcore.errors import DataError
+    from segcore.io import MAX_PIXELS_VAR
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # PIL refuses 2x its limit: 2000 px here, 400 Mpx normally
+    monkeypatch.delenv(MAX_PIXELS_VAR, raising=False)
+    path = tmp_path / "huge.png"
+    Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(path)
+    with pytest.raises(DataError) as err:
+        read_image(path)
+    assert str(err.value).startswith(f"{path}: image is 64 x 48 (0 Mpx), over the limit of 1,000 pixels segcore decodes")
+    assert f"if you trust the file, raise it: {MAX_PIXELS_VAR}=3072 (or 'none')" in str(err.value)
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(path)  # 1600 px: PIL only warns, segcore refuses as well
+    with pytest.raises(DataError, match="image is 40 x 40"):
+        read_image(path)
+    monkeypatch.setenv(MAX_PIXELS_VAR, "5000")
+    Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(path)
+    assert read_image(path).shape == (48, 64, 3)
+
+
+def test_bench_names_the_timm_model_a_misspelt_baseline_meant(small_pipeline, tmp_path, capsys):
+    code, out, err = cli(capsys, "bench", _small(small_pipeline, tmp_path), "--baseline", "resnet5O", "-q")
+    assert code == 2 and "Traceback" not in err and out == "", err
+    assert "error: --baseline 'resnet5O': timm has no such model (did you mean 'resnet50'?)" in err
+
+
+# -- 13: hub push offline, Hub ids with '..', folder patterns with other placeholders --------------------------------
+
+
+def test_hub_push_offline_or_to_a_bad_repo_id_is_one_message(model_folder, capsys, monkeypatch):
+    import huggingface_hub
+    from huggingface_hub import constants
+    from huggingface_hub.errors import OfflineModeIsEnabled
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    for command in (("hub", "push", model_folder), ("data", "push", model_folder)):
+        code, _, err = cli(capsys, *command, "--repo-id", "a/..b")
+        assert code == 2 and "'a/..b' is not a Hub repo id: " in err and "Traceback" not in err, err
+    with pytest.raises(ConfigError, match=r"push_to_hub repo_id 'a/\.\./b' is not a Hub repo id"):
+        __import__("segcore").push_to_hub(model_folder, "a/../b")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    code, _, err = cli(capsys, "hub", "push", model_folder, "--repo-id", "me/model")
+    assert code == 2 and "HF_HUB_OFFLINE is set, and a push needs the network; unset it" in err, err
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    for exc in (OfflineModeIsEnabled("offline"), ConnectionError("[Errno -3] Temporary failure in name resolution")):
+        monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", lambda *a, exc=exc, **k: (_ for _ in ()).throw(exc))
+        code, _, err = cli(capsys, "hub", "push", model_folder, "--repo-id", "me/model")
+        assert code == 2 and "the Hub (https://" in err and "cannot be reached" in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize(("pattern", "fragment"), [
+    ('images = "img/{0}"', "images = 'img/{0}': {0} is not a placeholder segcore fills; the only one is {split}"),
+    ('masks = "m/{split}/{kind}"', "masks = 'm/{split}/{kind}': {kind} is not a placeholder"),
+    ('images = "img/{split"', "images = 'img/{split': expected '}' before end of string; the only placeholder is {split}"),
+])  # fmt: skip
+def test_a_folder_pattern_with_another_placeholder_is_refused_when_the_pipeline_is_read(registry, small_pipeline, tmp_path,
+                                                                                        pattern, fragment):  # fmt: skip
+    table = f'name = "folder"\nroot = "{tmp_path}"\nclass_names = ["a", "b"]\n{pattern}\n'
+    path = _small(small_pipeline.replace('name = "shapes"\nsize = [32, 32]\nnum_train = 8\nnum_val = 2\n', table), tmp_path)
+    with pytest.raises(ConfigError) as err:
+        load_pipeline(path, registry=registry)
+    assert f"  data.dataset: {fragment}" in str(err.value), str(err.value)
+
+
+# -- 15: skip_bad never scores a sample twice; timm's checkpoint_path loads safely -----------------------------------
+
+
+@pytest.fixture
+def bad_folder(small_pipeline, tmp_path) -> Path:
+    """A folder dataset whose val split has 3 images, the second corrupt; skip_bad = true."""
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 4), ("val", 3)):
+        for i in range(n):
+            (tmp_path / "images" / split).mkdir(parents=True, exist_ok=True)
+            (tmp_path / "masks" / split).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(tmp_path / "images" / split / f"{i}.png")
+            Image.fromarray(rng.integers(0, 2, (32, 32), dtype=np.uint8)).save(tmp_path / "masks" / split / f"{i}.png")
+    (tmp_path / "images" / "val" / "1.png").write_bytes(b"\x89PNG not really")
+    table = f'name = "folder"\nroot = "{tmp_path}"\nclass_names = ["a", "b"]\nimage_suffix = ".png"\nskip_bad = true\n'
+    return _small(small_pipeline.replace('name = "shapes"\nsize = [32, 32]\nnum_train = 8\nnum_val = 2\n', table), tmp_path)
+
+
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_a_bad_val_image_is_skipped_and_reported_never_counted_twice(registry, bad_folder, batch_size):
+    import functools
+
+    from segcore.data.datasets import build_split
+    from segcore.engine.evaluate import evaluate, format_metrics
+    from segcore.engine.inference import pad_collate
+
+    cfg = load_pipeline(bad_folder, registry=registry)
+    val = build_split(cfg.data, registry, "val")
+    loader = torch.utils.data.DataLoader(val, batch_size=batch_size, collate_fn=functools.partial(pad_collate, ignore_index=255))
+    model = build_model(cfg.model, registry, num_classes=2)
+    with pytest.warns(UserWarning, match=r"skipped: .*images/val/1\.png: corrupt or unreadable image"):
+        result = evaluate(model, loader, val.meta, torch.device("cpu"), cfg.eval, progress=False)
+    assert result.matrix.sum() == 2 * 32 * 32  # the two good images, once each
+    assert result.skipped == 1 and result.metrics["skipped"] == 1
+    assert "1 bad sample(s) skipped (skip_bad)" in format_metrics(result.metrics, val.meta)
+    train = build_split(cfg.data, registry, "train")  # training still serves the next good sample: said in the docs
+    assert "image" in train[0]
+
+
+def test_timm_checkpoint_path_loads_safely_or_says_how_to_convert(registry, small_pipeline, tmp_path):
+    import timm
+    from safetensors.torch import save_file
+
+    from segcore.errors import DamagedFileError
+
+    trained = timm.create_model("test_resnet").state_dict()
+    torch.save({"state_dict": trained, "epoch": 3}, tmp_path / "plain.pth")
+    save_file(trained, tmp_path / "plain.safetensors")
+    torch.save({"state_dict": trained, "opt": _EmptyCfg()}, tmp_path / "pickled.pth")  # a class weights_only refuses
+    (tmp_path / "cut.pth").write_bytes((tmp_path / "plain.pth").read_bytes()[:200])
+
+    def build(file: str):
+        text = small_pipeline.replace('model_name = "test_resnet"\n', f'model_name = "test_resnet"\nkwargs = {{ checkpoint_path = "{tmp_path / file}" }}\n')
+        return build_model(load_pipeline(_small(text, tmp_path), registry=registry).model, registry, num_classes=3).backbone
+
+    for file in ("plain.pth", "plain.safetensors"):
+        got = {k.removeprefix("model."): v for k, v in build(file).state_dict().items()}
+        assert got and all(torch.equal(v, trained[k]) for k, v in got.items()), file
+    with pytest.raises(ConfigError) as err:
+        build("pickled.pth")
+    msg = str(err.value)
+    assert "checkpoint_path: " in msg and "pickled.pth: torch.load(weights_only=True) refuses it (it pickles " in msg
+    assert "segcore never unpickles; convert it once where you trust it" in msg and "pickled.safetensors" in msg
+    with pytest.raises(DamagedFileError, match="cut.pth: not a readable torch checkpoint"):
+        build("cut.pth")

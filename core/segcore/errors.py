@@ -7,7 +7,7 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigError", "ContractError", "DamagedFileError", "DataError", "FolderInUseError", "ForeignFileError",
-    "PluginError", "RegistryError", "SegcoreError", "did_you_mean",
+    "MemoryLimitError", "PluginError", "RegistryError", "SegcoreError", "did_you_mean",
 ]  # fmt: skip
 
 import difflib
@@ -40,6 +40,10 @@ class ForeignFileError(ConfigError):
 
 class FolderInUseError(ConfigError):
     """Another process is writing the folder (a run folder is locked while a run writes it)."""
+
+
+class MemoryLimitError(ConfigError):
+    """A size, batch or crop whose tensors cannot fit in the memory available: refused before allocating."""
 
 
 class DataError(SegcoreError):

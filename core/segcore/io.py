@@ -16,8 +16,9 @@ lock (``flock``) on ``<folder>/.segcore.lock`` while a process writes there: the
 from __future__ import annotations
 
 __all__ = [
-    "LOCK", "WRITTEN", "FolderLock", "atomic_dir", "atomic_write", "claim", "cpuinfo", "lock_folder", "record",
-    "remove_stale_temps", "remove_written", "write_text", "written",
+    "LOCK", "MAX_PIXELS_VAR", "WRITTEN", "FolderLock", "atomic_dir", "atomic_write", "available_memory",
+    "check_image_pixels", "check_memory", "claim", "cpuinfo", "format_bytes", "image_pixel_limit", "lock_folder",
+    "record", "remove_stale_temps", "remove_written", "write_text", "written",
 ]  # fmt: skip
 
 import contextlib
@@ -31,11 +32,12 @@ import shutil
 import socket
 import sys
 import tempfile
+import threading
 import weakref
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from segcore.errors import DamagedFileError, FolderInUseError, ForeignFileError
+from segcore.errors import DamagedFileError, DataError, FolderInUseError, ForeignFileError, MemoryLimitError
 
 TEMP_MARK = ".tmp"
 _TEMP_NAME = re.compile(r"^\..+(\.[a-z0-9_]{8}\.tmp|\.tmp\.[a-z0-9_]{8})$")  # mkstemp/mkdtemp: 8 random
@@ -136,6 +138,111 @@ def cpuinfo(key: str) -> str | None:
     except OSError:
         pass
     return None
+
+
+# -- memory and image sizes -----------------------------------------------------------------------------------------
+
+
+def format_bytes(n: float) -> str:
+    """``1.5 GiB``, ``320 MiB``: bytes for a message."""
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{int(n)} B"
+
+
+def available_memory(device: object = "cpu") -> tuple[int, str] | None:
+    """(bytes a new allocation on *device* can take, where the figure comes from), or None where it cannot be known.
+
+    CUDA: free device memory (``torch.cuda.mem_get_info``) plus what torch's caching allocator holds unused; XPU
+    likewise; MPS: the recommended working set less what the driver holds; CPU: psutil's ``available`` where psutil
+    is installed, else ``MemAvailable`` of ``/proc/meminfo`` (Linux)."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda" and torch.cuda.is_available():
+        free, _ = torch.cuda.mem_get_info(device)
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return free + cached, f"free on {device} (torch.cuda.mem_get_info)"
+    if device.type == "xpu" and hasattr(torch, "xpu") and torch.xpu.is_available() and hasattr(torch.xpu, "mem_get_info"):
+        return torch.xpu.mem_get_info(device)[0], f"free on {device} (torch.xpu.mem_get_info)"
+    if device.type == "mps" and torch.backends.mps.is_available():
+        return torch.mps.recommended_max_memory() - torch.mps.driver_allocated_memory(), "free for MPS"
+    if device.type != "cpu":
+        return None
+    try:
+        import psutil
+    except ImportError:
+        pass
+    else:
+        return int(psutil.virtual_memory().available), "available RAM (psutil)"
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024, "MemAvailable in /proc/meminfo"
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_memory(need: int, device: object, *, what: str, basis: str, hint: str) -> None:
+    """Refuse (`MemoryLimitError`) *what* when its estimate *need* (bytes; *basis* says how it was counted) exceeds
+    `available_memory` on *device*; nothing where the available memory cannot be known."""
+    have = available_memory(device)
+    if have is None or need <= have[0]:
+        return
+    raise MemoryLimitError(f"{what} needs about {format_bytes(need)} on {device} ({basis}), but only "
+                           f"{format_bytes(have[0])} is {have[1]}; nothing was allocated. {hint}")  # fmt: skip
+
+
+MAX_PIXELS_VAR = "SEGCORE_MAX_IMAGE_PIXELS"  # the largest image segcore decodes (pixels), or "none"
+_PIL_LOCK = threading.Lock()
+
+
+def image_pixel_limit() -> int | None:
+    """The largest image (W x H pixels) segcore decodes: ``$SEGCORE_MAX_IMAGE_PIXELS`` (a number, or ``none`` for no
+    limit), else PIL's ``Image.MAX_IMAGE_PIXELS`` (89,478,485 unless changed), its guard against decompression bombs."""
+    from PIL import Image
+
+    value = os.environ.get(MAX_PIXELS_VAR, "").strip().replace("_", "")
+    if not value:
+        return Image.MAX_IMAGE_PIXELS
+    if value.lower() in ("none", "0"):
+        return None
+    try:
+        limit = int(float(value))
+    except ValueError:
+        raise MemoryLimitError(f"{MAX_PIXELS_VAR}={value!r}: give a number of pixels (400000000) or 'none'") from None
+    if limit < 0:
+        raise MemoryLimitError(f"{MAX_PIXELS_VAR}={value!r}: give a number of pixels (400000000) or 'none'")
+    return limit
+
+
+def check_image_pixels(path: str | Path) -> None:
+    """Refuse (`DataError`) an image file over `image_pixel_limit`, naming it with its size, before anything is
+    decoded (the header alone is read); a raised limit is handed to PIL so it decodes the file. Files PIL cannot
+    open are left to the decoder that reads them (its own message)."""
+    from PIL import Image
+
+    limit = image_pixel_limit()
+    with _PIL_LOCK:
+        saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # read the header of any size
+        try:
+            with Image.open(path) as im:
+                width, height = im.size
+        except (OSError, ValueError, SyntaxError):  # absent, not an image PIL knows: the decoder says so
+            return
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+        if limit is not None and width * height > limit:
+            raise DataError(
+                f"{path}: image is {width} x {height} ({width * height / 1e6:.0f} Mpx), over the limit of {limit:,} "
+                f"pixels segcore decodes (PIL's guard against decompression bombs); if you trust the file, raise it: "
+                f"{MAX_PIXELS_VAR}={width * height} (or 'none') in the environment"
+            )
+        if os.environ.get(MAX_PIXELS_VAR, "").strip() and (limit is None or (saved is not None and limit > saved)):
+            Image.MAX_IMAGE_PIXELS = limit  # the user's raised limit is PIL's too, so the decode passes its check
 
 
 # -- what segcore wrote -----------------------------------------------------------------------------------------

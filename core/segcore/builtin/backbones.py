@@ -14,7 +14,7 @@ from torch import Tensor
 from segcore.errors import ConfigError, did_you_mean
 from segcore.contracts.hookspecs import hookimpl
 from segcore.layers.basic import building_on_meta
-from segcore.model.pretrained import timm_weights_file
+from segcore.model.pretrained import load_timm_checkpoint, timm_weights_file
 from segcore.contracts.registry import Registry
 from segcore.contracts.stages import Backbone, FeatureInfo
 
@@ -55,6 +55,12 @@ class TimmBackboneConfig:
 def _create(cfg: TimmBackboneConfig, kwargs: dict[str, Any]):
     import timm
 
+    if kwargs.get("checkpoint_path"):  # read here, safely, into the feature model (timm's own load unpickles, and
+        rest = {k: v for k, v in kwargs.items() if k != "checkpoint_path"}  # refuses the classifier's keys)
+        model = _create(cfg, rest)
+        if not building_on_meta():
+            load_timm_checkpoint(model, kwargs["checkpoint_path"])
+        return model
     if building_on_meta():  # counting: the architecture only, nothing to download
         cfg = attrs.evolve(cfg, pretrained=False, weights=None)
     if cfg.weights is not None:  # timm's own pretrained loading from the file: in_chans adaptation, head filtering

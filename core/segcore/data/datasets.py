@@ -4,10 +4,11 @@ decoding, label mapping and the checks that turn a bad file into a clear error."
 from __future__ import annotations
 
 __all__ = [
-    "EmptySplitError", "FolderDataset", "FolderDatasetConfig", "PairDataset", "SplitSubset", "SplitUnion", "build_dataset", "build_split", "dataset_meta", "default_palette", "read_image", "split_names",
+    "SKIPPED", "EmptySplitError", "FolderDataset", "FolderDatasetConfig", "PairDataset", "SplitSubset", "SplitUnion", "build_dataset", "build_split", "dataset_meta", "default_palette", "drop_bad_samples", "read_image", "split_names",
     "read_label",
 ]  # fmt: skip
 
+import string
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,9 +24,11 @@ from torch import Tensor
 from segcore.config.schema import DataConfig, DatasetSpec
 from segcore.data.images import decode_image, match_channels
 from segcore.errors import ConfigError, DataError
+from segcore.io import check_image_pixels
 from segcore.contracts.registry import Registry
 from segcore.contracts.stages import Dataset, DatasetMeta, RawSample
 
+SKIPPED = "skipped"  # the key of an evaluation sample dropped as bad (skip_bad): its DataError message
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")  # what read_image takes from a folder
 
 
@@ -35,6 +38,7 @@ def read_image(path: Path, channels: int = 3) -> np.ndarray:
     cannot be decoded, or has other channels, is a DataError naming it."""
     path = Path(path)
     try:
+        check_image_pixels(path)
         return match_channels(decode_image(path, rgb=channels == 3), channels, path)
     except FileNotFoundError:
         raise DataError(f"{path}: image file is missing; restore it or regenerate the split list") from None
@@ -45,6 +49,7 @@ def read_image(path: Path, channels: int = 3) -> np.ndarray:
 def read_label(path: Path) -> np.ndarray:
     """(H, W) integer ids from a single-channel or palette PNG (the palette index is the id)."""
     try:
+        check_image_pixels(path)
         with Image.open(path) as im:
             im.load()
             if im.mode not in ("L", "P", "I", "I;16", "1"):
@@ -62,6 +67,7 @@ def read_raw_label(path: Path) -> tuple[np.ndarray, str, tuple[tuple[int, int, i
     """A label file's values in whatever mode it has, colour masks included: (array (H, W) or (H, W, C), PIL mode,
     the palette's colours for mode "P"); for `segcore data verify`, which explains what `read_label` refuses."""
     try:
+        check_image_pixels(path)
         with Image.open(path) as im:
             im.load()
             colours = None
@@ -93,11 +99,14 @@ class PairDataset(Dataset):
     Subclasses set ``meta`` and fill ``self.pairs`` (and ``self.lut``, 256 entries, -1 for values that are
     neither a class nor ignored; a raw value past 255 is always an error). A sample whose files are missing,
     corrupt, of different sizes or hold unknown label values raises a DataError naming the file, unless the
-    config's ``skip_bad`` is set, in which case it warns and serves the next good sample.
+    config's ``skip_bad`` is set, in which case it warns and, for training, serves the next good sample; a set read
+    for evaluation (`drop_bad_samples`, every validation set) gives ``{SKIPPED: message}`` instead, which
+    `segcore.engine.inference.pad_collate` leaves out of the batch and evaluation counts.
     """
 
     meta: DatasetMeta
     channels: int = 3  # of every image (`read_image`)
+    substitute_bad: bool = True  # with skip_bad: serve the next good sample (training) or drop it (evaluation: False)
 
     def __init__(self, pairs: Sequence[tuple[Path, Path]], *, lut: np.ndarray | None = None, skip_bad: bool = False) -> None:
         super().__init__()
@@ -148,6 +157,12 @@ class PairDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Tensor]:
         if not self.skip_bad:
             return self.load(index)
+        if not self.substitute_bad:  # evaluation: a neighbour in its place would be scored twice
+            try:
+                return self.load(index)
+            except DataError as exc:
+                warnings.warn(f"skipped: {exc}", stacklevel=2)
+                return {SKIPPED: str(exc)}  # type: ignore[dict-item]
         for offset in range(len(self)):
             try:
                 return self.load((index + offset) % len(self))
@@ -171,6 +186,19 @@ def _list_split(root: Path, images: str, masks: str, image_suffix: str, mask_suf
     return pairs
 
 
+def _split_pattern(key: str, value: str) -> None:
+    """A folder pattern whose only placeholder is ``{split}`` (``{{``/``}}`` for literal braces), checked when the
+    pipeline is read (str.format would fail later with an IndexError or KeyError)."""
+    braces = "write a literal brace as {{ or }}"
+    try:
+        bad = [name for _, name, _, _ in string.Formatter().parse(value) if name is not None and name != "split"]
+    except ValueError as exc:  # an unmatched brace
+        raise ValueError(f"{key} = {value!r}: {exc}; the only placeholder is {{split}}, {braces}") from None
+    if bad:
+        raise ValueError(f"{key} = {value!r}: {{{bad[0]}}} is not a placeholder segcore fills; the only one is {{split}} "
+                         f"(the split's name, as in \"images/{{split}}\"); {braces}")
+
+
 @frozen
 class FolderDatasetConfig:
     """Table [data.dataset] when name = "folder": ``{root}/{images}`` and ``{root}/{masks}`` with ``{split}``
@@ -180,8 +208,8 @@ class FolderDatasetConfig:
     class_names: tuple[str, ...]
     palette: tuple[tuple[int, int, int], ...] | None = None
     ignore_index: int = 255
-    images: str = "images/{split}"
-    masks: str = "masks/{split}"
+    images: str = field(default="images/{split}", validator=lambda _, a, v: _split_pattern(a.name, v))
+    masks: str = field(default="masks/{split}", validator=lambda _, a, v: _split_pattern(a.name, v))
     image_suffix: str = ".jpg"
     mask_suffix: str = ".png"
     splits: tuple[str, ...] = ("train", "val")
@@ -268,6 +296,17 @@ class SplitUnion(torch.utils.data.ConcatDataset):
                                 f"({self.meta.num_classes} and {part.meta.num_classes}); they cannot be read as one set")  # fmt: skip
 
 
+def drop_bad_samples(dataset: Dataset) -> Dataset:
+    """*dataset* (and the datasets it is made of) read for evaluation: with ``skip_bad``, a bad sample is dropped and
+    reported (``{SKIPPED: message}``), never replaced by its neighbour, which would be scored twice. Returns it."""
+    parts = list(getattr(dataset, "datasets", ())) + [getattr(dataset, "dataset", None)]
+    for part in filter(None, parts):
+        drop_bad_samples(part)
+    if isinstance(dataset, PairDataset):
+        dataset.substitute_bad = False
+    return dataset
+
+
 def split_names(split: str | Sequence[str]) -> tuple[str, ...]:
     """A ``train_split``/``val_split`` value as the tuple of split names it reads."""
     return (split,) if isinstance(split, str) else tuple(split)
@@ -276,8 +315,10 @@ def split_names(split: str | Sequence[str]) -> tuple[str, ...]:
 def build_split(data: DataConfig, registry: Registry, which: Literal["train", "val"]) -> Dataset:
     """The ``[data]`` table's training or validation set: ``train_split``/``val_split`` of the dataset (one split
     or the union of several), or the two parts of a seeded ``random_split`` of one split; with ``subset``, the
-    first samples of that set."""
+    first samples of that set. The validation set is read for evaluation (`drop_bad_samples`)."""
     full = _whole_split(data, registry, which)
+    if which == "val":
+        drop_bad_samples(full)
     if data.subset is None or data.subset >= len(full):
         return full
     return SplitSubset(full, range(data.subset))

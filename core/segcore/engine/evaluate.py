@@ -17,8 +17,13 @@ from segcore.config.schema import EvalConfig
 from segcore.data.images import display_rgb, model_input, to_unit
 from segcore.engine.metrics import ConfusionMatrix
 from segcore.contracts.stages import DatasetMeta
+from segcore.data.datasets import SKIPPED
 from segcore.engine.dist import all_reduce_sum
 from segcore.engine.inference import final_resize, infer
+from segcore.model.memory import check_inference_fits
+
+EVAL_HINT = ("Lower [eval] batch_size or [eval] resize, evaluate in windows ([eval] mode = \"slide\"), or run on a "
+             "device with more memory.")
 
 
 @attrs.define
@@ -26,6 +31,7 @@ class EvalResult:
     metrics: dict[str, Any]
     matrix: np.ndarray
     samples: list[tuple[np.ndarray, np.ndarray, np.ndarray]]  # (image, label, prediction) for the overlay plot
+    skipped: int = 0  # bad samples left out (skip_bad), counted on every rank
 
 
 def _groups(sizes: Tensor) -> dict[tuple[int, int], list[int]]:
@@ -49,17 +55,24 @@ def evaluate(
     progress: bool = True,
 ) -> EvalResult:
     """Infer every batch (images of one size together, so padding never changes a prediction), compare with
-    the labels at their own resolution, reduce the confusion matrix over all ranks."""
+    the labels at their own resolution, reduce the confusion matrix over all ranks. Samples a validation set drops
+    as bad (``skip_bad``) are left out and counted: ``skipped`` (and ``metrics["skipped"]`` when any)."""
     was_training = model.training
     model.eval()
     cm = ConfusionMatrix(meta.num_classes, meta.ignore_index)
     resize = final_resize(model)
     samples: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    skipped = 0
     max_value = model_input(model)[1]
     for batch in tqdm(loader, desc="eval", disable=not progress, leave=False, dynamic_ncols=True):
+        skipped += len(batch.get(SKIPPED, ()))
+        if "image" not in batch:  # every sample of the batch was bad
+            continue
         sizes = batch.get("sizes", torch.tensor([batch["image"].shape[-2:]] * len(batch["image"])))
         mask_sizes = batch.get("mask_sizes", sizes)
         for (h, w), idx in _groups(sizes).items():
+            check_inference_fits(model, (len(idx), batch["image"].shape[1], h, w), cfg, device, what="evaluation",
+                                 dtype=torch.bfloat16 if amp else None, hint=EVAL_HINT)  # fmt: skip
             image = to_unit(batch["image"][idx, :, :h, :w].to(device), max_value)
             if channels_last:
                 image = image.contiguous(memory_format=torch.channels_last)
@@ -77,8 +90,11 @@ def evaluate(
                     img = display_rgb(batch["image"][i, :, :h, :w].permute(1, 2, 0).numpy(), max_value)
                     samples.append((img, label.numpy(), pred.numpy()))
     all_reduce_sum(cm.matrix)
+    skipped_all = torch.tensor([skipped], dtype=torch.int64, device=cm.matrix.device)
+    all_reduce_sum(skipped_all)
     model.train(was_training)
-    return EvalResult(cm.compute(), cm.matrix.numpy(), samples)
+    metrics = cm.compute() | ({"skipped": int(skipped_all)} if int(skipped_all) else {})
+    return EvalResult(metrics, cm.matrix.numpy(), samples, skipped=int(skipped_all))
 
 
 def format_metrics(metrics: dict[str, Any], meta: DatasetMeta) -> str:
@@ -91,4 +107,6 @@ def format_metrics(metrics: dict[str, Any], meta: DatasetMeta) -> str:
         f"mIoU {100 * metrics['mIoU']:.2f}  mAcc {100 * metrics['mAcc']:.2f}  "
         f"aAcc {100 * metrics['aAcc']:.2f}  fwIoU {100 * metrics['fwIoU']:.2f}"
     )
+    if metrics.get("skipped"):
+        rows.append(f"{metrics['skipped']} bad sample(s) skipped (skip_bad): the scores leave them out")
     return "\n".join(rows)

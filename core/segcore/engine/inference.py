@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from segcore.config.schema import EvalConfig
 from segcore.contracts.stages import Resize
+from segcore.data.datasets import SKIPPED
 from segcore.inference.fast import FastModel, cached_fast_model
 
 Model = Callable[[Tensor], object]
@@ -81,7 +82,13 @@ def infer(model: Model, image: Tensor, cfg: EvalConfig) -> Tensor:
 def pad_collate(samples: Sequence[dict[str, Tensor]], ignore_index: int = 255) -> dict[str, Tensor]:
     """Batch samples of different sizes: images zero-padded and masks ignore-padded (bottom/right) to the
     largest; ``sizes`` and ``mask_sizes`` (B, 2) keep each sample's own (H, W) so predictions can be cropped
-    back and compared with the label at its own resolution."""
+    back and compared with the label at its own resolution. Samples dropped as bad (``SKIPPED``, evaluation with
+    ``skip_bad``) are left out; their messages are the batch's ``skipped`` list (a batch of them alone has no image)."""
+    skipped = [s[SKIPPED] for s in samples if SKIPPED in s]
+    if skipped:
+        samples = [s for s in samples if SKIPPED not in s]
+        if not samples:
+            return {SKIPPED: skipped}
     sizes = torch.tensor([s["image"].shape[-2:] for s in samples])
     mask_sizes = torch.tensor([s["mask"].shape[-2:] for s in samples])
     h, w = (int(v) for v in sizes.max(0).values)
@@ -92,7 +99,7 @@ def pad_collate(samples: Sequence[dict[str, Tensor]], ignore_index: int = 255) -
         sh, sw = s["image"].shape[-2:]
         images[i, :, :sh, :sw] = s["image"]
         masks[i, : s["mask"].shape[-2], : s["mask"].shape[-1]] = s["mask"]
-    return {"image": images, "mask": masks, "sizes": sizes, "mask_sizes": mask_sizes}
+    return {"image": images, "mask": masks, "sizes": sizes, "mask_sizes": mask_sizes} | ({SKIPPED: skipped} if skipped else {})
 
 
 def fast_model_for(model: nn.Module, cfg: EvalConfig, *, device: torch.device | str | None = None,

@@ -21,9 +21,14 @@ from segcore.data.images import display_rgb, model_input, to_unit
 from segcore.errors import DamagedFileError, DataError
 from segcore.engine.inference import fast_model_for
 from segcore.io import atomic_write, claim, record
+from segcore.model.memory import check_inference_fits
 from segcore.contracts.stages import DatasetMeta
 from segcore.engine.inference import infer
 from segcore.engine.report import colorize
+
+
+TOO_LARGE_HINT = ("Downscale the image, predict it in windows ([eval] mode = \"slide\", window = [1024, 1024]), or run "
+                  "on a device with more memory.")
 
 
 @torch.no_grad()
@@ -41,6 +46,9 @@ def predict(model: nn.Module, image: np.ndarray, *, eval_cfg: EvalConfig = EvalC
                         f"{image.shape} {image.dtype}")  # fmt: skip
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model = fast_model_for(model, eval_cfg, device=device)
+    height, width = image.shape[:2]
+    check_inference_fits(model, (1, image.shape[2], height, width), eval_cfg, device, what=f"predicting a {width}x{height} image",
+                         hint=TOO_LARGE_HINT)  # fmt: skip
     x = to_unit(torch.as_tensor(np.array(image)).permute(2, 0, 1)[None].to(device), max_value)
     was_training = model.training
     model.eval()

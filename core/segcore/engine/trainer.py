@@ -32,7 +32,7 @@ from segcore.engine.checkpoint import (latest_checkpoint, load_checkpoint, newes
                                        save_checkpoint)  # fmt: skip
 from segcore.engine.criterion import Criterion
 from segcore.engine.dist import DistInfo, EpochSampler, any_rank, broadcast_buffers, init_distributed
-from segcore.engine.evaluate import EvalResult, evaluate
+from segcore.engine.evaluate import EVAL_HINT, EvalResult, evaluate
 from segcore.engine.inference import pad_collate
 from segcore.engine.optim import LRSchedule, build_optimizer, param_groups
 from segcore.engine.rundir import RunFolder
@@ -41,6 +41,7 @@ from segcore.errors import ConfigError, DamagedFileError, SegcoreError
 from segcore.io import write_text
 from segcore.hub.sources import resolve_source
 from segcore.model.build import SegModel, build_model, init_from, without_training_heads
+from segcore.model.memory import check_forward_fits, check_inference_fits
 from segcore.model.weights import save_weights
 
 
@@ -106,6 +107,24 @@ def _check_channels(dataset: Dataset, cfg: PipelineConfig) -> None:
                           "in [model] mean and std), or make the dataset read that many (folder: channels)")  # fmt: skip
 
 
+def _check_sizes_fit(cfg: PipelineConfig, model: nn.Module, train_set: Dataset, device: torch.device) -> None:
+    """Refuse, before the first step allocates them, a training batch (``data.batch_size`` at ``[data.augment]
+    crop_size``, else at the first image's size) or a validation batch at ``[eval] resize`` whose tensors cannot fit
+    in the memory *device* has (`segcore.model.memory`)."""
+    channels = int(getattr(model, "in_channels", 3))
+    size = cfg.data.augment.crop_size or (tuple(train_set[0]["image"].shape[-2:]) if len(train_set) else None)
+    if size is not None:
+        check_forward_fits(model, (cfg.data.batch_size, channels, *size), device, train=True,
+                           dtype=torch.bfloat16 if cfg.train.amp == "bf16" else None,
+                           what="a training step" + (" at [data.augment] crop_size" if cfg.data.augment.crop_size else ""),
+                           hint="Lower data.batch_size (train.grad_accum_steps keeps the effective batch) or "
+                                "[data.augment] crop_size, set train.amp = \"bf16\", or train on a device with more memory.")  # fmt: skip
+    if cfg.eval.resize is not None:
+        check_inference_fits(model, (cfg.eval.batch_size, channels, *cfg.eval.resize), cfg.eval, device,
+                             what="validation at [eval] resize", hint=EVAL_HINT,
+                             dtype=torch.bfloat16 if cfg.train.amp == "bf16" else None)  # fmt: skip
+
+
 def _iters_per_epoch(cfg: PipelineConfig, num_train: int, world: int) -> tuple[int, int]:
     """(samples each rank sees per epoch, optimizer steps per epoch); a ConfigError when not one step fits."""
     t = cfg.train
@@ -147,7 +166,7 @@ class Trainer:
         shared = set(split_names(cfg.data.train_split)) & set(split_names(cfg.data.val_split))
         if shared and cfg.data.random_split is None and progress:
             tqdm.write(f"note: split(s) {', '.join(sorted(shared))} are trained on and evaluated: the val mIoU of this "
-                       "run is not a held-out figure (a final model on every labelled split, as intended?)")  # fmt: skip
+                       "run is not a held-out figure (a final model on every labelled split, as intended?)", file=sys.stderr)  # fmt: skip
         meta = train_set.meta
         _check_channels(train_set, cfg)
         num_classes = cfg.model.num_classes or meta.num_classes
@@ -167,6 +186,7 @@ class Trainer:
         criterion = Criterion(cfg.loss, cfg.model.aux, registry, num_classes=num_classes,
                               ignore_index=meta.ignore_index)  # fmt: skip
         _iters_per_epoch(cfg, len(train_set), dist.world)  # before anything is written
+        _check_sizes_fit(cfg, model, train_set, device)
 
         run = RunFolder(cfg.run.out_dir)
         if dist.main:

@@ -19,7 +19,7 @@ from PIL import Image
 
 from segcore.contracts.stages import Dataset
 from segcore.errors import DataError
-from segcore.hub.publish import push_folder
+from segcore.hub.publish import check_repo_id, push_folder
 from segcore.io import atomic_dir, claim, record, write_text
 
 
@@ -101,6 +101,7 @@ def convert(datasets_by_split: dict[str, Dataset], out: Path, *, title: str, row
 
 def push(folder: Path, repo_id: str, *, private: bool = False, token: str | None = None) -> str:
     """Upload a converted folder as dataset repo *repo_id* (`push_folder`); returns the commit URL."""
+    check_repo_id(repo_id, what=f"--repo-id {repo_id!r}")
     folder = Path(folder)
     if not (folder / "README.md").is_file() or not list(folder.glob("data/*.parquet")):
         raise DataError(f"{folder}: not a converted dataset (README.md and data/*.parquet); run `segcore data convert` first")

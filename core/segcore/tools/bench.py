@@ -35,7 +35,9 @@ from segcore.model.counting import count
 from segcore.data.datasets import dataset_meta
 from segcore.inference.fast import bf16_supported, optimize_for_inference
 from segcore.model.build import build_model, without_training_heads
+from segcore.model.memory import check_forward_fits
 from segcore.contracts.registry import Registry
+from segcore.errors import ConfigError, did_you_mean
 
 INFERENCE_MODES = ("fp32 eager", "channels_last", "bf16 autocast", "fast path")
 TRAIN_MODES = ("fp32 eager", "channels_last", "bf16 autocast")
@@ -189,6 +191,16 @@ def _baseline_case(name: str, batch: int, size: tuple[int, int]) -> BenchCase:
                      setup_s=time.perf_counter() - start)  # fmt: skip
 
 
+def _check_baseline(name: str) -> None:
+    """An unknown timm model for ``--baseline`` is a ConfigError with the closest names, before anything is timed."""
+    import timm
+
+    names = timm.list_models()
+    if name.split(".")[0] not in names:
+        raise ConfigError(f"--baseline {name!r}: timm has no such model{did_you_mean(name, names)}; list them with "
+                          f"python -c \"import timm; print(timm.list_models('{name[:3]}*'))\"")  # fmt: skip
+
+
 def run_bench(
     cfg: PipelineConfig,
     registry: Registry,
@@ -208,6 +220,8 @@ def run_bench(
     """Time every case (see the module docstring); returns a JSON-able dict with ``rows``, ``peaks``, ``machine``
     and ``ratios`` (baseline latency / case latency, wall and CPU time)."""
     say = progress or (lambda message: None)
+    if baseline:
+        _check_baseline(baseline)
     meta = dataset_meta(cfg.data.dataset, registry)
     num_classes = cfg.model.num_classes or meta.num_classes
     size = tuple(input_size or cfg.eval.resize or cfg.run.input_size)
@@ -217,6 +231,11 @@ def run_bench(
     torch.manual_seed(0)
     say("building the model")
     model = build_model(cfg.model, registry, num_classes=num_classes)
+    hint = "Give segcore bench a smaller --input-size or --batch (--train-size, --train-batch for the training step)."
+    check_forward_fits(model, (batch, 3, *size), "cpu", what="inference for segcore bench", hint=hint)
+    if train_modes:
+        check_forward_fits(model, (train_batch, 3, *train_size), "cpu", train=True, what="a training step for segcore bench",
+                           hint=hint + " Or time inference only: --no-train.")  # fmt: skip
     cases = _inference_cases(model, batch, size, inference_modes)
     if train_modes:
         cases += _train_cases(cfg, registry, model, train_batch, train_size, num_classes, meta.ignore_index,
