@@ -1,6 +1,6 @@
 """The sanity run, ``segcore run PIPELINE --overfit N``: an override of the pipeline for the ordinary trainer (the first
 N training images, augmentation off, evaluated on themselves, stopped at mIoU 99); the quickstart learns 4 images,
-the same images with their labels shuffled are reported as not learnt."""
+a planted wiring bug is reported as not learnt."""
 
 from __future__ import annotations
 
@@ -87,19 +87,18 @@ def _quickstart_on(root: Path, out: Path, path: Path) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("shift", [0, 1], ids=["labels_match", "labels_shuffled"])
-def test_shuffled_labels_are_reported_as_not_learnt(tmp_path, capsys, shift):
+def test_a_folder_dataset_of_4_images_is_learnt_within_the_default_steps(tmp_path, capsys):
+    """The quickstart's model on 4 shapes images at 64x64 in a folder tree: mIoU 48 / 87 / 90 / 92 at steps 25-100,
+    97 at 300 (2 CPU cores). The same images with their masks rotated by one (labels shuffled) follow the same curve
+    (44 / 88 / 92 / 93, 96.6 at 300): a model this size learns 4 images by heart whatever their labels, so the
+    sanity run finds a pipeline that cannot fit (wiring, learning rate, label values) but not shuffled pairs."""
     pytest.importorskip("segcore_plugin_classic")  # the quickstart's hrnetv2_head
-    _shapes_tree(tmp_path / "d", 4, shift=shift)
+    _shapes_tree(tmp_path / "d", 4, shift=0)
     pipeline = _quickstart_on(tmp_path / "d", tmp_path / "run", tmp_path / "p.toml")
-    # the default 300 steps: at 64x64 the matched labels reach mIoU 47.6 / 84.2 / 91.2 / 93.5 at steps 25-100
     code = main(["run", str(pipeline), "--overfit", "4", "--device", "cpu", "-q"])
     out = capsys.readouterr().out
     miou = json.loads((tmp_path / "run-overfit4" / "metrics.json").read_text())["val"]["mIoU"]
-    if shift == 0:  # the control: the same images and budget learn
-        assert code == 0 and "learned: the 4 training image(s)" in out and miou > 0.95
-    else:
-        assert code == 1 and "did NOT learn" in out and "labels may not belong to their images" in out and miou < 0.9
+    assert code == 0 and "learned: the 4 training image(s)" in out and miou > 0.95
 
 
 @pytest.mark.slow
@@ -111,3 +110,12 @@ def test_the_quickstart_learns_4_images_within_the_default_steps(tmp_path, capsy
     metrics = json.loads((tmp_path / "run-overfit4" / "metrics.json").read_text())
     assert code == 0 and "learned: the 4 training image(s)" in out
     assert metrics["val"]["mIoU"] > 0.95 and metrics["step"] <= 300
+
+
+def test_a_planted_bug_is_reported_as_not_learnt(tmp_path, capsys, write_pipeline, base_pipeline):
+    """A learning rate of 1e-9 (the loss cannot fall): exit 1, "did NOT learn", the learning rate named."""
+    pipeline = write_pipeline(base_pipeline.replace("[run]\n", f'[run]\ndevice = "cpu"\nout_dir = "{tmp_path / "run"}"\n')
+                              + '[train]\nlr = 1e-9\nplots = false\n')  # fmt: skip
+    code = main(["run", str(pipeline), "--overfit", "4", "--overfit-steps", "10", "-q"])
+    out = capsys.readouterr().out
+    assert code == 1 and "did NOT learn" in out and "learning rate" in out
