@@ -69,6 +69,41 @@ def write_pipeline(tmp_path: Path):
     return write
 
 
+@pytest.fixture
+def one_thread():
+    """torch on one thread for the test (tiny ops on a shared machine: see tests/test_fastpath.py)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def export_model():
+    """A function: (pipeline table, registry) -> its model (5 classes, eval mode) for export tests: trained state not needed,
+    BN statistics randomized so that every op matters, logits of order 1 (not 0.01) so that argmax is not decided
+    by rounding."""
+    import copy
+
+    from segcore.config import resolve_bases, structure_pipeline
+    from segcore.model.build import build_model
+
+    def make(table: dict, registry: Registry):
+        cfg = structure_pipeline(resolve_bases(copy.deepcopy(table), registry=registry), registry=registry)
+        torch.manual_seed(0)
+        model = build_model(cfg.model, registry, num_classes=5).eval()
+        g = torch.Generator().manual_seed(1)
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.running_mean.copy_(torch.rand(m.num_features, generator=g) - 0.5)
+        with torch.no_grad():
+            model.classifier.weight.mul_(100)
+        return model
+
+    return make
+
+
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)

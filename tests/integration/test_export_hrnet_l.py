@@ -4,7 +4,6 @@ PyTorch in onnxruntime, training-only heads absent; and the CLI on a pipeline fi
 
 from __future__ import annotations
 
-import copy
 import textwrap
 
 import numpy as np
@@ -12,9 +11,7 @@ import pytest
 import torch
 
 from segcore.cli.main import main
-from segcore.config import resolve_bases, structure_pipeline
 from segcore.inference.onnx import check_onnx, export_onnx, onnx_initializers
-from segcore.model.build import build_model
 
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
@@ -28,27 +25,15 @@ TINY_L = {"base": "hrnet_l_w18", "model": {"backbone": {"width": 8, "num_blocks"
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny ops on a shared machine: see tests/test_fastpath.py
+def _one_thread(one_thread):  # tests/conftest.py
     yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory, registry):
+def exported(tmp_path_factory, export_model, registry):
     """seed 000's HRNet_L narrowed to width 8, with a training-only FCN head, trained state not needed: BN
-    statistics randomized so that every op matters."""
-    cfg = structure_pipeline(resolve_bases(copy.deepcopy(TINY_L), registry=registry), registry=registry)
-    torch.manual_seed(0)
-    model = build_model(cfg.model, registry, num_classes=5).eval()
-    g = torch.Generator().manual_seed(1)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.running_mean.copy_(torch.rand(m.num_features, generator=g) - 0.5)
-    with torch.no_grad():
-        model.classifier.weight.mul_(100)  # logits of order 1, not 0.01: argmax is not decided by rounding
+    statistics randomized so that every op matters (tests/conftest.py)."""
+    model = export_model(TINY_L, registry)
     path = export_onnx(model, tmp_path_factory.mktemp("onnx") / "tiny.onnx", example_size=(96, 128))
     return model, path
 

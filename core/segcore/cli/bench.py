@@ -12,7 +12,7 @@ from segcore.cli import _common
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from segcore.config import load_pipeline
-    from segcore.tools.bench import format_bench, run_bench, to_json
+    from segcore.tools.bench import RUNTIME_MODES, format_bench, run_bench, to_json
 
     if args.threads:
         import torch
@@ -24,6 +24,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return _bench_trainer(cfg, registry, args)
     extra = (("fast path + compile", args.compile), ("fast path + int8", args.int8))
     modes = list(args.modes) + [mode for mode, on in extra if on]
+    modes += list(RUNTIME_MODES) if "all" in (args.runtimes or ()) else list(args.runtimes or ())
     say = None if args.json or args.quiet else (lambda message: print(f"  {message}", file=sys.stderr))
     result = run_bench(cfg, registry, input_size=args.input_size, batch=args.batch, train_size=args.train_size,
                        train_batch=args.train_batch, inference_modes=modes,
@@ -62,6 +63,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "compile takes minutes on a CPU)")
     p.add_argument("--int8", action="store_true", help="also time the fast path with int8 convolutions (PT2E, x86 "
                    "quantizer, needs torchao; calibrated on random images, for timing only), compiled")
+    p.add_argument("--runtimes", nargs="+", metavar="RUNTIME", choices=["onnxruntime fp32", "openvino fp32",
+                   "openvino int8", "all"], help="also time the exported graph in other runtimes: 'onnxruntime fp32', "
+                   "'openvino fp32', 'openvino int8' (NNCF, random calibration: timing only), or all; a runtime "
+                   "that is not installed is skipped with a note")  # fmt: skip
     p.add_argument("--baseline", metavar="TIMM_MODEL", help="also time this timm model's features (fp32 eager) on "
                    "the same input and print every inference mode's speed-up over it, e.g. hrnet_w48")
     p.add_argument("--repeats", type=_common.positive, default=3, help="timed runs per case (median reported)")

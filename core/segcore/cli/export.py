@@ -11,6 +11,8 @@ from pathlib import Path
 
 from segcore.cli import _common
 
+SUFFIXES = {"onnx": ".onnx", "openvino": ".xml"}  # --format -> the output file (OpenVINO's IR: .xml + .bin)
+
 
 def cmd_export(args: argparse.Namespace) -> int:
     from segcore.inference import EXPORTERS
@@ -25,13 +27,17 @@ def cmd_export(args: argparse.Namespace) -> int:
     model, cfg, out = _export_source(args, registry)
     start = time.perf_counter()
     size = cfg.run.input_size if cfg else ((getattr(model, "hub_config", None) or {}).get("input_size") or (512, 512))
-    path = EXPORTERS[args.format](model, out, example_size=tuple(size), opset=args.opset)
-    heads = [n for n in onnx_initializers(path) if ".aux." in f".{n}"]
+    path = EXPORTERS[args.format](model, out, example_size=tuple(size), opset=args.opset, cut=args.cut,
+                                  **_openvino_options(args, model, cfg, registry))  # fmt: skip
+    heads = [n for n in onnx_initializers(path) if ".aux." in f".{n}"] if args.format == "onnx" else []
     channels, max_value = model_input(model)
-    print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MB, {time.perf_counter() - start:.0f} s): input image "
+    files = [path, path.with_suffix(".bin")] if path.suffix == ".xml" else [path]  # an IR's weights: the .bin
+    print(f"wrote {path} ({sum(f.stat().st_size for f in files) / 2**20:.1f} MB, {time.perf_counter() - start:.0f} s): input image "
           f"(batch, {channels}, height, width) float in [0, 1] (pixel values / {max_value or 'the type maximum'}), "
           f"output logits (batch, {model.num_classes}, height, width); "
           f"training-only heads in the graph: {len(heads)}")
+    if args.cut == "labels":
+        print("  --cut labels: the graph's output is labels (batch, height, width) uint8, the argmax of the logits")
     if args.no_check:
         return 0
     images, where = parity_images(cfg, registry, images_dir=args.images, count=args.check_images, channels=channels)
@@ -39,12 +45,17 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     print(f"parity with PyTorch (fp32 eager) on {len(images)} {where}; latency: batch 1, median of {args.repeats}, "
           f"{torch.get_num_threads()} threads")  # fmt: skip
+    runtime, session = "onnxruntime", None
+    if args.format == "openvino":
+        from segcore.inference.openvino import OpenVinoSession
+
+        runtime, session = "OpenVINO", OpenVinoSession(path, threads=torch.get_num_threads())
     print(f"{'size':>9}  {'max |diff|':>10}  {'max |logit|':>11}  {'argmax agree':>12}  {'PyTorch ms':>10}  "
-          f"{'onnxruntime ms':>14}  {'ORT speed-up':>12}  {'PyTorch fast path ms':>20}")  # fmt: skip
+          f"{runtime + ' ms':>14}  {'speed-up':>12}  {'PyTorch fast path ms':>20}")  # fmt: skip
     ok = True
     for scale in args.scales:
-        c = check_onnx(path, model, images, scale=scale, repeats=args.repeats)
-        ok &= c.agreement >= 0.999
+        c = check_onnx(path, model, images, scale=scale, repeats=args.repeats, session=session)
+        ok &= c.agreement >= 0.999 or args.int8  # int8 agreement is reported; bench/bench_accuracy.py judges it
         print(f"{c.size[0]:>4}x{c.size[1]:<4}  {c.max_abs_diff:10.2e}  {c.max_abs_logit:11.2f}  "
               f"{100 * c.agreement:11.3f}%  {c.torch_ms:10.0f}  {c.onnxruntime_ms:14.0f}  "
               f"{c.torch_ms / c.onnxruntime_ms:11.2f}x  {c.fast_ms:20.0f}")
@@ -76,20 +87,54 @@ def _export_source(args: argparse.Namespace, registry):
                                registry=registry)  # fmt: skip
         else:
             print("warning: no weights (give --weights or run.checkpoint): exporting random weights", file=sys.stderr)
-        out = Path(args.out or source.with_suffix(".onnx"))
+        out = Path(args.out or _int8_name(source.with_suffix(SUFFIXES[args.format]), args))
         out = _claim_output(out, random_weights=not weights, overwrite=args.overwrite)
         return model.eval(), cfg, out
     source = resolve_source(args.source, what="segcore export", registry=registry)
     model, cfg = load_source(source, registry)
     if args.weights:  # other weights for the same model (a run's checkpoints/ckpt-<step>)
         load_model_weights(model, args.weights, what="segcore export --weights", registry=registry)
+    suffix = SUFFIXES[args.format]
     if source.folder is not None and source.kind != "zoo":
-        out = source.folder / "model.onnx"
+        out = source.folder / f"model{suffix}"
     elif source.kind == "file":
-        out = source.path.with_suffix(".onnx")
+        out = source.path.with_suffix(suffix)
     else:
-        out = Path(f"{args.source.removeprefix('hf-hub:').replace('/', '_').replace('@', '_')}.onnx")
-    return model.eval(), cfg, _claim_output(Path(args.out or out), random_weights=False, overwrite=args.overwrite)
+        out = Path(f"{args.source.removeprefix('hf-hub:').replace('/', '_').replace('@', '_')}{suffix}")
+    return model.eval(), cfg, _claim_output(Path(args.out or _int8_name(out, args)), random_weights=False, overwrite=args.overwrite)
+
+
+def _int8_name(out: Path, args: argparse.Namespace) -> Path:
+    """The default output name: model-int8.xml for an int8 IR, so that it does not replace the fp32 one."""
+    return out.with_name(f"{out.stem}-int8{out.suffix}") if args.int8 else out
+
+
+def _openvino_options(args: argparse.Namespace, model, cfg, registry) -> dict:
+    """The exporter's keyword arguments beyond the ONNX ones: OpenVINO's int8 settings and calibration images."""
+    from segcore.errors import ConfigError
+
+    if args.format != "openvino":
+        if args.int8:
+            raise ConfigError("segcore export --int8 quantizes an OpenVINO IR (NNCF): add --format openvino; int8 in "
+                              "PyTorch is [eval] int8 = true")  # fmt: skip
+        return {}
+    from segcore.inference.openvino import Int8Options, calibration_images, require_openvino
+
+    require_openvino(int8=args.int8)
+    if not args.int8:
+        return {}
+    options = Int8Options(calibration_images=args.calibration_images, per_channel=not args.per_tensor,
+                          preset=args.preset, keep_first_last=args.keep_first_last,
+                          quantize_matmuls=args.quantize_matmuls, transformer=args.transformer)  # fmt: skip
+    recipe = None
+    if cfg is None and args.calibration_data is None:  # a model folder or zoo name: the recipe it was trained with
+        from segcore.hub.sources import resolve_source
+
+        recipe = resolve_source(args.source, what="segcore export", registry=registry).beside("pipeline.toml")
+    images, where = calibration_images(cfg, registry, data=args.calibration_data or recipe,
+                                       count=args.calibration_images, source=args.source)  # fmt: skip
+    print(f"int8: NNCF post-training quantization calibrated on {len(images)} {where}")
+    return {"int8": True, "calibration": images, "options": options}
 
 
 def _claim_output(out: Path, *, random_weights: bool, overwrite: bool) -> Path:
@@ -98,21 +143,41 @@ def _claim_output(out: Path, *, random_weights: bool, overwrite: bool) -> Path:
     from segcore.errors import ConfigError
     from segcore.io import claim, record
 
-    claim(out.parent, [out.name], what="segcore export", hint="Give --out another file.")
+    names = [out.name, out.with_suffix(".bin").name] if out.suffix == ".xml" else [out.name]  # IR: .xml + .bin
+    claim(out.parent, names, what="segcore export", hint="Give --out another file.")
     if random_weights and out.exists() and not overwrite:
         raise ConfigError(f"segcore export: no weights (give --weights or run.checkpoint), and exporting random weights "
                           f"would replace {out}. Give the weights, or --out another file, or --overwrite to replace it "
                           "with random weights.")  # fmt: skip
-    record(out.parent, [out.name])  # before writing: a file cut off by a crash is still segcore's to replace
+    record(out.parent, names)  # before writing: a file cut off by a crash is still segcore's to replace
     return out
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="write the inference model as ONNX (dynamic batch/height/width) and check it "
-                       "against PyTorch with onnxruntime")
+    p = sub.add_parser("export", help="write the inference model as ONNX or OpenVINO IR (dynamic batch/height/width; "
+                       "int8 through NNCF) and check it against PyTorch with onnxruntime or OpenVINO")
     p.add_argument("source", help="a pipeline file (weights: --weights or run.checkpoint), or a run folder, a model "
                    "folder, a .safetensors file beside its config.json or pipeline.toml, a pretrained name or a Hub repo id")
-    p.add_argument("--format", choices=["onnx"], default="onnx")
+    p.add_argument("--format", choices=list(SUFFIXES), default="onnx",
+                   help="onnx (onnxruntime and most runtimes), or openvino (IR .xml + .bin; pip install "
+                   '"segcore[openvino]")')  # fmt: skip
+    p.add_argument("--cut", choices=["logits", "labels"], default="logits", help="where the graph ends: the logits "
+                   "(batch, classes, height, width) float32, or the label map (batch, height, width) uint8 (argmax "
+                   "in the graph)")  # fmt: skip
+    q = p.add_argument_group("int8 (--format openvino; NNCF post-training quantization)")
+    q.add_argument("--int8", action="store_true", help="quantize the IR to int8 (writes model-int8.xml by default)")
+    q.add_argument("--calibration-images", type=_common.positive, default=32,
+                   help="training images that calibrate int8 (default 32)")
+    q.add_argument("--calibration-data", type=Path, help="where they come from: a pipeline file (its training split) "
+                   "or a folder of images (default: the source's own pipeline, or a model's recipe dataset)")
+    q.add_argument("--per-tensor", action="store_true", help="one weight scale per tensor (default: per channel)")
+    q.add_argument("--preset", choices=["performance", "mixed"], default="performance",
+                   help="NNCF preset: performance (symmetric activations) or mixed (asymmetric activations)")
+    q.add_argument("--keep-first-last", action="store_true", help="keep the first and last convolutions in fp32")
+    q.add_argument("--quantize-matmuls", action="store_true", help="also quantize matrix products (attention, the "
+                   "bicubic upsampling matrices); kept fp32 by default")  # fmt: skip
+    q.add_argument("--transformer", action="store_true", help="NNCF's transformer model type (softmax and "
+                   "attention blocks handled as such)")
     p.add_argument("--out", type=Path, help="output file (default: beside the source, .onnx)")
     p.add_argument("--weights", help="other weights for the model: a .safetensors file, a run or checkpoint folder, a "
                    "model folder, a pretrained name or a Hub repo id (overrides run.checkpoint)")

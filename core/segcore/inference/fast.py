@@ -25,7 +25,7 @@ import copy
 import warnings
 import weakref
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from itertools import chain
 from typing import Any, Literal
 
@@ -56,7 +56,7 @@ class FastModel(nn.Module):
 
     def __init__(self, module: nn.Module, *, dtype: torch.dtype, autocast: bool, channels_last: bool, compile: bool,
                  backend: str = "inductor", folded: int = 0, int8: nn.Module | None = None,
-                 calibration: Sequence[Tensor] = ()) -> None:  # fmt: skip
+                 calibration: Sequence[Tensor] = (), int8_options: Mapping[str, Any] | None = None) -> None:  # fmt: skip
         super().__init__()
         self.module = module
         self.dtype, self.autocast, self.channels_last = dtype, autocast, channels_last
@@ -64,6 +64,7 @@ class FastModel(nn.Module):
         self.int8 = int8 is not None
         self._int8_source = [int8] if int8 is not None else []  # a list: not a submodule (no second state dict)
         self._calibration = list(calibration)
+        self._int8_options = dict(int8_options or {})  # quantize_int8's knobs (skip, skip_first_last)
         self.compiles = 0
         self.compile_error: BaseException | None = None
         self._compiled: Any = None
@@ -86,7 +87,7 @@ class FastModel(nn.Module):
             self.compiles += 1
             if self.int8:
                 try:
-                    self._compiled = quantize_int8(self._int8_source[0], image, self._calibration)
+                    self._compiled = quantize_int8(self._int8_source[0], image, self._calibration, **self._int8_options)
                 except SegcoreError:
                     raise
                 except Exception as exc:  # torch.export or the quantizer cannot take this model
@@ -141,6 +142,7 @@ def optimize_for_inference(
     calibration: Sequence[Tensor] = (),
     backend: str = "inductor",
     example_size: tuple[int, int] = (64, 64),
+    int8_options: Mapping[str, Any] | None = None,
 ) -> FastModel:
     """The fast inference model of *model* (left unchanged): a copy without training-only heads, in eval mode,
     BatchNorm folded into the convolutions, bicubic upsampling places as banded matrix products (`MatmulResize`),
@@ -151,7 +153,8 @@ def optimize_for_inference(
     A `SegModel` in bf16 keeps its input normalisation and final upsampling in fp32 (its backbone, enhancers,
     decoder and classifier hold bf16 weights: no per-op casts; the logits are made fp32 before the upsampling);
     any other module runs under bf16 autocast. *example_size* is the image used to find the conv -> BN pairs (the
-    smallest map must stay >= 1 px).
+    smallest map must stay >= 1 px). *int8_options*: `quantize_int8`'s keyword arguments (modules kept in
+    fp32: ``skip``, ``skip_first_last``).
     """
     if device is None:
         device = next(chain(model.parameters(), model.buffers()), torch.empty(0)).device
@@ -174,7 +177,8 @@ def optimize_for_inference(
         autocast = True
     dtype = torch.bfloat16 if use_bf16 else torch.float32
     return FastModel(fast, dtype=dtype, autocast=autocast, channels_last=channels_last, compile=compile,
-                     backend=backend, folded=folded, int8=fp32, calibration=calibration)  # fmt: skip
+                     backend=backend, folded=folded, int8=fp32, calibration=calibration,
+                     int8_options=int8_options)  # fmt: skip
 
 
 # -- one fast model per model, for per-image calls ------------------------------------------------------------------

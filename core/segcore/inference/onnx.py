@@ -11,12 +11,14 @@ not divide by anything, as in PyTorch. Needs ``onnx``, ``onnxscript`` and, for t
 
 from __future__ import annotations
 
-__all__ = ["OnnxCheck", "check_onnx", "export_onnx"]
+__all__ = ["CUTS", "OnnxCheck", "check_onnx", "export_module", "export_onnx", "onnxruntime_session"]
 
+import copy
 import statistics
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import attrs
 import numpy as np
@@ -26,10 +28,12 @@ from torch import Tensor, nn
 
 from segcore.data.images import model_input, to_unit
 from segcore.errors import ConfigError
+from segcore.inference.resize import export_resizes
 from segcore.model.build import without_training_heads
 
 MAX_SIDE = 8192
 FIRST_OPSET = 18  # torch's dynamo exporter writes 18 and newer natively; older ones only where a conversion works
+CUTS = ("logits", "labels")  # where the graph ends: `segcore export --cut`
 
 
 class _Logits(nn.Module):
@@ -42,6 +46,27 @@ class _Logits(nn.Module):
     def forward(self, image: Tensor) -> Tensor:
         out = self.model(image)
         return out.logits if hasattr(out, "logits") else out
+
+
+class _Labels(_Logits):
+    """The inference model returning the label map: (B, H, W) uint8 class ids (argmax inside the graph)."""
+
+    def forward(self, image: Tensor) -> Tensor:
+        return super().forward(image).argmax(1).to(torch.uint8)
+
+
+def export_module(model: nn.Module, *, cut: str = "logits") -> nn.Module:
+    """The module an export traces: a copy of *model*'s inference model (`without_training_heads`, eval mode)
+    ending at its logits (B, K, H, W) or, with ``cut="labels"``, at the (B, H, W) uint8 label map, with its bicubic
+    upsampling places as matrix products (`GraphResize`: onnxruntime's and OpenVINO's cubic resizes are slow)."""
+    if cut not in CUTS:
+        raise ConfigError(f"segcore export: --cut {cut!r} is not one of {', '.join(CUTS)}")
+    if cut == "labels" and getattr(model, "num_classes", 0) > 256:
+        raise ConfigError(f"segcore export --cut labels: {model.num_classes} classes do not fit a uint8 label map; "
+                          "use --cut logits")  # fmt: skip
+    wrapper = (_Labels if cut == "labels" else _Logits)(copy.deepcopy(without_training_heads(model))).eval()
+    export_resizes(wrapper)
+    return wrapper
 
 
 def _min_side(model: nn.Module) -> int:
@@ -59,8 +84,11 @@ def _require(module: str) -> None:
 
 
 def export_onnx(model: nn.Module, path: str | Path, *, example_size: tuple[int, int] = (256, 256),
-                opset: int | None = None, verbose: bool = False) -> Path:  # fmt: skip
+                opset: int | None = None, cut: str = "logits", verbose: bool = False) -> Path:  # fmt: skip
     """Write *model*'s inference graph to *path* (.onnx), dynamic in batch, height and width. Returns the path.
+
+    *cut*: where the graph ends (`export_module`): ``"logits"`` (output ``logits``, (B, K, H, W) float32) or
+    ``"labels"`` (output ``labels``, (B, H, W) uint8, the argmax in the graph).
 
     *opset*: the ONNX opset to write (None: torch's default). torch writes 18 and newer; an older one is a conversion
     that fails for some operators, which is then refused (ConfigError) rather than written at another opset."""
@@ -75,7 +103,7 @@ def export_onnx(model: nn.Module, path: str | Path, *, example_size: tuple[int, 
         raise ConfigError(f"segcore export: --opset {opset} does not exist: onnx {onnx.__version__} knows opsets 1 to "
                           f"{newest}, and torch's exporter writes {FIRST_OPSET} and newer; leave --opset out for torch's "
                           "default")  # fmt: skip
-    wrapper = _Logits(without_training_heads(model)).eval()
+    wrapper = export_module(model, cut=cut)
     low = _min_side(wrapper.model)
     h, w = (max(s, low) for s in example_size)
     channels, max_value = model_input(model)
@@ -88,7 +116,7 @@ def export_onnx(model: nn.Module, path: str | Path, *, example_size: tuple[int, 
     program = torch.export.export(wrapper, (example,), dynamic_shapes=dims,
                                   prefer_deferred_runtime_asserts_over_guards=True)  # fmt: skip
     kwargs = {} if opset is None else {"opset_version": opset}
-    onnx_program = torch.onnx.export(program, (example,), dynamo=True, input_names=["image"], output_names=["logits"],
+    onnx_program = torch.onnx.export(program, (example,), dynamo=True, input_names=["image"], output_names=[cut],
                                      verbose=verbose, **kwargs)  # fmt: skip
     _name_dims(onnx_program.model.graph, {0: "batch", 2: "height", 3: "width"})
     written = onnx_program.model.opset_imports.get("", None)
@@ -133,11 +161,11 @@ class OnnxCheck:
 
     size: tuple[int, int]
     images: int
-    max_abs_diff: float  # over every logit
+    max_abs_diff: float  # over every logit (nan for a graph cut at the labels)
     max_abs_logit: float  # the largest |logit|, for scale
     agreement: float  # fraction of pixels with the same argmax
     torch_ms: float  # median latency per image, batch 1
-    onnxruntime_ms: float
+    onnxruntime_ms: float  # the exported graph's runtime: onnxruntime, or the session given to check_onnx
     fast_ms: float  # PyTorch's inference fast path (segcore.inference), for comparison
 
 
@@ -148,17 +176,28 @@ def _session(path: Path, threads: int):
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    # all of onnxruntime's graph rewrites (its default, said here): conv + activation fusion and the NCHWc layout,
+    # on which the convolutions run in its blocked kernels
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
+def onnxruntime_session(path: str | Path, threads: int) -> Any:
+    """The onnxruntime CPU session segcore checks and times an exported graph with: *threads* intra-op threads,
+    one inter-op thread, every graph optimisation."""
+    return _session(Path(path), threads)
+
+
 def check_onnx(path: str | Path, model: nn.Module, images: Sequence[Tensor], *, scale: float = 1.0,
-               repeats: int = 3) -> OnnxCheck:  # fmt: skip
+               repeats: int = 3, session: Any = None) -> OnnxCheck:  # fmt: skip
     """Run *images* ((C, H, W) uint8/uint16, scaled by the model's max_value, or float in [0, 1], all one size), rescaled by *scale*, through PyTorch (the
     model in fp32 eager) and onnxruntime; compare every logit and argmax; time both, and PyTorch's fast path, on
-    the first image (median of *repeats* runs after one warm-up, batch 1, the torch thread count)."""
+    the first image (median of *repeats* runs after one warm-up, batch 1, the torch thread count). *session*:
+    another runtime's (OpenVINO's, `segcore.inference.openvino`), anything with onnxruntime's ``run(None, feed)``.
+    A graph cut at the labels (uint8 output) is compared with PyTorch's argmax."""
     from segcore.inference.fast import optimize_for_inference
 
-    session = _session(Path(path), torch.get_num_threads())
+    session = session or _session(Path(path), torch.get_num_threads())
     wrapper = _Logits(without_training_heads(model)).eval()
     fast = optimize_for_inference(model)
     max_value = model_input(model)[1]
@@ -177,9 +216,10 @@ def check_onnx(path: str | Path, model: nn.Module, images: Sequence[Tensor], *, 
             ref = wrapper(x).numpy()
         feed = {"image": x.numpy()}
         out = session.run(None, feed)[0]
-        worst = max(worst, float(np.abs(out - ref).max()))
+        labels = out.dtype == np.uint8  # --cut labels
+        worst = float("nan") if labels else max(worst, float(np.abs(out - ref).max()))
         biggest = max(biggest, float(np.abs(ref).max()))
-        same += int((out.argmax(1) == ref.argmax(1)).sum())
+        same += int(((out if labels else out.argmax(1)) == ref.argmax(1)).sum())
         total += ref.shape[0] * ref.shape[2] * ref.shape[3]
         if i == 0:  # latency on the first image
             with torch.no_grad():

@@ -3,7 +3,7 @@ x86 inductor quantizer."""
 
 from __future__ import annotations
 
-__all__ = ["quantize_int8", "segmodel_to_bf16"]
+__all__ = ["conv_names", "quantize_int8", "segmodel_to_bf16"]
 
 from collections.abc import Sequence
 from typing import Any
@@ -46,11 +46,22 @@ def _separate_activations(graph_module: torch.fx.GraphModule) -> None:
                 node.meta["source_fn_stack"] = [(node.name, nn.ReLU)]
 
 
-def quantize_int8(module: nn.Module, example: Tensor, calibration: Sequence[Tensor]) -> Any:
+def conv_names(module: nn.Module) -> list[str]:
+    """The qualified names of *module*'s convolutions, in registration order (the first is the stem's, the last
+    usually the classifier): what ``quantize_int8(skip=...)`` takes."""
+    return [name for name, m in module.named_modules() if isinstance(m, nn.Conv2d)]
+
+
+def quantize_int8(module: nn.Module, example: Tensor, calibration: Sequence[Tensor], *, skip: Sequence[str] = (),
+                  skip_first_last: bool = False) -> Any:  # fmt: skip
     """*module* (fp32, eval) quantized to int8 for *example*'s shape: torch.export, PT2E with torchao's
     X86InductorQuantizer (its default static per-tensor activation / per-channel weight config), observers run on
     the *calibration* images (each (C, H, W) in [0, 1], or uint8/uint16 scaled by the model's max_value, resized to the shape), then torch.compile
-    (inductor, freezing), which lowers the int8 convolutions to oneDNN's with fused post-ops."""
+    (inductor, freezing), which lowers the int8 convolutions to oneDNN's with fused post-ops.
+
+    The accuracy knobs (the weights are always per channel, the only kind the x86 quantizer's oneDNN convolutions
+    take): *skip* (module names, as `conv_names` gives them, left in fp32), *skip_first_last* (the first and last
+    convolution left in fp32)."""
     try:
         import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
@@ -64,6 +75,9 @@ def quantize_int8(module: nn.Module, example: Tensor, calibration: Sequence[Tens
     graph = torch.export.export(module, (example,)).run_decompositions({}).module()
     _separate_activations(graph)
     quantizer = xiq.X86InductorQuantizer().set_global(xiq.get_default_x86_inductor_quantization_config())
+    convs = conv_names(module)
+    for name in [*skip, *([convs[0], convs[-1]] if skip_first_last and convs else [])]:
+        quantizer.set_module_name_qconfig(name, None)  # left in fp32
     prepared = prepare_pt2e(graph, quantizer)
     size = example.shape[-2:]
     max_value = model_input(module)[1]

@@ -6,6 +6,9 @@ channels_last and the fast path (`segcore.inference`; ``--compile`` adds the com
 ``run.input_size``) in fp32 eager, channels_last and bf16 autocast + channels_last. Beside them, in the same run,
 the machine's fp32 and bf16 peaks (a 2048 x 2048 matrix product and a 3x3 convolution at 256 channels), and
 optionally a timm model's features in fp32 eager as the baseline every row is compared with (``--baseline``).
+``--runtimes`` adds the exported graph (`segcore export`) in onnxruntime (fp32) and OpenVINO (fp32, int8 through
+NNCF) on the same model and input; with an int8 row, the int8 peak of the same convolution (OpenVINO) is measured
+too, and each row's share of the peak is of its own precision's.
 
 GFLOP/s count 2 x the multiply-accumulates of convolutions and matrix products (`segcore.counting`, "true"), and
 3 x the forward's for a training step (forward + backward). Each case runs ``--warmup`` times, then ``--repeats``
@@ -15,13 +18,15 @@ and as this process's CPU time (all threads), which other processes on a shared 
 
 from __future__ import annotations
 
-__all__ = ["BenchCase", "format_bench", "measure_peaks", "run_bench"]
+__all__ = ["RUNTIME_MODES", "BenchCase", "format_bench", "int8_conv_peak", "measure_peaks", "run_bench"]
 
 import copy
 import json
 import os
+import shutil
 import statistics
 import time
+from pathlib import Path
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -40,6 +45,8 @@ from segcore.contracts.registry import Registry
 from segcore.errors import ConfigError, did_you_mean
 
 INFERENCE_MODES = ("fp32 eager", "channels_last", "bf16 autocast", "fast path")
+# the exported graph (segcore export) in other runtimes, on the same model and input
+RUNTIME_MODES = ("onnxruntime fp32", "openvino fp32", "openvino int8")
 TRAIN_MODES = ("fp32 eager", "channels_last", "bf16 autocast")
 
 
@@ -57,13 +64,14 @@ class BenchCase:
     cpu: list[float] = attrs.field(factory=list)
     setup_s: float = 0.0
     note: str = ""
+    precision: str = "fp32"  # what it computes in: its peak (fp32, bf16 or int8 conv) in the % column
 
     def row(self) -> dict[str, Any]:
         wall, cpu = statistics.median(self.wall), statistics.median(self.cpu)
         return {"kind": self.kind, "mode": self.mode, "batch": self.batch, "size": list(self.size),
                 "latency_ms": 1000 * wall, "cpu_ms": 1000 * cpu, "img_s": self.batch / wall,
                 "gflops": self.flops / 1e9, "gflop_s": self.flops / wall / 1e9, "setup_s": self.setup_s,
-                "note": self.note, "wall_s": self.wall, "cpu_s": self.cpu}  # fmt: skip
+                "note": self.note, "precision": self.precision, "wall_s": self.wall, "cpu_s": self.cpu}  # fmt: skip
 
 
 def _time(fn: Callable[[], Any]) -> tuple[float, float]:
@@ -72,9 +80,10 @@ def _time(fn: Callable[[], Any]) -> tuple[float, float]:
     return time.perf_counter() - start, time.process_time() - start_cpu
 
 
-def measure_peaks(*, repeats: int = 5) -> dict[str, float]:
+def measure_peaks(*, repeats: int = 5, int8: bool = False) -> dict[str, float]:
     """GFLOP/s of the best of *repeats*: a 2048 x 2048 x 2048 matrix product, and a 3x3 convolution 256 -> 256 on a
-    (1, 256, 128, 128) map (the faster of NCHW and channels_last), each in fp32 and in bf16."""
+    (1, 256, 128, 128) map (the faster of NCHW and channels_last), each in fp32 and in bf16; with *int8*, the same
+    convolution in int8 (`int8_conv_peak`, when OpenVINO and NNCF are installed)."""
     n = 2048
     peaks = {}
     a, b = torch.randn(n, n), torch.randn(n, n)
@@ -93,7 +102,40 @@ def measure_peaks(*, repeats: int = 5) -> dict[str, float]:
                 best = min(best, *(_time(lambda: cv(xx))[0] for _ in range(repeats)))
             peaks[f"{name}_matmul_gflop_s"] = 2 * n**3 / mm / 1e9
             peaks[f"{name}_conv_gflop_s"] = conv_flops / best / 1e9
+    if int8:
+        peak = int8_conv_peak(repeats=repeats)
+        if peak is not None:
+            peaks["int8_conv_gflop_s"] = peak
     return peaks
+
+
+def int8_conv_peak(*, repeats: int = 5) -> float | None:
+    """GFLOP/s (multiply-adds x 2, as the other peaks) of the best of *repeats* of the peaks' 3x3 convolution
+    256 -> 256 on (1, 256, 128, 128) in int8 (NNCF-quantized, + ReLU, run by OpenVINO on the torch thread count):
+    the int8 peak the int8 rows are compared with. None without openvino and nncf."""
+    import importlib.util
+
+    if importlib.util.find_spec("openvino") is None or importlib.util.find_spec("nncf") is None:
+        return None
+    import numpy as np
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    from segcore.inference.openvino import Int8Options, quantize_openvino
+
+    g = np.random.default_rng(0)
+    image = ops.parameter([1, 256, 128, 128], np.float32, name="image")
+    weight = ops.constant((g.standard_normal((256, 256, 3, 3)) * 0.02).astype(np.float32))
+    out = ops.relu(ops.convolution(image, weight, [1, 1], [1, 1], [1, 1], [1, 1]))
+    model = ov.Model([out], [image], "conv3x3_256")
+    sample = g.random((1, 256, 128, 128), dtype=np.float32)
+    quantized = quantize_openvino(model, [torch.from_numpy(sample[0])], options=Int8Options(calibration_images=1))
+    compiled = ov.Core().compile_model(quantized, "CPU", {"INFERENCE_NUM_THREADS": torch.get_num_threads(),
+                                                          "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1})  # fmt: skip
+    request = compiled.create_infer_request()
+    request.infer({0: sample})
+    best = min(_time(lambda: request.infer({0: sample}))[0] for _ in range(repeats))
+    return 2 * 256 * 256 * 9 * 128 * 128 / best / 1e9
 
 
 def _forward_flops(model: nn.Module, batch: int, size: tuple[int, int]) -> float:
@@ -101,15 +143,18 @@ def _forward_flops(model: nn.Module, batch: int, size: tuple[int, int]) -> float
     return 2.0 * count(meta, torch.empty(batch, 3, *size, device="meta"), convention="true").macs
 
 
-def _inference_cases(model: nn.Module, batch: int, size: tuple[int, int], modes: Sequence[str]) -> list[BenchCase]:
+def _inference_cases(model: nn.Module, batch: int, size: tuple[int, int], modes: Sequence[str],
+                     skipped: list[dict[str, str]] | None = None) -> list[BenchCase]:  # fmt: skip
     infer_model = without_training_heads(model).eval()
     flops = _forward_flops(infer_model, batch, size)
     x = torch.rand(batch, 3, *size)
     x_cl = x.contiguous(memory_format=torch.channels_last)
     cases = []
-    for mode in modes:
+    runtimes = [mode for mode in modes if mode in RUNTIME_MODES]
+    for mode in (mode for mode in modes if mode not in RUNTIME_MODES):
         start = time.perf_counter()
         note = ""
+        precision = "bf16" if mode == "bf16 autocast" else "fp32"
         if mode == "fp32 eager":
             m, inp, amp = infer_model, x, False
         elif mode in ("channels_last", "bf16 autocast"):
@@ -121,12 +166,14 @@ def _inference_cases(model: nn.Module, batch: int, size: tuple[int, int], modes:
             m = optimize_for_inference(infer_model, device="cpu", compile=mode == "fast path + compile", int8=int8,
                                        calibration=calibration)  # fmt: skip
             inp, amp = x, False
+            precision = "int8" if int8 else str(m.dtype).removeprefix("torch.").replace("float32", "fp32").replace(
+                "bfloat16", "bf16")  # fmt: skip
             note = f"{m.folded} BN folded, " + {
                 "fast path": f"{str(m.dtype).removeprefix('torch.')} eager",
                 "fast path + compile": f"{str(m.dtype).removeprefix('torch.')}, compiled (inductor, freezing)",
                 "fast path + int8": "int8 convs (PT2E, x86 quantizer; random calibration), compiled"}[mode]
         else:
-            known = ", ".join([*INFERENCE_MODES, "fast path + compile", "fast path + int8"])
+            known = ", ".join([*INFERENCE_MODES, "fast path + compile", "fast path + int8", *RUNTIME_MODES])
             raise ValueError(f"unknown inference mode {mode!r}; modes: {known}")
 
         def run(m: nn.Module = m, inp: Tensor = inp, amp: bool = amp) -> Any:
@@ -134,7 +181,70 @@ def _inference_cases(model: nn.Module, batch: int, size: tuple[int, int], modes:
                 return m(inp)
 
         setup = time.perf_counter() - start
-        cases.append(BenchCase("inference", mode, batch, size, flops, run, setup_s=setup, note=note))
+        cases.append(BenchCase("inference", mode, batch, size, flops, run, setup_s=setup, note=note,
+                               precision=precision))  # fmt: skip
+    if runtimes:
+        cases += _runtime_cases(infer_model, batch, size, flops, x, runtimes, [] if skipped is None else skipped)
+    return cases
+
+
+def _runtime_cases(model: nn.Module, batch: int, size: tuple[int, int], flops: float, x: Tensor,
+                   modes: Sequence[str], skipped: list[dict[str, str]]) -> list[BenchCase]:  # fmt: skip
+    """The model exported as `segcore export` writes it (ONNX, dynamic sizes; OpenVINO IR converted from it, int8
+    through NNCF calibrated on random images: timing only), run by onnxruntime or OpenVINO on the same input, the
+    torch thread count. A mode whose package is missing is left out, with the install command in *skipped*."""
+    import importlib.util
+    import tempfile
+
+    from segcore.inference.onnx import export_onnx, onnxruntime_session
+
+    needs = {"onnxruntime fp32": ("onnx", "onnxscript", "onnxruntime"), "openvino fp32": ("onnx", "onnxscript", "openvino"),
+             "openvino int8": ("onnx", "onnxscript", "openvino", "nncf")}  # fmt: skip
+    fixes = {"onnxruntime fp32": 'pip install "segcore[export]"', "openvino fp32": 'pip install "segcore[openvino]"',
+             "openvino int8": 'pip install "segcore[openvino]"'}  # fmt: skip
+    runnable = []
+    for mode in modes:
+        missing = [m for m in needs[mode] if importlib.util.find_spec(m) is None]
+        if missing:
+            skipped.append({"mode": mode, "note": f"skipped: no {', '.join(missing)} ({fixes[mode]})"})
+        else:
+            runnable.append(mode)
+    if not runnable:
+        return []
+    threads = torch.get_num_threads()
+    feed = {"image": x.numpy()}
+    tmp = Path(tempfile.mkdtemp(prefix="segcore-bench-"))
+    start = time.perf_counter()
+    onnx_path = export_onnx(model, tmp / "model.onnx", example_size=size)
+    export_s = time.perf_counter() - start
+    cases = []
+    for mode in runnable:
+        start = time.perf_counter()
+        if mode == "onnxruntime fp32":
+            import onnxruntime
+
+            session: Any = onnxruntime_session(onnx_path, threads)
+            note = f"onnxruntime {onnxruntime.__version__}, the exported ONNX graph (export {export_s:.0f} s)"
+        else:
+            import openvino as ov
+
+            from segcore.inference.openvino import OpenVinoSession, quantize_openvino
+
+            ov_model = ov.convert_model(str(onnx_path))
+            note = f"OpenVINO {ov.__version__.split('-')[0]}, IR from the exported ONNX graph"
+            if mode == "openvino int8":
+                calibration = [torch.rand(3, *size) for _ in range(2)]
+                ov_model = quantize_openvino(ov_model, calibration)
+                note += "; int8 (NNCF, random calibration: timing only)"
+            ov.save_model(ov_model, str(tmp / f"{mode.replace(' ', '_')}.xml"), compress_to_fp16=False)
+            session = OpenVinoSession(tmp / f"{mode.replace(' ', '_')}.xml", threads=threads)
+
+        def run(session: Any = session) -> Any:
+            return session.run(None, feed)
+
+        cases.append(BenchCase("inference", mode, batch, size, flops, run, setup_s=time.perf_counter() - start,
+                               note=note, precision=mode.split()[-1]))  # fmt: skip
+    shutil.rmtree(tmp, ignore_errors=True)  # the sessions hold what they read
     return cases
 
 
@@ -171,7 +281,7 @@ def _train_cases(cfg: PipelineConfig, registry: Registry, model: nn.Module, batc
             loss.backward()
             opt.step()
 
-        cases.append(BenchCase("train", mode, batch, size, flops, step))
+        cases.append(BenchCase("train", mode, batch, size, flops, step, precision="bf16" if amp else "fp32"))
     return cases
 
 
@@ -236,7 +346,8 @@ def run_bench(
     if train_modes:
         check_forward_fits(model, (train_batch, 3, *train_size), "cpu", train=True, what="a training step for segcore bench",
                            hint=hint + " Or time inference only: --no-train.")  # fmt: skip
-    cases = _inference_cases(model, batch, size, inference_modes)
+    skipped: list[dict[str, str]] = []  # runtime modes whose package is missing
+    cases = _inference_cases(model, batch, size, inference_modes, skipped)
     if train_modes:
         cases += _train_cases(cfg, registry, model, train_batch, train_size, num_classes, meta.ignore_index,
                               train_modes)
@@ -261,11 +372,11 @@ def run_bench(
                      "enhancers": [e.name for e in cfg.model.enhancers], "num_classes": num_classes},
         "machine": {"threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
                     "bf16_native": bf16_supported("cpu"), "load_average": list(os.getloadavg())},
-        "repeats": repeats, "warmup": warmup, "rows": rows,
+        "repeats": repeats, "warmup": warmup, "rows": rows, "skipped": skipped,
     }  # fmt: skip
     if peaks:
         say("peaks")
-        result["peaks"] = measure_peaks()
+        result["peaks"] = measure_peaks(int8=any(c.precision == "int8" for c in cases))
     if baseline:
         base = rows[-1]
         result["ratios"] = [{"mode": r["mode"], "kind": r["kind"], "wall": base["latency_ms"] / r["latency_ms"],
@@ -282,11 +393,11 @@ def format_bench(result: dict[str, Any]) -> str:
              f"{m['torch']}, {m['threads']} threads on {m['cpu_count']} cores, bf16 native: {m['bf16_native']}, load "
              f"average {m['load_average'][0]:.1f} -> {m['load_average_end'][0]:.1f}; median of {result['repeats']}"]  # fmt: skip
     peaks = result.get("peaks")
-    bf16_peak = peaks["bf16_conv_gflop_s"] if peaks else None
-    head = ("kind", "mode", "batch", "size", "ms", "CPU ms", "img/s", "GFLOP", "GFLOP/s", "% bf16 conv peak", "note")
+    head = ("kind", "mode", "batch", "size", "ms", "CPU ms", "img/s", "GFLOP", "GFLOP/s", "% of peak", "note")
     body = []
-    for r in result["rows"]:
-        share = f"{100 * r['gflop_s'] / bf16_peak:.0f}" if bf16_peak else ""
+    for r in result["rows"]:  # each row against the conv peak of what it computes in (fp32, bf16, int8)
+        peak = (peaks or {}).get(f"{r.get('precision', 'fp32')}_conv_gflop_s")
+        share = f"{100 * r['gflop_s'] / peak:.0f} {r.get('precision', 'fp32')}" if peak else ""
         body.append((r["kind"], r["mode"], str(r["batch"]), "x".join(map(str, r["size"])), f"{r['latency_ms']:.0f}",
                      f"{r['cpu_ms']:.0f}", f"{r['img_s']:.2f}", f"{r['gflops']:.1f}", f"{r['gflop_s']:.1f}", share,
                      r["note"]))  # fmt: skip
@@ -295,8 +406,11 @@ def format_bench(result: dict[str, Any]) -> str:
         lines.append(
             f"peaks (same run): matmul 2048^3 fp32 {peaks['fp32_matmul_gflop_s']:.1f}, bf16 "
             f"{peaks['bf16_matmul_gflop_s']:.1f} GFLOP/s; conv3x3 256ch fp32 {peaks['fp32_conv_gflop_s']:.1f}, bf16 "
-            f"{peaks['bf16_conv_gflop_s']:.1f} GFLOP/s"
+            f"{peaks['bf16_conv_gflop_s']:.1f}"
+            + (f", int8 {peaks['int8_conv_gflop_s']:.1f}" if "int8_conv_gflop_s" in peaks else "")
+            + " GFLOP/s"
         )
+    lines += [f"{s['mode']}: {s['note']}" for s in result.get("skipped", [])]
     if "ratios" in result:
         base = result["rows"][-1]["mode"]
         lines.append(f"speed-up over {base} (its latency / the mode's; wall clock and CPU time):")
