@@ -9,7 +9,15 @@ session and never at import time.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import tempfile
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
 import pytest
+from _pytest.reports import TestReport
 
 from segcore import Registry
 from segcore.testing import installed_registry
@@ -21,3 +29,59 @@ def registry() -> Registry:
     reg = installed_registry()
     assert not reg.problems, reg.problems
     return reg
+
+
+# -- modules that run in a process of their own ------------------------------------------------------------------------
+# A test module with ``pytestmark = pytest.mark.isolated`` runs in one child pytest process (its selected tests, in one
+# go, module fixtures shared); the results are reported here test by test. For libraries whose threads outlive their
+# tests and crash later tests of the same process: with OpenVINO's runtime loaded (openvino 2025, torch 2.14), a later
+# test's training run segfaults the whole session.
+
+_CHILD = "SEGCORE_ISOLATED_CHILD"
+_RESULTS: dict[Path, dict[str, tuple[str, str]]] = {}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "isolated: the module runs in a child pytest process of its own")
+
+
+def _isolated_results(item: pytest.Item) -> dict[str, tuple[str, str]]:
+    """name -> (outcome, text) for the selected tests of *item*'s module, run in one child process."""
+    if item.path not in _RESULTS:
+        ids = [i.nodeid for i in item.session.items if i.path == item.path]
+        with tempfile.TemporaryDirectory() as tmp:
+            report = Path(tmp) / "junit.xml"
+            done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "slow or not slow",
+                                   f"--junitxml={report}", *ids], cwd=item.config.rootpath, capture_output=True,
+                                  text=True, env={**os.environ, _CHILD: "1"})  # fmt: skip
+            results: dict[str, tuple[str, str]] = {}
+            if report.exists():
+                for case in ET.parse(report).iter("testcase"):
+                    bad = case.find("failure") if case.find("failure") is not None else case.find("error")
+                    skipped = case.find("skipped")
+                    if bad is not None:
+                        results[case.get("name", "")] = ("failed", bad.text or bad.get("message", ""))
+                    elif skipped is not None:
+                        results[case.get("name", "")] = ("skipped", skipped.get("message", ""))
+                    else:
+                        results[case.get("name", "")] = ("passed", "")
+            crash = f"the child process ended with {done.returncode}:\n{done.stdout[-4000:]}{done.stderr[-4000:]}"
+            _RESULTS[item.path] = {n: results.get(n, ("failed", crash)) for n in (i.name for i in item.session.items
+                                                                                 if i.path == item.path)}  # fmt: skip
+    return _RESULTS[item.path]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> bool | None:
+    if os.environ.get(_CHILD) or item.get_closest_marker("isolated") is None:
+        return None
+    outcome, text = _isolated_results(item)[item.name]
+    item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+    for when in ("setup", "call", "teardown"):
+        result = outcome if when == "call" else "passed"
+        longrepr = None if result == "passed" else (
+            (str(item.path), item.location[1] or 0, text) if result == "skipped" else f"[in the isolated child] {text}")
+        item.ihook.pytest_runtest_logreport(report=TestReport(
+            item.nodeid, item.location, dict.fromkeys(item.keywords, 1), result, longrepr, when, [], 0.0))  # fmt: skip
+    item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+    return True

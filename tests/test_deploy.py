@@ -21,6 +21,9 @@ from segcore.inference.resize import GraphResize
 
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
+# OpenVINO's runtime threads outlive these tests and crash a later test's training run in the same process (segfault):
+# the module runs in a child process of its own (conftest.py)
+pytestmark = pytest.mark.isolated
 has_openvino = importlib.util.find_spec("openvino") is not None and importlib.util.find_spec("nncf") is not None
 needs_openvino = pytest.mark.skipif(not has_openvino, reason='needs openvino and nncf: pip install "segcore[openvino]"')
 
