@@ -119,6 +119,7 @@ def test_cut_labels_gives_the_labels_of_predict(model, tmp_path):
     assert same / total >= 0.999
 
 
+@pytest.mark.slow  # NNCF calibration and two IR exports: the fp32 parity test above runs by default
 @needs_openvino
 def test_openvino_int8_is_quantized_and_close(model, tmp_path):
     import openvino as ov
@@ -151,6 +152,7 @@ def test_cli_cut_labels_checks_against_the_argmax(tmp_path, capsys):
     assert row[1] == "nan" and row[3] == "100.000%"
 
 
+@pytest.mark.slow  # NNCF calibration and two IR exports: the fp32 parity test above runs by default
 @needs_openvino
 def test_cli_exports_openvino_fp32_and_int8(tmp_path, capsys):
     pipeline = _pipeline(tmp_path)

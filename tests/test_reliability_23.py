@@ -230,9 +230,13 @@ def test_every_shipped_model_exports_and_passes_its_parity_check(name, tmp_path,
         else:
             Image.fromarray(np.random.default_rng(i).integers(0, 256, (360, 480, 3), dtype=np.uint8)).save(images / f"{i}.png")
     out = tmp_path / f"{name}.onnx"
-    code, stdout, err = cli(capsys, "export", name, "--format", "onnx", "--out", out, "--images", images,
+    # with CamVid here, no --images: the model's own recipe (its pipeline.toml, roots from the repository) gives them
+    where = [] if val else ["--images", images]
+    monkeypatch.chdir(REPO)
+    code, stdout, err = cli(capsys, "export", name, "--format", "onnx", "--out", out, *where,
                             "--check-images", 2, "--scales", 1.0, 0.75, "--repeats", 1)  # fmt: skip
     assert code == 0, err
+    assert ("camvid validation images" in stdout) == bool(val), stdout
     rows = re.findall(r"^\s*(\d+)x(\d+)\s+\S+\s+\S+\s+([\d.]+)%", stdout, flags=re.M)
     assert [(int(h), int(w)) for h, w, _ in rows] == [(360, 480), (270, 360)], stdout
     assert all(float(agree) >= 99.9 for *_, agree in rows), stdout

@@ -38,6 +38,7 @@ def exported(tmp_path_factory, export_model, registry):
     return model, path
 
 
+@pytest.mark.slow  # 16 s to export HRNet_L; tests/test_deploy.py and test_export.py cover the exporter
 def test_onnx_graph_is_dynamic_and_has_no_training_heads(exported):
     model, path = exported
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -49,6 +50,7 @@ def test_onnx_graph_is_dynamic_and_has_no_training_heads(exported):
     assert any(k.startswith("aux.fcn.") for k in model.state_dict())  # the model has the head; the graph has not
 
 
+@pytest.mark.slow  # 16 s to export HRNet_L; tests/test_deploy.py and test_export.py cover the exporter
 @pytest.mark.parametrize("size", [(97, 131), (128, 160)])
 def test_onnx_matches_pytorch_at_two_sizes(exported, size):
     model, path = exported
@@ -62,6 +64,7 @@ def test_onnx_matches_pytorch_at_two_sizes(exported, size):
     assert check.torch_ms > 0 and check.onnxruntime_ms > 0 and check.fast_ms > 0
 
 
+@pytest.mark.slow  # 16 s to export HRNet_L; tests/test_deploy.py and test_export.py cover the exporter
 def test_onnx_runs_a_batch_of_two(exported):
     model, path = exported
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])

@@ -40,7 +40,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         print("  --cut labels: the graph's output is labels (batch, height, width) uint8, the argmax of the logits")
     if args.no_check:
         return 0
-    images, where = parity_images(cfg, registry, images_dir=args.images, count=args.check_images, channels=channels)
+    check_cfg = cfg if cfg is not None or args.images is not None else _recipe(args, registry)
+    images, where = parity_images(check_cfg, registry, images_dir=args.images, count=args.check_images, channels=channels)
     import torch
 
     print(f"parity with PyTorch (fp32 eager) on {len(images)} {where}; latency: batch 1, median of {args.repeats}, "
@@ -102,6 +103,27 @@ def _export_source(args: argparse.Namespace, registry):
     else:
         out = Path(f"{args.source.removeprefix('hf-hub:').replace('/', '_').replace('@', '_')}{suffix}")
     return model.eval(), cfg, _claim_output(Path(args.out or _int8_name(out, args)), random_weights=False, overwrite=args.overwrite)
+
+
+def _recipe(args: argparse.Namespace, registry):  # noqa: ANN202 (a PipelineConfig or None)
+    """A model folder's or zoo model's own pipeline.toml (the recipe it was trained with) when its dataset is on this
+    machine (relative roots from the working directory), for the parity check's validation images; else None."""
+    from segcore.config import load_pipeline
+    from segcore.data.datasets import build_split
+    from segcore.errors import SegcoreError
+    from segcore.hub.sources import resolve_source
+
+    recipe = resolve_source(args.source, what="segcore export", registry=registry).beside("pipeline.toml")
+    if recipe is None:
+        return None
+    try:
+        cfg = load_pipeline(recipe, registry=registry)
+        build_split(cfg.data, registry, "val")
+    except SegcoreError as exc:
+        print(f"note: the parity check cannot read the validation images of {args.source}'s recipe ({exc}); give "
+              "--images <folder>", file=sys.stderr)  # fmt: skip
+        return None
+    return cfg
 
 
 def _int8_name(out: Path, args: argparse.Namespace) -> Path:
