@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import shutil
 import textwrap
 from pathlib import Path
 
@@ -45,6 +46,26 @@ def base_pipeline() -> str:
 def small_pipeline() -> str:
     """tests/data/small.toml: test_resnet + a one-conv FCN at 32x32 on shapes, 4 steps, checkpoints at 2 and 4."""
     return (Path(__file__).parent / "data" / "small.toml").read_text()
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory) -> tuple[Path, Path]:
+    """(pipeline file, finished run folder) of tests/data/small.toml through ``segcore run``, trained once for the
+    session (checkpoints at steps 2 and 4); tests that change a run work on `run_copy`."""
+    from segcore.cli.main import main
+
+    base = tmp_path_factory.mktemp("trained")
+    pipeline = base / "p.toml"
+    pipeline.write_text((Path(__file__).parent / "data" / "small.toml").read_text())
+    assert main(["run", str(pipeline), "-q", "--out-dir", str(base / "run")]) == 0
+    return pipeline, base / "run"
+
+
+@pytest.fixture
+def run_copy(trained, tmp_path) -> Path:
+    """A copy of the `trained` run folder to change."""
+    shutil.copytree(trained[1], tmp_path / "run")
+    return tmp_path / "run"
 
 
 @pytest.fixture(scope="session")

@@ -93,7 +93,8 @@ def test_folder_dataset_trains_predicts_saves_and_exports(tmp_path, registry, ch
     assert tuple(sample["image"].shape) == (channels, *SIZE)
 
     result = run_pipeline(cfg, registry, progress=False)
-    assert 0.0 <= result.metrics["mIoU"] <= 1.0
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["step"] == 4  # small.toml's 4 steps, evaluated
+    assert len(result.metrics["IoU"]) == 2 and result.metrics["mIoU"] == pytest.approx(np.nanmean(result.metrics["IoU"]))
     assert (tmp_path / "run" / "model.safetensors").is_file()
 
     # predict: task = "predict" from the run folder, on the validation images

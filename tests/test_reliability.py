@@ -47,19 +47,10 @@ def run(capsys, *args: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> tuple[Path, Path]:
-    """(pipeline file, finished run folder with ckpt-00000002 and ckpt-00000004)."""
-    base = tmp_path_factory.mktemp("trained")
-    pipeline = write(base / "p.toml", PIPELINE)
-    assert main(["run", str(pipeline), "-q", "--out-dir", str(base / "run")]) == 0
-    return pipeline, base / "run"
-
-
 @pytest.fixture
-def copy(trained, tmp_path) -> Path:
-    shutil.copytree(trained[1], tmp_path / "run")
-    return tmp_path / "run"
+def copy(run_copy: Path) -> Path:
+    """The conftest's copy of the small run (ckpt-00000002 and ckpt-00000004) to damage."""
+    return run_copy
 
 
 def damage(path: Path, how: str) -> None:

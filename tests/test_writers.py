@@ -40,21 +40,6 @@ def contents(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file() and p.name != LOCK}
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> tuple[Path, Path]:
-    """(pipeline file, finished run folder)."""
-    base = tmp_path_factory.mktemp("trained")
-    pipeline = write(base / "p.toml", PIPELINE)
-    assert main(["run", str(pipeline), "-q", "--out-dir", str(base / "run")]) == 0
-    return pipeline, base / "run"
-
-
-@pytest.fixture
-def run_copy(trained, tmp_path) -> Path:
-    shutil.copytree(trained[1], tmp_path / "run")
-    return tmp_path / "run"
-
-
 def users_files(folder: Path, names: list[str]) -> dict[str, bytes]:
     files = {name: f"the user's {name}".encode() for name in names}
     for name, data in files.items():
