@@ -21,17 +21,26 @@ CLASSES = ("road", "car", "sky")
 H, W = 12, 16
 
 
-def _tree(root: Path, splits: dict[str, int], *, seed: int = 0) -> dict[str, np.ndarray]:
-    """Random images and masks (ids 0..2, some 255 = ignore) in the folder layout; the masks returned by path."""
+COLOURS = np.array([[128, 64, 128], [0, 0, 142], [70, 130, 180]] + [[0, 0, 0]] * 253, np.int64)
+
+
+def _tree(root: Path, splits: dict[str, int], *, seed: int = 0, shift: int = 0) -> dict[str, np.ndarray]:
+    """Random masks of 4x4 blocks (ids 0..2, some 255 = ignore) and images painted from them with noise, in the
+    folder layout; the masks returned by path. With *shift*, split file i holds mask (i - shift) % n (shuffled)."""
     rng = np.random.default_rng(seed)
     masks = {}
     for split, n in splits.items():
         (root / "images" / split).mkdir(parents=True, exist_ok=True)
         (root / "masks" / split).mkdir(parents=True, exist_ok=True)
+        drawn = []
         for i in range(n):
-            Image.fromarray(rng.integers(0, 255, (H, W, 3), dtype=np.uint8)).save(root / "images" / split / f"{split}{i}.png")
-            mask = rng.integers(0, 3, (H, W), dtype=np.uint8)
+            mask = rng.integers(0, 3, (H // 4, W // 4), dtype=np.uint8).repeat(4, 0).repeat(4, 1)
             mask[0, : i + 1] = 255
+            image = np.clip(COLOURS[mask] + rng.integers(-20, 21, (H, W, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(image).save(root / "images" / split / f"{split}{i}.png")
+            drawn.append(mask)
+        for i in range(n):
+            mask = drawn[(i - shift) % n]
             Image.fromarray(mask).save(root / "masks" / split / f"{split}{i}.png")
             masks[f"{split}/{split}{i}.png"] = mask
     return masks
@@ -124,6 +133,20 @@ def test_an_image_in_train_and_val_is_a_leak_and_val_test_repeats_warn(tmp_path,
     warn = next(x for x in out.splitlines() if x.startswith("warning: [val+test]"))
     assert "val0.png" in warn and "again.png" in warn
     assert "FAILED: 1 error(s), 1 warning(s)" in out
+
+
+def test_labels_shuffled_against_their_images_are_a_warning_naming_them(tmp_path, capsys):
+    """The file list rotated by one in train (label i stored with image i + 1): each image's edges line up with
+    another file's label, named; val, in order, is not mentioned."""
+    _tree(tmp_path / "d", {"train": 6}, shift=1)
+    _tree(tmp_path / "d", {"val": 4}, seed=1)
+    code, out = _verify(tmp_path / "d", tmp_path, capsys)
+    assert code == 0
+    warning = next(x for x in out.splitlines() if x.startswith("warning: [train] the labels do not seem to belong"))
+    own = re.search(r"of the first 6 samples, (\d) of 6 image\(s\) line up best with their own label", warning)
+    assert own and int(own.group(1)) <= 3  # a random layout may fit another image by chance
+    assert "train0.png lines up best with the label filed for train1.png" in warning
+    assert "[val]" not in out and "OK: 0 error(s), 1 warning(s)" in out
 
 
 def test_an_empty_split_is_an_error(tmp_path, capsys):

@@ -18,6 +18,7 @@ from segcore.cli.main import main
 from segcore.config import load_pipeline
 from segcore.data.augment import BatchAugment
 from segcore.data.datasets import build_split
+from segcore.data.pairing import PairingCheck
 from segcore.engine.overfit import overfit_config, overfit_verdict
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,6 +66,19 @@ def test_the_verdict_names_likely_causes():
     assert learned and text.startswith("learned: the 4 training image(s) score mIoU 99.10")
 
 
+def test_a_fit_on_labels_of_other_images_is_not_learnt():
+    records = [{"kind": "train", "step": 10, "loss": 1.6}, {"kind": "train", "step": 200, "loss": 0.01}]
+    names = ("a.png", "b.png")
+    right = PairingCheck(names, ((0.8, 0.6), (0.55, 0.75)), (0, 1))
+    learned, text = overfit_verdict({"mIoU": 0.99}, records, 2, right)
+    assert learned and "their labels belong to them (2 of 2 image(s) line up best with their own label" in text
+    swapped = PairingCheck(names, ((0.6, 0.8), (0.75, 0.55)), (1, 0))
+    learned, text = overfit_verdict({"mIoU": 0.99}, records, 2, swapped)
+    assert not learned and text.startswith("did NOT learn the images: the model fit them by heart (mIoU 99.00")
+    assert "a.png lines up best with the label filed for b.png (0.80 against 0.60 for its own)" in text
+    assert "labels may not belong" not in text
+
+
 def _shapes_tree(root: Path, n: int, *, shift: int) -> None:
     """n shapes samples (64x64) as a folder dataset; mask i is stored with image (i + shift) % n."""
     samples = [render((64, 64), np.random.default_rng([7, i]), 4) for i in range(n)]
@@ -87,18 +101,35 @@ def _quickstart_on(root: Path, out: Path, path: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_a_folder_dataset_of_4_images_is_learnt_within_the_default_steps(tmp_path, capsys):
+@pytest.mark.parametrize("shift", [0, 1], ids=["own labels", "labels shuffled"])
+def test_a_folder_dataset_of_4_images_is_learnt_and_shuffled_labels_are_not(tmp_path, capsys, shift):
     """The quickstart's model on 4 shapes images at 64x64 in a folder tree: mIoU 48 / 87 / 90 / 92 at steps 25-100,
     97 at 300 (2 CPU cores). The same images with their masks rotated by one (labels shuffled) follow the same curve
-    (44 / 88 / 92 / 93, 96.6 at 300): a model this size learns 4 images by heart whatever their labels, so the
-    sanity run finds a pipeline that cannot fit (wiring, learning rate, label values) but not shuffled pairs."""
+    (44 / 88 / 92 / 93, 96.6 at 300): a model this size learns 4 images by heart whatever their labels. The pairing
+    check tells them apart: shuffled, the run reports that it did not learn the images (exit 1) although it fit them."""
     pytest.importorskip("segcore_plugin_classic")  # the quickstart's hrnetv2_head
-    _shapes_tree(tmp_path / "d", 4, shift=0)
+    _shapes_tree(tmp_path / "d", 4, shift=shift)
     pipeline = _quickstart_on(tmp_path / "d", tmp_path / "run", tmp_path / "p.toml")
     code = main(["run", str(pipeline), "--overfit", "4", "--device", "cpu", "-q"])
     out = capsys.readouterr().out
     miou = json.loads((tmp_path / "run-overfit4" / "metrics.json").read_text())["val"]["mIoU"]
-    assert code == 0 and "learned: the 4 training image(s)" in out and miou > 0.95
+    assert miou > 0.95  # fit either way
+    if shift == 0:
+        assert code == 0 and "learned: the 4 training image(s)" in out and "their labels belong to them (4 of 4" in out
+    else:
+        assert code == 1 and "did NOT learn the images: the model fit them by heart" in out
+        assert "0.png lines up best with the label filed for 1.png (0.91 against 0.70" in out and "mis-sorted" in out
+
+
+def test_shuffled_labels_are_named_even_when_the_budget_is_short(tmp_path, capsys):
+    """10 steps cannot fit 4 images; the verdict still names the mismatched labels as the cause, not the learning rate."""
+    pytest.importorskip("segcore_plugin_classic")
+    _shapes_tree(tmp_path / "d", 4, shift=1)
+    pipeline = _quickstart_on(tmp_path / "d", tmp_path / "run", tmp_path / "p.toml")
+    code = main(["run", str(pipeline), "--overfit", "4", "--overfit-steps", "10", "--device", "cpu", "-q"])
+    out = capsys.readouterr().out
+    assert code == 1 and "did NOT learn the images: but the labels do not belong" not in out
+    assert "did NOT learn the images: the labels do not belong to their images: 0 of 4 image(s)" in out
 
 
 @pytest.mark.slow

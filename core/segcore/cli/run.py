@@ -45,10 +45,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     if isinstance(result, EvalResult):
         print(format_metrics(result.metrics, dataset_meta(cfg.data.dataset, registry)))
         if args.overfit is not None:
-            from segcore.engine.overfit import overfit_verdict
+            from segcore.engine.overfit import overfit_pairing, overfit_verdict
             from segcore.engine.report import RunLog
 
-            learned, verdict = overfit_verdict(result.metrics, RunLog(cfg.run.out_dir, enabled=False).read(), args.overfit)
+            records = RunLog(cfg.run.out_dir, enabled=False).read()
+            learned, verdict = overfit_verdict(result.metrics, records, args.overfit, overfit_pairing(cfg, registry))
             print(verdict)
             return 0 if learned else 1
         if cfg.run.task == "train":
@@ -109,7 +110,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overfit", type=_common.positive, metavar="N",
                    help="sanity run: train on the first N training images, augmentation off, and evaluate on them "
                    "until their mIoU reaches 99 (or --overfit-steps); says whether the model learned them (exit 0) or "
-                   "not (exit 1, with likely causes). Written to <run.out_dir>-overfitN")  # fmt: skip
+                   "not (exit 1, with likely causes), and whether their labels belong to them (a shuffled file list "
+                   "fits as well). Written to <run.out_dir>-overfitN")  # fmt: skip
     p.add_argument("--overfit-steps", type=_common.positive, default=300, metavar="STEPS",
                    help="the sanity run's step budget (default 300)")
     p.add_argument("--nproc-per-node", type=_common.positive, default=1, metavar="N",

@@ -1,8 +1,9 @@
 """``segcore data verify``: read every split of a dataset as stored and say what would go wrong in training.
 
 Per split: the image count and sizes, the label values against the class list (unknown ids with the files that
-hold them; colour masks, RGB or palette-coloured, explained), the ignore share, the pixels per class, and images
-that appear twice (a hash of the decoded pixels). From the training split(s): suggested class weights, median
+hold them; colour masks, RGB or palette-coloured, explained), the ignore share, the pixels per class, images that
+appear twice (a hash of the decoded pixels), and whether the first images carry their own labels
+(`segcore.data.pairing`). From the training split(s): suggested class weights, median
 frequency balancing (Eigen & Fergus 2015, as SegNet uses it) and ENet's ``1 / ln(1.02 + p)`` (Paszke et al. 2016).
 
 Samples are read through `Dataset.raw_sample` (the label files before any mapping clips or rejects a value) in
@@ -27,9 +28,11 @@ from segcore.config.schema import DatasetSpec
 from segcore.contracts.registry import Registry
 from segcore.contracts.stages import Dataset, DatasetMeta, RawSample
 from segcore.data.datasets import EmptySplitError, build_dataset, identity_lut
+from segcore.data.pairing import dataset_pairing
 from segcore.errors import DataError
 
 MAX_NAMED = 5  # files named per problem; the rest are counted
+PAIRING_SAMPLES = 16  # samples per split whose images are checked against every one of their labels
 
 
 @define
@@ -37,7 +40,7 @@ class Problem:
     """One finding: an ``error`` fails the check (exit 2), a ``warning`` does not."""
 
     severity: Literal["error", "warning"]
-    kind: str  # unknown_ids, colour_mask, empty_split, missing_split, unreadable, size_mismatch, leak, duplicate, ...
+    kind: str  # unknown_ids, colour_mask, empty_split, missing_split, unreadable, size_mismatch, leak, duplicate, pairing, ...
     split: str | None
     message: str
     files: list[str] = field(factory=list)
@@ -345,6 +348,7 @@ def verify_dataset(spec: DatasetSpec, registry: Registry, *, splits: Sequence[st
                                     "and labels, or drop the split"))  # fmt: skip
             continue
         report.splits[split] = _scan(dataset, split, meta, problems, num_workers=num_workers, progress=progress)
+        problems += _pairing(dataset, split)
     for split in report.train_splits:
         part = report.splits.get(split)
         if part is not None and part.class_pixels is not None:
@@ -355,6 +359,21 @@ def verify_dataset(spec: DatasetSpec, registry: Registry, *, splits: Sequence[st
     problems += _cross_split_duplicates(report)
     report.problems = problems
     return report
+
+
+def _pairing(dataset: Dataset, split: str) -> list[Problem]:
+    """A warning when the first `PAIRING_SAMPLES` images do not line up with their own labels (`segcore.data.pairing`):
+    a shuffled or mis-sorted file list, which nothing else finds and training fits anyway."""
+    try:
+        check = dataset_pairing(dataset, range(min(PAIRING_SAMPLES, len(dataset))))
+    except DataError:  # an unreadable sample: reported by the scan
+        return []
+    if not check.suspicious:
+        return []
+    wrong = [check.names[i] for i in check.compared if not check.fits(i)]
+    return [Problem("warning", "pairing", split, f"the labels do not seem to belong to their images: of the first "
+                    f"{len(check.names)} samples, {check.explain()}. Are the image and label lists sorted the same "
+                    "way, with matching stems?", wrong)]  # fmt: skip
 
 
 def _cross_split_duplicates(report: VerifyReport) -> list[Problem]:
