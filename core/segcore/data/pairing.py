@@ -24,6 +24,7 @@ from attrs import frozen
 from torch import Tensor
 
 from segcore.contracts.stages import Dataset
+from segcore.errors import DataError
 
 TOLERANCE = 0.03  # a label within this of the best-fitting one still fits
 _SOBEL = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
@@ -130,14 +131,22 @@ def check_pairing(images: Sequence[Tensor], masks: Sequence[Tensor], ignore_inde
 
 def dataset_pairing(dataset: Dataset, indices: Sequence[int]) -> PairingCheck:
     """`check_pairing` of samples *indices* of *dataset*, read as stored (`Dataset.raw_sample`: no augmentation,
-    files named), labels through the dataset's id mapping; a colour mask is left out."""
+    files named), labels through the dataset's id mapping (an unknown id is a class of its own here); a sample that
+    cannot be read, a colour mask or a label of another size than its image is left out (`segcore data verify`
+    reports those)."""
     meta = dataset.meta
     images, masks, names = [], [], []
     for i in indices:
-        raw = dataset.raw_sample(i)
-        if raw.label.ndim != 2:
+        try:
+            raw = dataset.raw_sample(i)
+        except DataError:
             continue
-        label = raw.lut[raw.label.astype(np.int64)] if raw.lut is not None else raw.label.astype(np.int64)
+        if raw.label.ndim != 2 or raw.label.shape != raw.image.shape[:2]:
+            continue
+        label = raw.label.astype(np.int64)
+        if raw.lut is not None:
+            inside = (label >= 0) & (label < len(raw.lut))
+            label = np.where(inside, raw.lut[np.clip(label, 0, len(raw.lut) - 1)], -1)
         image = torch.from_numpy(np.array(raw.image))  # a copy: decoded arrays may be read-only
         images.append(image.permute(2, 0, 1) if image.ndim == 3 else image[None])
         masks.append(torch.from_numpy(label))
