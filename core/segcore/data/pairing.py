@@ -65,7 +65,14 @@ class PairingCheck:
 
     names: tuple[str, ...]
     scores: tuple[tuple[float | None, ...], ...]
-    best: tuple[int | None, ...]
+
+    @property
+    def best(self) -> tuple[int | None, ...]:
+        out: list[int | None] = []
+        for i, row in enumerate(self.scores):
+            usable = [j for j, s in enumerate(row) if s is not None]
+            out.append(max(usable, key=lambda j: row[j]) if row[i] is not None and len(usable) >= 2 else None)  # type: ignore[arg-type,return-value]
+        return tuple(out)
 
     @property
     def compared(self) -> list[int]:
@@ -119,15 +126,9 @@ def check_pairing(images: Sequence[Tensor], masks: Sequence[Tensor], ignore_inde
     names = tuple(names) if names is not None else tuple(f"sample {i}" for i in range(len(images)))
     ranks = [edge_rank(im) for im in images]
     edges = [boundary(m, ignore_index) for m in masks]
-    scores: list[tuple[float | None, ...]] = []
-    best: list[int | None] = []
-    for rank in ranks:
-        row = tuple(float(rank[b].mean()) if b.shape == rank.shape and bool(b.any()) else None for b in edges)
-        scores.append(row)
-        i = len(best)
-        usable = [j for j, s in enumerate(row) if s is not None]
-        best.append(max(usable, key=lambda j: row[j]) if row[i] is not None and len(usable) >= 2 else None)  # type: ignore[arg-type,return-value]
-    return PairingCheck(names, tuple(scores), tuple(best))
+    scores = tuple(tuple(float(rank[b].mean()) if b.shape == rank.shape and bool(b.any()) else None for b in edges)
+                   for rank in ranks)  # fmt: skip
+    return PairingCheck(names, scores)
 
 
 def dataset_pairing(dataset: Dataset, indices: Sequence[int]) -> PairingCheck:
