@@ -74,6 +74,17 @@ def test_bench_json_has_every_case_and_the_ratios(tmp_path, capsys, registry):
     assert result["machine"]["threads"] == 1
 
 
+def test_baseline_pads_to_a_size_its_stride_divides():
+    """timm's HRNets fail on CamVid's 360x480 (360 / 32 is not whole): the baseline runs padded and says so."""
+    from segcore.tools.bench import _baseline_case
+
+    case = _baseline_case("hrnet_w18_small", 1, (72, 100))
+    assert case.size == (96, 128)
+    assert case.note == "input padded from 72x100: hrnet_w18_small needs sizes divisible by 32"
+    assert len(case.run()) == 5  # the features at strides 2-32
+    assert _baseline_case("resnet10t", 1, (64, 96)).note == ""
+
+
 # -- segcore bench --trainer: the real trainer's step under the speed levers ------------------------------------------
 
 
