@@ -104,7 +104,7 @@ def tables(out: Path) -> dict[str, bytes]:
 
 
 def test_sweep_end_to_end_and_table_rebuild(tmp_path, capsys, counted):
-    path = sweep_file(tmp_path)
+    path = sweep_file(tmp_path, extra='focus_classes = ["disc", "triangle"]')
     code, out, err = sweep(capsys, path)
     assert code == 0, err
     assert len(counted) == 4
@@ -128,8 +128,21 @@ def test_sweep_end_to_end_and_table_rebuild(tmp_path, capsys, counted):
     assert wide["delta_miou"]["mean"] == pytest.approx(sum(expected) / 2, abs=1e-3)
     assert wide["params"] > base["params"] and base["published"]["miou"] == 40.0
     assert base["cpu_hours"] > 0
+    # the focus classes: per seed the mean of their IoU, then over seeds; every class's IoU with its spread
+    for r in (base, wide):
+        pct = r["per_class_iou_pct"]
+        assert set(pct) == {"background", "disc", "square", "triangle", "ring"}
+        for c, v in pct.items():  # None where no val image of any seed has the class
+            assert v["mean"] is None if r["per_class_iou"][c] is None else v["mean"] == pytest.approx(
+                r["per_class_iou"][c], abs=0.01)
+        for s in ("0", "1"):
+            iou = json.loads((root / r["folder"] / f"seed{s}" / "metrics.json").read_text())["val"]["IoU"]
+            present = [100 * iou[k] for k in (1, 3) if iou[k] == iou[k]]  # NaN: not in the 2 val images
+            assert present and r["focus_miou"]["per_seed"][s] == pytest.approx(sum(present) / len(present), abs=1e-3)
+    assert table["focus_classes"] == ["disc", "triangle"]
     md = (root / "table.md").read_text()
     assert "| fcn16 (base) |" in md and "| +wide |" in md and "40.00" in md
+    assert "focus mIoU (%)" in md and "| row | background | **disc** | square | **triangle** | ring |" in md
     assert (root / "table.csv").read_text().splitlines()[1].startswith("fcn16,True,")
     assert (root / "table.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| +wide |" in out
@@ -230,13 +243,17 @@ MALFORMED = {
     "unset missing": ('[[row]]\nname = "a"\n[[row]]\nname = "b"\nunset = ["train.epochs"]\n',
                       "row 'b': unset train.epochs: the base pipeline has no key train.epochs"),
     "unknown section key": ('[[row]]\nname = "a"\n', "[sweep] unknown key 'sed' (did you mean 'seeds'?)"),
+    "unknown focus class": ('[[row]]\nname = "a"\n', "[sweep] focus_classes: the dataset has no class 'rings' "
+                            "(did you mean 'ring'?); its classes: background, disc, square, triangle, ring"),
 }
+
+EXTRA = {"unknown section key": "sed = 1", "unknown focus class": 'focus_classes = ["disc", "rings"]'}
 
 
 @pytest.mark.parametrize("case", list(MALFORMED))
 def test_malformed_sweep_files_exit_2_naming_the_row(tmp_path, capsys, counted, case):
     rows, message = MALFORMED[case]
-    path = sweep_file(tmp_path, rows=rows, extra="sed = 1" if case == "unknown section key" else "")
+    path = sweep_file(tmp_path, rows=rows, extra=EXTRA.get(case, ""))
     code, _, err = sweep(capsys, path)
     assert code == 2
     assert message in err

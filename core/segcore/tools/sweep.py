@@ -9,6 +9,7 @@ A sweep file names a base pipeline and rows, each a few changes to it::
     convention = "thop2x"           # how params/FLOPs are counted (segcore check --convention)
     input_size = [512, 1024]        # where FLOPs are counted (default: the base's run.input_size)
     out_dir = "runs/sweeps/table3"  # default: runs/sweeps/<this file's stem>
+    focus_classes = ["pole", "sign"]  # optional: the table adds their mean IoU and every class's IoU per row
 
     [[row]]
     name = "HRNet"                  # the first row is the base row unless another says baseline = true
@@ -67,7 +68,7 @@ from segcore.model.check import check_pipeline, totals
 from segcore.model.counting import Count, get_convention
 
 SWEEP_KEYS = ("base", "sweep", "row")
-SECTION_KEYS = ("seeds", "convention", "input_size", "out_dir")
+SECTION_KEYS = ("seeds", "convention", "input_size", "out_dir", "focus_classes")
 ROW_KEYS = ("name", "set", "unset", "published", "baseline")
 PUBLISHED_KEYS = ("miou", "params_m", "gflops")
 RESERVED = {"train.seed": "the [sweep] seeds set it", "run.out_dir": "the sweep gives every run its own folder"}
@@ -118,6 +119,7 @@ class Sweep:
     rows: tuple[Row, ...]
     runs: tuple[RunSpec, ...]
     counts: Mapping[str, Count]  # row name -> inference params and MACs (training-only heads left out)
+    focus_classes: tuple[str, ...] = ()  # class names whose mean IoU the table shows beside the mIoU
 
     @property
     def base_row(self) -> Row:
@@ -328,6 +330,13 @@ def load_sweep(path: str | Path, *, registry: Registry) -> Sweep:
     if not isinstance(out_dir, str) or not out_dir:
         problems.append(f"[sweep] out_dir: must be a folder path, got {out_dir!r}")
         out_dir = str(Path("runs") / "sweeps" / path.stem)
+    focus = section.get("focus_classes", [])
+    if not (isinstance(focus, list) and all(isinstance(c, str) and c for c in focus)):
+        problems.append(f'[sweep] focus_classes: must be an array of class names (focus_classes = ["pole", "sign"]), '
+                        f"got {focus!r}")  # fmt: skip
+        focus = []
+    elif len(set(focus)) != len(focus):
+        problems.append(f"[sweep] focus_classes: {focus!r} repeats a class")
     base = raw.get("base")
     base_table: dict[str, Any] | None = None
     if not isinstance(base, str) or not base:
@@ -374,11 +383,20 @@ def load_sweep(path: str | Path, *, registry: Registry) -> Sweep:
                 folder = Path(out_dir) / row.folder / f"seed{seed}"
                 run = attrs.evolve(cfg.run, out_dir=str(folder))
                 runs.append(RunSpec(row, seed, attrs.evolve(cfg, train=attrs.evolve(cfg.train, seed=seed), run=run), folder))
+    if focus and runs:
+        from segcore.data.datasets import dataset_meta
+
+        names = dataset_meta(runs[0].cfg.data.dataset, registry).class_names
+        for c in focus:
+            if c not in names:
+                problems.append(f"[sweep] focus_classes: the dataset has no class {c!r}{did_you_mean(c, names)}; its "
+                                f"classes: {', '.join(names)}")  # fmt: skip
     if problems:
         lines = "\n".join("  - " + p.replace("\n", "\n      ") for p in problems)
         raise ConfigError(f"{path}: {len(problems)} problem(s) in the sweep file; nothing was trained:\n{lines}\n"
                           "Fix them and run the command again (--dry-run checks the file without training).")  # fmt: skip
-    return Sweep(path, base, tuple(seeds), convention, size or (512, 512), Path(out_dir), tuple(rows), tuple(runs), counts)
+    return Sweep(path, base, tuple(seeds), convention, size or (512, 512), Path(out_dir), tuple(rows), tuple(runs), counts,
+                 tuple(focus))
 
 
 def select_rows(sweep: Sweep, names: Sequence[str] | None) -> list[Row]:
@@ -646,8 +664,19 @@ def collect_table(sweep: Sweep, registry: Registry) -> dict[str, Any]:
             meta = dataset_meta(sweep.runs_of(row)[0].cfg.data.dataset, registry)
             ious = [v["val"].get("IoU") for v in done.values()]
             if all(isinstance(i, list) and len(i) == len(meta.class_names) for i in ious):
+                per_class = {name: [100 * i[k] for i in ious if isinstance(i[k], (int, float)) and i[k] == i[k]]
+                             for k, name in enumerate(meta.class_names)}  # NaN: the class is absent from val
                 entry["per_class_iou"] = {name: _r(_mean_present([i[k] for i in ious]), 4)
                                           for k, name in enumerate(meta.class_names)}
+                entry["per_class_iou_pct"] = {name: {"mean": _r(statistics.fmean(v), 2) if v else None,
+                                                     "std": _r(_std(v), 2)} for name, v in per_class.items()}
+                if sweep.focus_classes:
+                    idx = [meta.class_names.index(c) for c in sweep.focus_classes]
+                    focus = {str(s): _mean_present([v["val"]["IoU"][k] for k in idx]) for s, v in sorted(done.items())}
+                    focus = {s: f for s, f in focus.items() if f is not None}
+                    entry["focus_miou"] = {"per_seed": {s: _r(f, 4) for s, f in focus.items()},
+                                           "mean": _r(statistics.fmean(focus.values()), 4) if focus else None,
+                                           "std": _r(_std(list(focus.values())), 4), "n": len(focus)}
         if row is not base:
             pairs = [mious[s] - base_miou[s] for s in mious if s in base_miou]
             entry["delta_miou"] = {"mean": _r(statistics.fmean(pairs), 4) if pairs else None,
@@ -678,11 +707,13 @@ def collect_table(sweep: Sweep, registry: Registry) -> dict[str, Any]:
     return {
         "sweep": str(sweep.path), "base_pipeline": sweep.base, "seeds": list(sweep.seeds),
         "convention": {"name": conv.name, "unit": conv.unit, "summary": conv.summary},
-        "input_size": list(sweep.input_size), "base_row": base.name,
+        "input_size": list(sweep.input_size), "base_row": base.name, "focus_classes": list(sweep.focus_classes),
         "notes": ["miou, per_class_iou, delta_miou in % (val split, the final evaluation of each run); std with "
                   "ddof=1 over seeds; delta_miou pairs each seed with the base row's same seed",
                   f"params and gflops: the inference model under convention {conv.name} at "
-                  f"{sweep.input_size[0]}x{sweep.input_size[1]} ({_flops_label(sweep.convention)})", CPU_HOURS_NOTE],
+                  f"{sweep.input_size[0]}x{sweep.input_size[1]} ({_flops_label(sweep.convention)})", CPU_HOURS_NOTE,
+                  *([f"focus mIoU: per seed the mean IoU of {', '.join(sweep.focus_classes)}, then mean ± std over "
+                     "seeds"] if sweep.focus_classes else [])],
         "rows": out_rows,
     }  # fmt: skip
 
@@ -696,8 +727,9 @@ def _pm(mean: float | None, std: float | None, signed: bool = False) -> str:
 
 def _table_cells(table: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     flops = _flops_label(table["convention"]["name"])
-    head = ["row", "params (M)", flops, "val mIoU (%)", "seeds", "Δ vs base", "CPU-h", "published mIoU",
-            "published params (M)", f"published {flops.split(' ')[0]}"]  # fmt: skip
+    focus = bool(table.get("focus_classes"))
+    head = ["row", "params (M)", flops, "val mIoU (%)", *(["focus mIoU (%)"] if focus else []), "seeds", "Δ vs base",
+            "CPU-h", "published mIoU", "published params (M)", f"published {flops.split(' ')[0]}"]  # fmt: skip
     body = []
     for r in table["rows"]:
         m = r["miou"]
@@ -708,7 +740,9 @@ def _table_cells(table: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
             hours = " + ".join(f"{r[k]:.3f}{' GPU' if k == 'gpu_hours' else ''}" for k in ("cpu_hours", "gpu_hours") if k in r)
         pub = r.get("published", {})
         body.append([r["name"] + (" (base)" if r["base"] else ""), f"{r['params_m']:.3f}", f"{r['gflops']:.3f}",
-                     _pm(m["mean"], m["std"]), seeds, delta, hours,
+                     _pm(m["mean"], m["std"]),
+                     *([_pm(r.get("focus_miou", {}).get("mean"), r.get("focus_miou", {}).get("std"))] if focus else []),
+                     seeds, delta, hours,
                      f"{pub['miou']:.2f}" if "miou" in pub else "", f"{pub['params_m']:.3f}" if "params_m" in pub else "",
                      f"{pub['gflops']:.3f}" if "gflops" in pub else ""])  # fmt: skip
     return head, body
@@ -719,6 +753,16 @@ def format_markdown(table: dict[str, Any]) -> str:
     out = [f"# {Path(table['sweep']).name}: {len(table['rows'])} rows x seeds {table['seeds']}", "",
            "| " + " | ".join(head) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(head))) + "|"]  # fmt: skip
     out += ["| " + " | ".join(c or " " for c in cells) + " |" for cells in body]
+    classes = next((list(r["per_class_iou_pct"]) for r in table["rows"] if "per_class_iou_pct" in r), None)
+    if classes and table.get("focus_classes"):
+        focus = set(table["focus_classes"])
+        out += ["", "Per-class val IoU (%), mean ± std over seeds; focus classes in bold:", "",
+                "| row | " + " | ".join(f"**{c}**" if c in focus else c for c in classes) + " |",
+                "|---|" + "---:|" * len(classes)]  # fmt: skip
+        for r in table["rows"]:
+            pct = r.get("per_class_iou_pct", {})
+            out.append(f"| {r['name']} | " + " | ".join(_pm(pct.get(c, {}).get("mean"), pct.get(c, {}).get("std"))
+                                                         for c in classes) + " |")  # fmt: skip
     out += ["", *(f"- {n}" for n in table["notes"]), ""]
     return "\n".join(out)
 
@@ -728,19 +772,48 @@ def format_csv(table: dict[str, Any]) -> str:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["row", "base", "params", "params_m", "gflops", "miou_mean", "miou_std", "seeds_done", "seeds_failed",
                 "delta_mean", "delta_std", "delta_pairs", "cpu_hours", "gpu_hours", "published_miou",
-                "published_params_m", "published_gflops"])  # fmt: skip
+                "published_params_m", "published_gflops", "focus_miou_mean", "focus_miou_std"])  # fmt: skip
     for r in table["rows"]:
         d = r.get("delta_miou", {})
         p = r.get("published", {})
         w.writerow([r["name"], r["base"], r["params"], r["params_m"], r["gflops"], r["miou"]["mean"], r["miou"]["std"],
                     r["miou"]["n"], len(r["failed_seeds"]), d.get("mean"), d.get("std"), d.get("n_pairs"),
-                    r.get("cpu_hours"), r.get("gpu_hours"), p.get("miou"), p.get("params_m"), p.get("gflops")])  # fmt: skip
+                    r.get("cpu_hours"), r.get("gpu_hours"), p.get("miou"), p.get("params_m"), p.get("gflops"),
+                    r.get("focus_miou", {}).get("mean"), r.get("focus_miou", {}).get("std")])  # fmt: skip
     return buf.getvalue().replace(",None", ",")
+
+
+def _bar_panel(ax: Any, rows: Sequence[dict[str, Any]], key: str, label: str, published: bool) -> None:
+    """One panel of `plot_table`: the rows' *key* ({"per_seed", "mean", "std"}) as bars with seed dots."""
+    x = list(range(len(rows)))
+    stats = [r.get(key) or {"per_seed": {}, "mean": None, "std": None} for r in rows]
+    means = [m["mean"] if m["mean"] is not None else 0.0 for m in stats]
+    stds = [m["std"] or 0.0 for m in stats]
+    colors = ["tab:orange" if r["base"] else "tab:blue" for r in rows]
+    ax.bar(x, means, yerr=stds, capsize=4, color=colors, alpha=0.8, edgecolor="black", linewidth=0.5)
+    for i, m in enumerate(stats):
+        values = list(m["per_seed"].values())
+        ax.scatter([i] * len(values), values, s=12, color="black", zorder=3)
+        if published and "miou" in rows[i].get("published", {}):
+            ax.scatter([i], [rows[i]["published"]["miou"]], marker="x", s=40, color="tab:red", zorder=4)
+    base = next((m for r, m in zip(rows, stats) if r["base"]), None)
+    if base is not None and base["mean"] is not None:
+        ax.axhline(base["mean"], color="tab:orange", linestyle="--", linewidth=1)
+    done = [v for m in stats for v in m["per_seed"].values()] + [m for m in means if m]
+    if published:
+        done += [r["published"]["miou"] for r in rows if "miou" in r.get("published", {})]
+    if done:
+        lo, hi = min(done), max(done)
+        pad = max(1.0, 0.15 * (hi - lo))
+        ax.set_ylim(max(0.0, lo - pad - max(stds, default=0)), hi + pad + max(stds, default=0))
+    ax.set_xticks(x, [r["name"] for r in rows], rotation=30 if len(rows) > 4 else 0, ha="right" if len(rows) > 4 else "center")
+    ax.set_ylabel(label)
+    ax.grid(axis="y", alpha=0.3)
 
 
 def plot_table(table: dict[str, Any], path: Path) -> None:
     """Bars: mean val mIoU per row, error bars the std over seeds, each seed a dot, the base row highlighted, the
-    published mIoU a cross where given."""
+    published mIoU a cross where given; with focus classes a second panel, their mean IoU, the same way."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -749,33 +822,16 @@ def plot_table(table: dict[str, Any], path: Path) -> None:
     from segcore.io import atomic_write
 
     rows = table["rows"]
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(rows) + 1.5), 4.0))
+    focus = table.get("focus_classes") or []
+    width = max(6.0, 1.1 * len(rows) + 1.5)
+    fig, axes = plt.subplots(1, 2 if focus else 1, figsize=(2 * width if focus else width, 4.0), squeeze=False)
     try:
-        x = list(range(len(rows)))
-        means = [r["miou"]["mean"] if r["miou"]["mean"] is not None else 0.0 for r in rows]
-        stds = [r["miou"]["std"] or 0.0 for r in rows]
-        colors = ["tab:orange" if r["base"] else "tab:blue" for r in rows]
-        ax.bar(x, means, yerr=stds, capsize=4, color=colors, alpha=0.8, edgecolor="black", linewidth=0.5)
-        for i, r in enumerate(rows):
-            values = list(r["miou"]["per_seed"].values())
-            ax.scatter([i] * len(values), values, s=12, color="black", zorder=3)
-            if "miou" in r.get("published", {}):
-                ax.scatter([i], [r["published"]["miou"]], marker="x", s=40, color="tab:red", zorder=4)
-        base = next((r for r in rows if r["base"]), None)
-        if base is not None and base["miou"]["mean"] is not None:
-            ax.axhline(base["miou"]["mean"], color="tab:orange", linestyle="--", linewidth=1)
-        done = [v for r in rows for v in r["miou"]["per_seed"].values()] + [m for m in means if m]
-        done += [r["published"]["miou"] for r in rows if "miou" in r.get("published", {})]
-        if done:
-            lo, hi = min(done), max(done)
-            pad = max(1.0, 0.15 * (hi - lo))
-            ax.set_ylim(max(0.0, lo - pad - max(stds, default=0)), hi + pad + max(stds, default=0))
-        ax.set_xticks(x, [r["name"] for r in rows], rotation=30 if len(rows) > 4 else 0, ha="right" if len(rows) > 4 else "center")
-        ax.set_ylabel("val mIoU (%)")
-        ax.set_title(f"{Path(table['sweep']).name}\nmean ± std over seeds {table['seeds']}, dots: seeds, orange: base"
+        _bar_panel(axes[0][0], rows, "miou", "val mIoU (%)", published=True)
+        if focus:
+            _bar_panel(axes[0][1], rows, "focus_miou", f"mean IoU of {', '.join(focus)} (%)", published=False)
+        fig.suptitle(f"{Path(table['sweep']).name}: mean ± std over seeds {table['seeds']}, dots: seeds, orange: base"
                      + (", x: published" if any("miou" in r.get("published", {}) for r in rows) else ""),
                      fontsize=9)  # fmt: skip
-        ax.grid(axis="y", alpha=0.3)
         fig.tight_layout()
         with atomic_write(path) as tmp:
             fig.savefig(tmp, format="png", dpi=110, metadata={"Software": None})
