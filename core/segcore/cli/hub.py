@@ -17,7 +17,11 @@ def cmd_hub_list(args: argparse.Namespace) -> int:
     entries = zoo(_common.registry())
     rows = [("name", "plugin", "dataset", "val mIoU", "weights", "recipe")]
     for name, e in entries.items():
-        if e.metrics.get("mIoU") is not None:
+        if e.metrics.get("evidence_mIoU") is not None:  # trained on val too: the recipe's train-only seeds
+            miou = f"{e.metrics['evidence_mIoU']:.2f} ± {e.metrics['evidence_std']:.2f} (recipe, train only)"
+        elif e.metrics.get("trained_on") and e.metrics.get("split") in e.metrics["trained_on"]:
+            miou = "- (trained on val)"
+        elif e.metrics.get("mIoU") is not None:
             miou = f"{e.metrics['mIoU']:.2f}"
         else:
             miou = f"({e.paper['mIoU']} paper)" if "mIoU" in e.paper else "-"
@@ -34,11 +38,15 @@ def cmd_hub_save(args: argparse.Namespace) -> int:
 
     config = save_run(args.run_dir, args.out, name=args.name, dtype=args.dtype, evaluate=not args.no_evaluate,
                       hardware=args.hardware, train_hours=args.train_hours, cores=args.cores, registry=_common.registry(),
-                      progress=not args.quiet)  # fmt: skip
+                      progress=not args.quiet, evidence=args.evidence, evidence_row=args.evidence_row)  # fmt: skip
     m = config.get("metrics")
     if m:
         print(f"{m['split']} mIoU {100 * m['mIoU']:.2f} ({config['weights']['dtype']} weights)"
-              + (f"; float32 weights: {100 * m['float32_mIoU']:.2f}" if "float32_mIoU" in m else ""))  # fmt: skip
+              + (f"; float32 weights: {100 * m['float32_mIoU']:.2f}" if "float32_mIoU" in m else "")
+              + (f"; trained on {' + '.join(m['trained_on'])}: not a held-out score" if "trained_on" in m else ""))  # fmt: skip
+    ev = config.get("evidence")
+    if ev:
+        print(f"evidence ({ev['what']}): {ev['split']} mIoU {ev['miou']['mean']:.2f} ± {ev['miou']['std']:.2f}")
     print(f"wrote {args.out}/ (model.safetensors, config.json, README.md). Manifest lines (segcore/hub/zoo.toml, or "
           "$SEGCORE_ZOO/manifest.toml):\n")
     print(manifest_lines(Path(args.out), config))
@@ -88,6 +96,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--hardware", help="what it trained on, for the card (default: this machine's cores and CPU)")
     p.add_argument("--train-hours", type=float, help="wall-clock hours it trained (default: from the run's log)")
     p.add_argument("--cores", type=_common.positive, help="cores it trained on, for CPU hours (default: this machine's)")
+    p.add_argument("--evidence", metavar="TABLE_JSON", help="a segcore sweep table.json whose runs are this recipe "
+                   "trained on fewer splits (train alone for a train + val model): the card gives their val mIoU over "
+                   "seeds, per class; their pipelines must equal this run's but for the split, the seed and out_dir")
+    p.add_argument("--evidence-row", metavar="NAME", help="the sweep row that is the evidence (default: its base row)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_hub_save)
     _common.push_parser(hsub, "upload a model folder to the Hugging Face Hub (create_repo + upload_folder)", cmd_hub_push)

@@ -35,12 +35,14 @@ def _pct(value: Any) -> str:
     return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.2f}"
 
 
-def _card_data(name: str, dataset: str | None, miou: float | None, split: str = "val") -> ModelCardData:
-    """The card's metadata; a measured mIoU goes into the model-index as an `EvalResult`."""
+def _card_data(name: str, dataset: str | None, miou: float | None, split: str = "val",
+               metric_name: str | None = None) -> ModelCardData:  # fmt: skip
+    """The card's metadata; a measured mIoU goes into the model-index as an `EvalResult` (*miou* a fraction)."""
     results = None
     if miou is not None and dataset:
         results = [EvalResult(task_type="image-segmentation", dataset_type=dataset, dataset_name=dataset,
-                              dataset_split=split, metric_type="mean_iou", metric_value=round(100 * miou, 2))]  # fmt: skip
+                              dataset_split=split, metric_type="mean_iou", metric_value=round(100 * miou, 2),
+                              metric_name=metric_name)]  # fmt: skip
     data = ModelCardData(library_name="segcore", pipeline_tag="image-segmentation", model_name=name if results else None,
                          tags=["segcore", "semantic-segmentation"], datasets=[dataset] if dataset else None,
                          eval_results=results)  # fmt: skip
@@ -72,6 +74,37 @@ def _classes(config: Mapping[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def _evidence(ev: Mapping[str, Any]) -> str:
+    """The card's account of a recipe's evidence (`segcore.tools.publish.read_evidence`), percentages as given."""
+
+    def num(value: Any) -> str:
+        return "n/a" if value is None else f"{value:.2f}"
+
+    seeds = ", ".join(num(v) for v in ev["miou"]["per_seed"].values())
+    rows = "\n".join(f"| {c} | {num(v.get('mean'))} | {num(v.get('std'))} |" for c, v in ev.get("per_class", {}).items())
+    hours = f" ({ev['cpu_hours']:.2f} CPU-core hours in all)" if ev.get("cpu_hours") is not None else ""
+    return (f"**Evidence for the recipe**: {ev['what']} (seeds {', '.join(map(str, ev['seeds']))}; `{ev.get('sweep')}`, "
+            f"row '{ev['row']}'{hours}), each evaluated once at its end on {ev['split']}: mIoU "
+            f"**{num(ev['miou']['mean'])} ± {num(ev['miou']['std'])}** (mean ± std; per seed {seeds}).\n\n"
+            f"| class | IoU mean | std |\n|---|---|---|\n{rows}")  # fmt: skip
+
+
+def _status(m: Mapping[str, Any], ev: Mapping[str, Any] | None) -> str:
+    if not m:
+        return ""
+    if "trained_on" not in m:
+        return f"**val mIoU {_pct(m['mIoU'])}** ({m.get('split')} split)."
+    text = f"**Trained on the {_splits(m['trained_on'])}**: no held-out score of its own."
+    if ev:
+        text += (f" The recipe, trained on {' + '.join(_train_splits(ev['train_split']))} alone: **{ev['split']} mIoU "
+                 f"{ev['miou']['mean']:.2f} ± {ev['miou']['std']:.2f}** (mean ± std over {len(ev['seeds'])} seeds).")
+    return text
+
+
+def _train_splits(split: Any) -> list[str]:
+    return [split] if isinstance(split, str) else list(split)
+
+
 def render_card(config: Mapping[str, Any], *, files: Sequence[str] = (CONFIG, WEIGHTS)) -> str:
     """The model card (README.md) of a model folder, from its config.json."""
     name = config.get("name") or "model"
@@ -85,11 +118,19 @@ def render_card(config: Mapping[str, Any], *, files: Sequence[str] = (CONFIG, WE
             change = 100 * (m["mIoU"] - m["float32_mIoU"])
             bf16 = (f"\n\nThe weights are stored in {weights.get('dtype')} to keep the file small; the same evaluation of "
                     f"the float32 weights gives mIoU {_pct(m['float32_mIoU'])} (change {change:+.2f}).")  # fmt: skip
-        metrics = (f"| metric | value |\n|---|---|\n| mIoU | **{_pct(m['mIoU'])}** |\n| mAcc | {_pct(m.get('mAcc'))} |\n"
+        held_in = ""
+        if "trained_on" in m:
+            held_in = (f"These weights trained on the {_splits(m['trained_on'])}, {m.get('split')} included: the scores "
+                       f"below are on images they learned from, not a held-out result; they check that the stored "
+                       f"weights are the trained ones.\n\n")  # fmt: skip
+        metrics = held_in + (f"| metric | value |\n|---|---|\n| mIoU | **{_pct(m['mIoU'])}** |\n| mAcc | {_pct(m.get('mAcc'))} |\n"
                    f"| aAcc | {_pct(m.get('aAcc'))} |\n| fwIoU | {_pct(m.get('fwIoU'))} |\n\nProtocol: {m.get('protocol')}. "
                    f"Source: {m.get('source')}.{bf16}\n\n| class | IoU |\n|---|---|\n{iou}")  # fmt: skip
     else:
         metrics = "Not evaluated (saved with save_pretrained outside a run)."
+    ev = config.get("evidence")
+    if ev:
+        metrics = _evidence(ev) + "\n\n" + metrics
     if t:
         hours = "unknown" if t.get("hours") is None else f"{t['hours']:.2f} h wall clock, {t['cpu_hours']:.2f} CPU-core hours;"
         training = (
@@ -120,7 +161,7 @@ def render_card(config: Mapping[str, Any], *, files: Sequence[str] = (CONFIG, WE
     values = {
         "title": name,
         "summary": config.get("summary") or f"A segcore model{f' trained on {dataset}' if dataset else ''}.",
-        "status": "" if not m else f"**val mIoU {_pct(m['mIoU'])}** ({m.get('split')} split).",
+        "status": _status(m, ev),
         "usage": (f"```python\nimport segcore\n\nmodel = segcore.from_pretrained(\"{name}\")  # a model folder, a zoo "
                   "name or a Hub repo id\nlabels = segcore.predict(model, image)  # (H, W, 3) uint8 RGB -> (H, W) class ids"
                   "\n```\n\nIn a pipeline: `[model] init_from = \"NAME\"` to fine-tune, `[run] checkpoint = \"NAME\"` with "
@@ -132,7 +173,13 @@ def render_card(config: Mapping[str, Any], *, files: Sequence[str] = (CONFIG, WE
         "curve": curve,
         "files": "\n".join(f"- `{f}`: {sizes.get(f, '')}" for f in files if f != CARD) + "\n- `README.md`: this card",
     }
-    return _render(_card_data(name, dataset, m.get("mIoU") if m else None, m.get("split", "val") if m else "val"), values)
+    if ev:  # the held-out number is the recipe's
+        data = _card_data(name, dataset, ev["miou"]["mean"] / 100, ev["split"], metric_name=f"mean IoU of {ev['what']}")
+    elif m and "trained_on" not in m:
+        data = _card_data(name, dataset, m["mIoU"], m.get("split", "val"))
+    else:
+        data = _card_data(name, dataset, None)
+    return _render(data, values)
 
 
 def zoo_card(entry: ZooEntry, config: Mapping[str, Any], *, out_dir: str) -> str:

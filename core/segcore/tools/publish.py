@@ -13,6 +13,7 @@ import datetime
 import json
 import os
 import platform
+import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from segcore.contracts.registry import Registry
 from segcore.data.datasets import build_split, dataset_meta
 from segcore.engine.report import RunLog
 from segcore.engine.run import run_pipeline
-from segcore.errors import ConfigError
+from segcore.errors import ConfigError, did_you_mean
 from segcore.hub.folder import CONFIG, WEIGHTS, _write_folder
 from segcore.hub.manifest import NAME, zoo, zoo_dir
 from segcore.hub.sources import file_sha256, resolve_source
@@ -81,15 +82,85 @@ def _eval_protocol(cfg: PipelineConfig, count: int) -> str:
             "(`segcore run` with task = \"evaluate\")")  # fmt: skip
 
 
+# what may differ between a run and the runs that are its evidence (the same recipe trained on fewer splits)
+EVIDENCE_MAY_DIFFER = ("data.train_split", "train.seed", "run.out_dir")
+
+
+def _flat(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out |= _flat(value, path + ".")
+        else:
+            out[path] = value
+    return out
+
+
+def _splits(split: Any) -> list[str]:
+    return [split] if isinstance(split, str) else list(split)
+
+
+def read_evidence(table_json: str | Path, run_pipeline_toml: Path, *, row: str | None = None) -> dict[str, Any]:
+    """The evidence for a run's recipe from a ``segcore sweep`` table: *row* (default: the base row) of
+    *table_json*, whose runs must be the run's own pipeline but for `EVIDENCE_MAY_DIFFER` (each run's
+    ``sweep_pipeline.toml`` is compared with *run_pipeline_toml*). Returns what the card states: the val mIoU per
+    seed, its mean and std, the per-class IoU mean and std, the split the evidence trained on, the CPU-hours."""
+    path = Path(table_json)
+    where = f"--evidence {path}"
+    try:
+        table = json.loads(path.read_text(encoding="utf-8"))
+        rows = {r["name"]: r for r in table["rows"]}
+    except FileNotFoundError:
+        raise ConfigError(f"{where}: no such file; give the table.json that segcore sweep wrote in its out_dir") from None
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{where}: not a segcore sweep table.json ({exc}); give the table.json that segcore sweep "
+                          "wrote in its out_dir (segcore sweep FILE --table rebuilds it)") from None  # fmt: skip
+    name = row or table.get("base_row") or next(iter(rows), None)
+    if name not in rows:
+        raise ConfigError(f"{where}: no row {name!r}{did_you_mean(str(name), list(rows))}; its rows: {', '.join(rows)}")
+    entry = rows[name]
+    seeds = sorted(entry["miou"]["per_seed"], key=int)
+    if len(seeds) < 2:
+        raise ConfigError(f"{where}: row {name!r} has {len(seeds)} finished run(s); evidence needs the mean and spread "
+                          "of several seeds: finish the sweep (segcore sweep FILE --resume)")  # fmt: skip
+    mine = _flat(tomllib.loads(run_pipeline_toml.read_text(encoding="utf-8")))
+    split = None
+    for seed in seeds:
+        their_file = path.parent / entry["folder"] / f"seed{seed}" / "sweep_pipeline.toml"
+        if not their_file.is_file():
+            raise ConfigError(f"{where}: {their_file} is missing: the table's run folders must be beside it")
+        theirs = _flat(tomllib.loads(their_file.read_text(encoding="utf-8")))
+        differ = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k) and k not in EVIDENCE_MAY_DIFFER)
+        if differ:
+            shown = "; ".join(f"{k}: {theirs.get(k, '(unset)')!r} there, {mine.get(k, '(unset)')!r} here" for k in differ[:6])
+            raise ConfigError(f"{where}: row {name!r} seed {seed} is not this run's recipe ({shown}"
+                              f"{'; ...' if len(differ) > 6 else ''}). Evidence must be the same pipeline, differing "
+                              f"only in {', '.join(EVIDENCE_MAY_DIFFER)}")  # fmt: skip
+        split = theirs.get("data.train_split", "train")
+    return {
+        "what": "the same recipe trained on " + " + ".join(_splits(split)) + f" alone, {len(seeds)} seeds",
+        "sweep": table.get("sweep"), "row": name, "train_split": split, "seeds": [int(s) for s in seeds],
+        "split": "val", "miou": {"per_seed": entry["miou"]["per_seed"], "mean": entry["miou"]["mean"],
+                                 "std": entry["miou"]["std"]},
+        "per_class": entry.get("per_class_iou_pct", {}), "cpu_hours": entry.get("cpu_hours"),
+    }  # fmt: skip
+
+
 def save_run(run_dir: str | Path, out: str | Path, *, name: str | None = None, dtype: str = "float32",
              evaluate: bool = True, hardware: str | None = None, train_hours: float | None = None,
-             cores: int | None = None, registry: Registry | None = None, progress: bool = True) -> dict[str, Any]:  # fmt: skip
+             cores: int | None = None, registry: Registry | None = None, progress: bool = True,
+             evidence: str | Path | None = None, evidence_row: str | None = None) -> dict[str, Any]:  # fmt: skip
     """A finished run folder -> model folder *out* with its card (``segcore hub save``); returns its config.json.
 
     With *evaluate* the stored weights are evaluated exactly as ``segcore run`` with task = "evaluate" does (the
     run's [data] and [eval]; float32 compute), so the card states what that command prints; with *dtype* other than
     float32 the run's float32 weights are evaluated too and the change is stated. Without, the metrics are those of
     the run's last evaluation (metrics.json: under the run's train.amp).
+
+    A run that trained on its validation split too (``data.train_split = ["train", "val"]``) has no held-out score
+    of its own: the card says so, and *evidence* (a ``segcore sweep`` table.json whose *evidence_row* is this
+    recipe trained on train alone, `read_evidence`) gives the recipe's val mIoU over seeds instead.
     """
     source = resolve_source(run_dir, what="segcore hub save")
     run_dir, out = Path(run_dir), Path(out)
@@ -107,6 +178,7 @@ def save_run(run_dir: str | Path, out: str | Path, *, name: str | None = None, d
     model = build_model(cfg.model, registry, num_classes=cfg.model.num_classes or meta.num_classes)
     load_weights(model, run_dir / WEIGHTS, ignore_missing=("aux.",))
     final = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").is_file() else {}
+    evidence_info = None if evidence is None else read_evidence(evidence, run_dir / "pipeline.toml", row=evidence_row)
     records = RunLog(run_dir, enabled=False).read() if (run_dir / "log.jsonl").is_file() else []
 
     def measure(checkpoint: Path) -> dict[str, Any]:
@@ -127,6 +199,8 @@ def save_run(run_dir: str | Path, out: str | Path, *, name: str | None = None, d
         out_m = {"split": cfg.data.val_split, "protocol": _eval_protocol(cfg, count), "source": source,
                  "eval": unstructure(cfg.eval), **{k: m[k] for k in ("mIoU", "mAcc", "aAcc", "fwIoU")},
                  "IoU": dict(zip(meta.class_names, m["IoU"]))}  # fmt: skip
+        if cfg.data.val_split in _splits(cfg.data.train_split):
+            out_m["trained_on"] = _splits(cfg.data.train_split)  # not a held-out score
         if dtype != "float32" and evaluate:
             out_m["float32_mIoU"] = reference["mIoU"]
         return {"metrics": out_m}
@@ -136,6 +210,8 @@ def save_run(run_dir: str | Path, out: str | Path, *, name: str | None = None, d
         info["training"] = _training(cfg, records, hardware=hardware, train_hours=train_hours, cores=cores,
                                      step=final.get("step"))  # fmt: skip
         info["saved"] = datetime.date.today().isoformat()
+        if evidence_info is not None:
+            info["evidence"] = evidence_info
         if entry is not None and entry.summary:  # the zoo's one-line description heads the card
             info["summary"] = entry.summary
         return info
@@ -161,6 +237,11 @@ def manifest_lines(out: Path, config: Mapping[str, Any]) -> str:
         hours = config.get("training", {}).get("cpu_hours")
         extra = f', cpu_hours = {hours}' if hours is not None else ""
         f32 = f', float32_mIoU = {100 * m["float32_mIoU"]:.2f}' if "float32_mIoU" in m else ""
+        trained = f', trained_on = {json.dumps(m["trained_on"])}' if "trained_on" in m else ""
+        ev = config.get("evidence")
+        if ev:
+            trained += (f', evidence_mIoU = {ev["miou"]["mean"]:.2f}, evidence_std = {ev["miou"]["std"]:.2f}, '
+                        f'evidence_seeds = {len(ev["seeds"])}')  # fmt: skip
         lines.append(f'metrics = {{ split = "{m["split"]}", mIoU = {100 * m["mIoU"]:.2f}, aAcc = {100 * m["aAcc"]:.2f}, '
-                     f'weights = "{config["weights"]["dtype"]}"{f32}{extra} }}')  # fmt: skip
+                     f'weights = "{config["weights"]["dtype"]}"{f32}{extra}{trained} }}')  # fmt: skip
     return "\n".join(lines)

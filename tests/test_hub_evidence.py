@@ -1,0 +1,166 @@
+"""A zoo model trained on train + val has no held-out score of its own: ``segcore hub save --evidence`` puts the
+recipe's train-only seeds (a ``segcore sweep`` table) on its card, checked to be the same recipe."""
+
+from __future__ import annotations
+
+import json
+import re
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from segcore.cli import _common as CLI
+from segcore.cli.main import main
+
+RECIPE = """
+[model]
+dropout = 0.0
+[model.backbone]
+name = "timm"
+model_name = "test_resnet"
+[model.decoder]
+name = "fcn"
+num_convs = 1
+channels = 16
+in_index = -1
+[data]
+batch_size = 2
+train_split = ["train", "val"]
+[data.dataset]
+name = "shapes"
+size = [32, 32]
+num_train = 8
+num_val = 4
+[[loss]]
+name = "ce"
+[train]
+iters = 24
+optimizer = "adamw"
+lr = 0.02
+log_every = 1
+eval_every = 24
+plots = false
+[run]
+device = "cpu"
+input_size = [32, 32]
+out_dir = "{out}"
+"""
+
+SWEEP = """
+base = "recipe.toml"
+[sweep]
+seeds = [0, 1, 2]
+out_dir = "{out}"
+
+[[row]]
+name = "train only"
+set = {{ "data.train_split" = "train" }}
+
+[[row]]
+name = "train only, lr 0.04"
+set = {{ "data.train_split" = "train", "train.lr" = 0.04 }}
+"""
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory, registry):
+    """The recipe trained on train + val, and a sweep of it on train alone over 3 seeds (plus a row that is not it)."""
+    root = tmp_path_factory.mktemp("evidence")
+    (root / "recipe.toml").write_text(textwrap.dedent(RECIPE.format(out=root / "final")))
+    (root / "evidence.sweep.toml").write_text(textwrap.dedent(SWEEP.format(out=root / "sweep")))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(CLI, "registry", lambda: registry)
+            assert main(["run", str(root / "recipe.toml"), "-q"]) == 0
+            assert main(["sweep", str(root / "evidence.sweep.toml"), "-q"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return root
+
+
+def save(capsys, monkeypatch, registry, made: Path, out: str, *args: str) -> tuple[int, str, str]:
+    monkeypatch.setattr(CLI, "registry", lambda: registry)
+    capsys.readouterr()
+    code = main(["hub", "save", str(made / "final"), str(made / out), "--no-evaluate", "-q", *args])
+    o, e = capsys.readouterr()
+    return code, o, e
+
+
+def test_the_card_gives_the_recipe_s_train_only_seeds_and_says_val_was_trained_on(made, registry, capsys, monkeypatch):
+    code, out, err = save(capsys, monkeypatch, registry, made, "with-evidence", "--evidence",
+                          str(made / "sweep" / "table.json"))  # fmt: skip
+    assert code == 0, err
+    table = json.loads((made / "sweep" / "table.json").read_text())
+    row = table["rows"][0]
+    config = json.loads((made / "with-evidence" / "config.json").read_text())
+    ev = config["evidence"]
+    assert ev["row"] == "train only" and ev["train_split"] == "train" and ev["seeds"] == [0, 1, 2]
+    assert ev["miou"] == {k: row["miou"][k] for k in ("per_seed", "mean", "std")}
+    assert set(ev["miou"]["per_seed"]) == {"0", "1", "2"} and ev["miou"]["std"] is not None
+    assert ev["per_class"] == row["per_class_iou_pct"]
+    assert config["metrics"]["trained_on"] == ["train", "val"]
+    card = (made / "with-evidence" / "README.md").read_text()
+    mean, std = ev["miou"]["mean"], ev["miou"]["std"]
+    assert "**Trained on the train + val splits**: no held-out score of its own." in card
+    assert f"val mIoU {mean:.2f} ± {std:.2f}** (mean ± std over 3 seeds)" in card
+    assert "the scores below are on images they learned from, not a held-out result" in card
+    # the model-index carries the recipe's held-out number, not the trained-on one
+    assert re.search(rf"value: {round(mean, 2)}\n", card) and "name: mean IoU of the same recipe trained on train" in card
+    background = row["per_class_iou_pct"]["background"]
+    assert f"| background | {background['mean']:.2f} | {background['std']:.2f} |" in card
+    assert f"evidence_mIoU = {mean:.2f}, evidence_std = {std:.2f}, evidence_seeds = 3" in out
+    assert 'trained_on = ["train", "val"]' in out and "not a held-out score" in out
+
+
+def test_without_evidence_a_train_val_model_states_no_held_out_score(made, registry, capsys, monkeypatch):
+    code, _, err = save(capsys, monkeypatch, registry, made, "no-evidence")
+    assert code == 0, err
+    card = (made / "no-evidence" / "README.md").read_text()
+    assert "no held-out score of its own." in card and "Evidence for the recipe" not in card
+    assert "model-index" not in card  # no number presented as a val result
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--evidence-row", "train only, lr 0.04"], "row 'train only, lr 0.04' seed 0 is not this run's recipe (train.lr: "
+                                                "0.04 there, 0.02 here)"),
+    (["--evidence-row", "train"], "no row 'train' (did you mean 'train only'?)"),
+])  # fmt: skip
+def test_evidence_that_is_not_this_recipe_is_refused(made, registry, capsys, monkeypatch, args, message):
+    code, _, err = save(capsys, monkeypatch, registry, made, "refused-shapes", "--evidence", str(made / "sweep" / "table.json"),
+                        *args)  # fmt: skip
+    assert code == 2 and message in err
+    assert not (made / "refused-shapes").exists()
+
+
+def test_a_missing_evidence_table_names_the_fix(made, registry, capsys, monkeypatch):
+    code, _, err = save(capsys, monkeypatch, registry, made, "refused-shapes", "--evidence", str(made / "nothing.json"))
+    assert code == 2 and "no such file; give the table.json that segcore sweep wrote" in err
+
+
+def test_hub_list_gives_a_train_val_model_its_recipe_s_score(made, registry, capsys, monkeypatch):
+    import shutil
+
+    import tomli_w
+
+    from segcore import hub as hubmod
+
+    assert save(capsys, monkeypatch, registry, made, "listed-shapes", "--evidence", str(made / "sweep" / "table.json"))[0] == 0
+    zoo = made / "zoo"
+    shutil.copytree(made / "listed-shapes", zoo / "models" / "listed-shapes")
+    sha = hubmod.file_sha256(zoo / "models" / "listed-shapes" / "model.safetensors")
+    entry = {"plugin": "classic", "dataset": "shapes", "folder": "models/listed-shapes", "sha256": sha}
+    trained_on = {"split": "val", "mIoU": 99.0, "aAcc": 99.5, "trained_on": ["train", "val"]}
+    (zoo / "manifest.toml").write_text(tomli_w.dumps({"format": 1, "models": {
+        "a-shapes": entry | {"metrics": trained_on | {"evidence_mIoU": 63.1, "evidence_std": 0.52, "evidence_seeds": 3}},
+        "b-shapes": entry | {"metrics": trained_on},
+        "c-shapes": entry | {"metrics": {"split": "val", "mIoU": 41.5, "aAcc": 80.0}},
+    }}))  # fmt: skip
+    monkeypatch.setenv(hubmod.ZOO_VAR, str(zoo))
+    assert main(["hub", "list"]) == 0
+    lines = {line.split()[0]: " ".join(line.split()) for line in capsys.readouterr().out.splitlines()[1:]}
+    assert " 63.10 ± 0.52 (recipe, train only) " in lines["a-shapes"]
+    assert " - (trained on val) " in lines["b-shapes"] and " 41.50 " in lines["c-shapes"]
