@@ -332,3 +332,12 @@ def test_dry_run_counts_equal_segcore_check(tmp_path, capsys, counted):
         assert f"{totals['macs'] / 1e9:.3f}" in cells
     # the published params beside the measured ones, with the relative difference
     assert lines["fcn16"][3] == "0.390" and lines["fcn16"][5] == "%"
+
+
+def test_out_dir_on_the_command_line_replaces_the_file_s(tmp_path, capsys, counted):
+    path = sweep_file(tmp_path, rows='[[row]]\nname = "only"\n', seeds="[3]")
+    elsewhere = tmp_path / "outside" / "study"
+    code, _, err = sweep(capsys, path, "-q", "--out-dir", str(elsewhere))
+    assert code == 0, err
+    assert counted == [(str(elsewhere / "only" / "seed3"), False)]
+    assert (elsewhere / "table.json").is_file() and not (tmp_path / "out").exists()

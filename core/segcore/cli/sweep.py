@@ -23,7 +23,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     )
 
     registry = _common.registry()
-    sweep = load_sweep(args.file, registry=registry)
+    sweep = load_sweep(args.file, registry=registry, out_dir=args.out_dir)
     rows = select_rows(sweep, args.rows)
     if args.table:
         paths = write_table(collect_table(sweep, registry), sweep.out_dir)
@@ -66,6 +66,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--rows", nargs="+", metavar="NAME", help="run these rows only (the table still lists every row)")
     p.add_argument("--nproc-per-node", type=_common.positive, default=1, metavar="N",
                    help="train each run with N processes through torchrun (segcore run on the run's resolved pipeline)")
+    p.add_argument("--out-dir", metavar="DIR", help="override [sweep] out_dir (e.g. a folder outside the work tree for "
+                   "a sweep that spans sessions; give it again with --resume and --table)")
     p.add_argument("--table", action="store_true", help="rebuild the table from the run folders without training")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress line")
     p.set_defaults(func=cmd_sweep)

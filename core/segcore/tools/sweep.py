@@ -299,9 +299,10 @@ def _read_rows(raw_rows: Any, problems: list[str]) -> list[Row]:
     return rows
 
 
-def load_sweep(path: str | Path, *, registry: Registry) -> Sweep:
-    """Read sweep file *path*, build and check every row x seed; one ConfigError with every problem found."""
-    path = Path(path)
+def load_sweep(path: str | Path, *, registry: Registry, out_dir: str | Path | None = None) -> Sweep:
+    """Read sweep file *path*, build and check every row x seed; one ConfigError with every problem found.
+    *out_dir* replaces the file's ``[sweep] out_dir`` (``segcore sweep --out-dir``)."""
+    path, override = Path(path), out_dir
     raw = _read_file(path)
     problems = [f"{p}" for p in _unknown(list(raw), SWEEP_KEYS)]
     section = raw.get("sweep", {})
@@ -327,6 +328,8 @@ def load_sweep(path: str | Path, *, registry: Registry) -> Sweep:
         problems.append(f"[sweep] input_size: must be [height, width] (whole numbers > 0), got {input_size!r}")
         input_size = None
     out_dir = section.get("out_dir", str(Path("runs") / "sweeps" / path.stem.removesuffix(".sweep")))
+    if override is not None:
+        out_dir = str(override)
     if not isinstance(out_dir, str) or not out_dir:
         problems.append(f"[sweep] out_dir: must be a folder path, got {out_dir!r}")
         out_dir = str(Path("runs") / "sweeps" / path.stem)
