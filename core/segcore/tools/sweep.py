@@ -831,7 +831,8 @@ def plot_table(table: dict[str, Any], path: Path) -> None:
     try:
         _bar_panel(axes[0][0], rows, "miou", "val mIoU (%)", published=True)
         if focus:
-            _bar_panel(axes[0][1], rows, "focus_miou", f"mean IoU of {', '.join(focus)} (%)", published=False)
+            _bar_panel(axes[0][1], rows, "focus_miou", "focus mIoU (%)", published=False)
+            axes[0][1].set_title(f"focus classes: {', '.join(focus)}", fontsize=9)
         fig.suptitle(f"{Path(table['sweep']).name}: mean ± std over seeds {table['seeds']}, dots: seeds, orange: base"
                      + (", x: published" if any("miou" in r.get("published", {}) for r in rows) else ""),
                      fontsize=9)  # fmt: skip
