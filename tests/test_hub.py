@@ -709,3 +709,29 @@ def test_a_fresh_clone_evaluates_and_predicts_with_the_shipped_camvid_models_off
         assert out.returncode == 0, out.stderr
         where, shape = out.stdout.strip().split(" ", 1)
         assert where == str(clone / "core" / "segcore" / "__init__.py") and shape == "(360, 480)"
+
+
+def test_the_hub_s_sweep_files_build_and_the_evidence_sweeps_are_their_recipes(registry):
+    """Every study and evidence sweep under hub/recipes/ builds and passes segcore check; an evidence sweep's runs are
+    its recipe but for what `segcore hub save --evidence` lets differ (the split, the seed, the folder)."""
+    import attrs
+
+    from segcore.tools.publish import EVIDENCE_MAY_DIFFER
+    from segcore.tools.sweep import load_sweep
+
+    files = sorted((REPO / "hub" / "recipes").rglob("*.sweep.toml"))
+    assert any(f.name.endswith(".evidence.sweep.toml") for f in files)
+    assert EVIDENCE_MAY_DIFFER == ("data.train_split", "train.seed", "run.out_dir")
+    for file in files:
+        sweep = load_sweep(file, registry=registry)
+        assert len(sweep.seeds) >= 3, file  # a recipe choice is decided by 3 seeds or more
+        if not file.name.endswith(".evidence.sweep.toml"):
+            continue
+        recipe = segcore.load_pipeline(file.with_name(file.name.replace(".evidence.sweep.toml", ".toml")), registry=registry)
+        assert "val" in recipe.data.train_split  # the shipped model trains on train + val
+        for run in sweep.runs:
+            assert run.cfg.data.train_split == "train", file
+            same = attrs.evolve(recipe, data=attrs.evolve(recipe.data, train_split="train"),
+                                train=attrs.evolve(recipe.train, seed=run.seed),
+                                run=attrs.evolve(recipe.run, out_dir=run.cfg.run.out_dir))  # fmt: skip
+            assert run.cfg == same, (file, run.label)
