@@ -700,7 +700,7 @@ def test_a_fresh_clone_evaluates_and_predicts_with_the_shipped_camvid_models_off
                              capture_output=True, text=True, timeout=3600)  # fmt: skip
         assert out.returncode == 0, out.stderr
         # the card's figure through the bf16 fast path; BN folding's arithmetic (torch's fuse_conv_bn_weights since
-        # 0.2) rounds a few bf16 weights differently, which moves hrnet_l-camvid from 53.00 to 53.01 (fp32 eager: 53.03)
+        # 0.2) rounds a few bf16 weights differently, which moved an earlier hrnet_l-camvid from 53.00 to 53.01
         miou = float(re.search(r"^mIoU (\d+\.\d+)", out.stdout, flags=re.M).group(1))
         assert abs(miou - entry.metrics["mIoU"]) <= 0.02, out.stdout
         code = (f"import segcore; from segcore.data import read_image; m = segcore.from_pretrained({name!r}); "
