@@ -164,3 +164,46 @@ def test_hub_list_gives_a_train_val_model_its_recipe_s_score(made, registry, cap
     lines = {line.split()[0]: " ".join(line.split()) for line in capsys.readouterr().out.splitlines()[1:]}
     assert " 63.10 ± 0.52 (recipe, train only) " in lines["a-shapes"]
     assert " - (trained on val) " in lines["b-shapes"] and " 41.50 " in lines["c-shapes"]
+
+
+def test_evidence_goes_on_a_shipped_folder_afterwards_from_a_record_without_weights(made, registry, capsys, monkeypatch,
+                                                                                    tmp_path):  # fmt: skip
+    """A model shipped before its recipe's seeds finished (its run folder gone): ``segcore hub evidence`` adds them to
+    config.json and the card, and compares the seeds with the folder's own pipeline.toml. The sweep's record may
+    have lost its weights and checkpoints (kept small in a repository): the runs still count as finished."""
+    import hashlib
+    import shutil
+
+    assert save(capsys, monkeypatch, registry, made, "later-shapes")[0] == 0
+    folder = tmp_path / "later-shapes"
+    shutil.copytree(made / "later-shapes", folder)
+    record = tmp_path / "record"
+    shutil.copytree(made / "sweep", record, ignore=shutil.ignore_patterns("*.safetensors", "checkpoints", "best"))
+    assert not list(record.rglob("*.safetensors"))
+    (record / "table.json").unlink()
+    assert main(["sweep", str(made / "evidence.sweep.toml"), "--table", "--out-dir", str(record), "-q"]) == 0
+    assert json.loads((record / "table.json").read_text())["rows"] == json.loads((made / "sweep" / "table.json").read_text())["rows"]
+    before = {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in folder.iterdir()}
+    capsys.readouterr()
+
+    assert main(["hub", "evidence", str(folder), str(record / "table.json")]) == 0
+    out = capsys.readouterr().out
+    after = {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in folder.iterdir()}
+    assert set(after) == set(before)
+    assert {k for k in after if after[k] != before[k]} == {"config.json", "README.md"}
+    config = json.loads((folder / "config.json").read_text())
+    row = json.loads((record / "table.json").read_text())["rows"][0]
+    ev = config["evidence"]
+    assert ev["seeds"] == [0, 1, 2] and ev["train_split"] == "train"
+    assert ev["miou"] == {k: row["miou"][k] for k in ("per_seed", "mean", "std")}
+    card = (folder / "README.md").read_text()
+    assert f"val mIoU {ev['miou']['mean']:.2f} ± {ev['miou']['std']:.2f}** (mean ± std over 3 seeds)" in card
+    assert f"evidence_mIoU = {ev['miou']['mean']:.2f}" in out and "the weights unchanged" in out
+
+    # the other row is another recipe: refused, the folder untouched
+    code = main(["hub", "evidence", str(folder), str(record / "table.json"), "--row", "train only, lr 0.04"])
+    assert code == 2 and "is not this run's recipe (train.lr: 0.04 there, 0.02 here)" in capsys.readouterr().err
+    assert {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in folder.iterdir()} == after
+    # a folder that is not a model folder
+    code = main(["hub", "evidence", str(record), str(record / "table.json")])
+    assert code == 2 and "not a model folder written by segcore hub save (no config.json" in capsys.readouterr().err

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import textwrap
 from pathlib import Path
@@ -160,6 +161,18 @@ def test_sweep_end_to_end_and_table_rebuild(tmp_path, capsys, counted):
     # with --resume every finished run is kept
     code, _, err = sweep(capsys, path, "-q", "--resume")
     assert code == 0 and len(counted) == 4 and "4 finished run(s) kept" in err
+    # a finished run stays finished without its weights and checkpoints (a small record of the sweep)
+    for folder in (root / "fcn16/seed0", root / "plus-wide/seed1"):
+        (folder / "model.safetensors").unlink()
+        shutil.rmtree(folder / "checkpoints")
+    code, _, err = sweep(capsys, path, "-q", "--resume")
+    assert code == 0 and len(counted) == 4 and "4 finished run(s) kept" in err
+    code, _, _ = sweep(capsys, path, "--table")
+    assert code == 0 and tables(root) == before
+    # ... but not one the sweep did not record as done (a run killed after its metrics.json, say)
+    (root / "fcn16/seed0/sweep_run.json").write_text(json.dumps({"status": "running"}))
+    code, _, err = sweep(capsys, path, "-q", "--resume")
+    assert code == 0 and len(counted) == 5 and counted[-1] == (str(root / "fcn16/seed0"), True)
 
 
 def test_ctrl_c_mid_run_then_resume(tmp_path, capsys, counted, monkeypatch):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["add_parser", "cmd_hub_cards", "cmd_hub_list", "cmd_hub_push", "cmd_hub_save"]
+__all__ = ["add_parser", "cmd_hub_cards", "cmd_hub_evidence", "cmd_hub_list", "cmd_hub_push", "cmd_hub_save"]
 
 import argparse
 import os
@@ -44,12 +44,27 @@ def cmd_hub_save(args: argparse.Namespace) -> int:
         print(f"{m['split']} mIoU {100 * m['mIoU']:.2f} ({config['weights']['dtype']} weights)"
               + (f"; float32 weights: {100 * m['float32_mIoU']:.2f}" if "float32_mIoU" in m else "")
               + (f"; trained on {' + '.join(m['trained_on'])}: not a held-out score" if "trained_on" in m else ""))  # fmt: skip
-    ev = config.get("evidence")
-    if ev:
-        print(f"evidence ({ev['what']}): {ev['split']} mIoU {ev['miou']['mean']:.2f} ± {ev['miou']['std']:.2f}")
+    _print_evidence(config)
     print(f"wrote {args.out}/ (model.safetensors, config.json, README.md). Manifest lines (segcore/hub/zoo.toml, or "
           "$SEGCORE_ZOO/manifest.toml):\n")
     print(manifest_lines(Path(args.out), config))
+    return 0
+
+
+def _print_evidence(config: dict) -> None:
+    ev = config.get("evidence")
+    if ev:
+        print(f"evidence ({ev['what']}): {ev['split']} mIoU {ev['miou']['mean']:.2f} ± {ev['miou']['std']:.2f}")
+
+
+def cmd_hub_evidence(args: argparse.Namespace) -> int:
+    from segcore.tools.publish import attach_evidence, manifest_lines
+
+    config = attach_evidence(args.folder, args.table, row=args.row)
+    _print_evidence(config)
+    print(f"wrote {args.folder}/config.json and README.md (the weights unchanged). Manifest lines (segcore/hub/zoo.toml, "
+          "or $SEGCORE_ZOO/manifest.toml):\n")
+    print(manifest_lines(Path(args.folder), config))
     return 0
 
 
@@ -102,6 +117,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--evidence-row", metavar="NAME", help="the sweep row that is the evidence (default: its base row)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_hub_save)
+    p = hsub.add_parser("evidence", help="put a recipe's train-only seeds (a segcore sweep table) on a model folder that "
+                        "segcore hub save wrote without them; the weights stay as they are")  # fmt: skip
+    p.add_argument("folder", help="the model folder (segcore hub save's output, e.g. hub/models/hrnet_l-camvid)")
+    p.add_argument("table", metavar="TABLE_JSON", help="the segcore sweep table.json whose runs are the folder's recipe "
+                   "(its pipeline.toml) trained on fewer splits, the seed folders beside it (their weights may be deleted)")
+    p.add_argument("--row", metavar="NAME", help="the sweep row that is the evidence (default: its base row)")
+    p.set_defaults(func=cmd_hub_evidence)
     _common.push_parser(hsub, "upload a model folder to the Hugging Face Hub (create_repo + upload_folder)", cmd_hub_push)
     p = hsub.add_parser("cards", help="rewrite hub/cards/<name>.md for the entries whose weights are not in the repository")
     p.set_defaults(func=cmd_hub_cards)

@@ -7,7 +7,7 @@ the hub (`segcore.hub.folder`).
 
 from __future__ import annotations
 
-__all__ = ["manifest_lines", "save_run"]
+__all__ = ["attach_evidence", "manifest_lines", "read_evidence", "save_run"]
 
 import datetime
 import json
@@ -27,10 +27,11 @@ from segcore.data.datasets import build_split, dataset_meta
 from segcore.engine.report import RunLog
 from segcore.engine.run import run_pipeline
 from segcore.errors import ConfigError, did_you_mean
-from segcore.hub.folder import CONFIG, WEIGHTS, _write_folder
+from segcore.hub.card import render_card
+from segcore.hub.folder import CARD, CONFIG, WEIGHTS, _write_folder
 from segcore.hub.manifest import NAME, zoo, zoo_dir
 from segcore.hub.sources import file_sha256, resolve_source
-from segcore.io import cpuinfo
+from segcore.io import atomic_dir, cpuinfo, write_text
 from segcore.model.build import build_model
 from segcore.model.weights import load_weights
 
@@ -222,6 +223,32 @@ def save_run(run_dir: str | Path, out: str | Path, *, name: str | None = None, d
     _write_folder(out, model, cfg.model, meta, registry, name=name, dtype=dtype, dataset=cfg.data.dataset.name,
                   input_size=cfg.run.input_size, files=files, before_card=card_info, what="segcore hub save")  # fmt: skip
     return json.loads((out / CONFIG).read_text())
+
+
+def attach_evidence(folder: str | Path, evidence: str | Path, *, row: str | None = None) -> dict[str, Any]:
+    """Put a recipe's evidence (`read_evidence`) on a model folder that `save_run` wrote without it
+    (``segcore hub evidence``): its config.json gains ``evidence`` and its card is written again; the weights and
+    every other file stay as they are. For a train + val model whose train-only seeds finish after it shipped (or
+    whose run folder is gone: the folder's own pipeline.toml is the recipe compared). Returns the new config.json."""
+    folder = Path(folder)
+    missing = [f for f in (CONFIG, WEIGHTS, "pipeline.toml") if not (folder / f).is_file()]
+    if missing:
+        raise ConfigError(f"{folder}: not a model folder written by segcore hub save (no {', '.join(missing)}); give the "
+                          "folder that segcore hub save wrote (e.g. hub/models/hrnet_l-camvid)")  # fmt: skip
+    try:
+        config = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ConfigError(f"{folder / CONFIG}: not readable JSON ({exc}); the model folder is damaged: write it "
+                          "again with segcore hub save") from None  # fmt: skip
+    if not isinstance(config, dict) or not isinstance(config.get("metrics"), dict):
+        raise ConfigError(f"{folder / CONFIG}: has no metrics: evidence goes on a folder that segcore hub save "
+                          "evaluated (not one that save_pretrained wrote)")  # fmt: skip
+    config["evidence"] = read_evidence(evidence, folder / "pipeline.toml", row=row)
+    files = sorted(f for f in (WEIGHTS, CONFIG, "pipeline.toml", "curves.png") if (folder / f).is_file())
+    with atomic_dir(folder) as tmp:  # config.json and the card change together; the rest is carried over
+        write_text(tmp / CONFIG, json.dumps(config, indent=1) + "\n")
+        write_text(tmp / CARD, render_card(config, files=files))
+    return config
 
 
 def manifest_lines(out: Path, config: Mapping[str, Any]) -> str:

@@ -461,7 +461,14 @@ def _read_json(path: Path) -> Any:
 
 
 def is_finished(folder: Path) -> bool:
-    return (folder / "metrics.json").is_file() and (folder / "model.safetensors").is_file()
+    """A run that ended: its final metrics.json, and its weights or the sweep's record that it is done. A finished
+    run's weights, checkpoints and best/ may be deleted to keep it small (a record in a repository, say): the table
+    only reads metrics.json, sweep_run.json and log.jsonl, and --resume keeps such a run."""
+    metrics = _read_json(folder / "metrics.json")
+    if not isinstance(metrics, dict) or "val" not in metrics:
+        return False
+    record = _read_json(folder / RUN_FILE)
+    return (folder / "model.safetensors").is_file() or (isinstance(record, dict) and record.get("status") == "done")
 
 
 def _has_runs(out_dir: Path) -> list[Path]:
@@ -639,9 +646,9 @@ def collect_table(sweep: Sweep, registry: Registry) -> dict[str, Any]:
     for row in sweep.rows:
         per_seed[row.name] = {}
         for spec in sweep.runs_of(row):
-            metrics = _read_json(spec.folder / "metrics.json")
-            if not is_finished(spec.folder) or not isinstance(metrics, dict) or "val" not in metrics:
+            if not is_finished(spec.folder):
                 continue
+            metrics = _read_json(spec.folder / "metrics.json")
             record = _read_json(spec.folder / RUN_FILE) or {}
             per_seed[row.name][spec.seed] = {"val": metrics["val"], "elapsed_s": _last_elapsed(spec.folder),
                                              "record": record}  # fmt: skip
