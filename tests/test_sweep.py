@@ -169,6 +169,15 @@ def test_sweep_end_to_end_and_table_rebuild(tmp_path, capsys, counted):
     assert code == 0 and len(counted) == 4 and "4 finished run(s) kept" in err
     code, _, _ = sweep(capsys, path, "--table")
     assert code == 0 and tables(root) == before
+    # a moved folder is the same sweep; a changed sweep file is refused for the runs it would change
+    shutil.copytree(root, tmp_path / "moved")
+    code, _, err = sweep(capsys, path, "-q", "--resume", "--out-dir", str(tmp_path / "moved"))
+    assert code == 0 and len(counted) == 4 and "4 finished run(s) kept" in err
+    path.write_text(path.read_text().replace('"model.decoder.channels" = 24', '"model.decoder.channels" = 20'))
+    code, _, err = sweep(capsys, path, "-q", "--resume", "--out-dir", str(tmp_path / "moved"))
+    assert code == 2 and len(counted) == 4 and "the sweep file changed since these runs finished" in err
+    assert "+wide seed 0" in err and "+wide seed 1" in err and "fcn16" not in err.split("finished:", 1)[1]
+    path.write_text(path.read_text().replace('"model.decoder.channels" = 20', '"model.decoder.channels" = 24'))
     # ... but not one the sweep did not record as done (a run killed after its metrics.json, say)
     (root / "fcn16/seed0/sweep_run.json").write_text(json.dumps({"status": "running"}))
     code, _, err = sweep(capsys, path, "-q", "--resume")

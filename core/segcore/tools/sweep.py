@@ -37,7 +37,7 @@ from __future__ import annotations
 
 __all__ = [
     "RunSpec", "Sweep", "SweepInterrupted", "SweepResult", "collect_table", "format_counts", "load_sweep",
-    "run_sweep", "write_table",
+    "is_finished", "run_sweep", "same_run", "write_table",
 ]  # fmt: skip
 
 import collections
@@ -471,6 +471,18 @@ def is_finished(folder: Path) -> bool:
     return (folder / "model.safetensors").is_file() or (isinstance(record, dict) and record.get("status") == "done")
 
 
+def same_run(written: str, wanted: str) -> bool:
+    """Whether a run folder's ``sweep_pipeline.toml`` (*written*) is the pipeline a row x seed resolves to now
+    (*wanted*), wherever the sweep folder is: a moved or copied folder (another ``--out-dir``) is the same run."""
+    try:
+        a, b = tomllib.loads(written), tomllib.loads(wanted)
+    except tomllib.TOMLDecodeError:
+        return False
+    for table in (a, b):
+        table.get("run", {}).pop("out_dir", None)
+    return a == b
+
+
 def _has_runs(out_dir: Path) -> list[Path]:
     if not out_dir.is_dir():
         return []
@@ -549,7 +561,7 @@ def run_sweep(sweep: Sweep, registry: Registry, *, rows: Sequence[Row] | None = 
     for spec in todo:
         if is_finished(spec.folder):
             written = spec.folder / PIPELINE_FILE
-            if written.is_file() and written.read_text(encoding="utf-8") != dump_pipeline(spec.cfg):
+            if written.is_file() and not same_run(written.read_text(encoding="utf-8"), dump_pipeline(spec.cfg)):
                 stale.append(f"{spec.label}: {spec.folder} was trained with another pipeline ({written} differs from "
                              "this row's now); move the folder away to train the row again, or restore the row")  # fmt: skip
             skipped.append(spec)
