@@ -178,11 +178,21 @@ def test_evidence_goes_on_a_shipped_folder_afterwards_from_a_record_without_weig
     folder = tmp_path / "later-shapes"
     shutil.copytree(made / "later-shapes", folder)
     record = tmp_path / "record"
-    shutil.copytree(made / "sweep", record, ignore=shutil.ignore_patterns("*.safetensors", "checkpoints", "best"))
-    assert not list(record.rglob("*.safetensors"))
-    (record / "table.json").unlink()
-    assert main(["sweep", str(made / "evidence.sweep.toml"), "--table", "--out-dir", str(record), "-q"]) == 0
+    sweep_file = str(made / "evidence.sweep.toml")
+    assert main(["sweep", sweep_file, "--record", str(made / "sweep")]) == 2
+    assert "that is the sweep's own folder" in capsys.readouterr().err
+    assert main(["sweep", sweep_file, "--record", str(record)]) == 0
+    assert "recorded 6 finished run(s)" in capsys.readouterr().out
+    assert not list(record.rglob("*.safetensors")) and not list(record.rglob("checkpoints"))
+    assert sorted(p.name for p in (record / "train-only" / "seed1").iterdir()) == sorted(
+        p.name for p in (made / "sweep" / "train-only" / "seed1").iterdir()
+        if p.name not in ("model.safetensors", "checkpoints", "best", "plots"))  # fmt: skip
     assert json.loads((record / "table.json").read_text())["rows"] == json.loads((made / "sweep" / "table.json").read_text())["rows"]
+    (record / "table.json").unlink()  # the record is a sweep folder: its table comes back from it alone
+    assert main(["sweep", sweep_file, "--table", "--out-dir", str(record), "-q"]) == 0
+    assert json.loads((record / "table.json").read_text())["rows"] == json.loads((made / "sweep" / "table.json").read_text())["rows"]
+    assert main(["sweep", sweep_file, "--resume", "--out-dir", str(record), "-q"]) == 0
+    assert "6 finished run(s) kept, 0 to run" in capsys.readouterr().err
     before = {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in folder.iterdir()}
     capsys.readouterr()
 

@@ -363,3 +363,10 @@ def test_out_dir_on_the_command_line_replaces_the_file_s(tmp_path, capsys, count
     assert code == 0, err
     assert counted == [(str(elsewhere / "only" / "seed3"), False)]
     assert (elsewhere / "table.json").is_file() and not (tmp_path / "out").exists()
+
+
+def test_a_record_of_a_sweep_with_no_finished_run_is_refused(tmp_path, capsys, counted):
+    path = sweep_file(tmp_path)
+    code, _, err = sweep(capsys, path, "--record", str(tmp_path / "record"))
+    assert code == 2 and "holds no finished run yet; nothing to record" in err
+    assert not (tmp_path / "record").exists() and not counted

@@ -19,6 +19,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         load_sweep,
         run_sweep,
         select_rows,  # fmt: skip
+        write_record,
         write_table,
     )
 
@@ -29,6 +30,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         paths = write_table(collect_table(sweep, registry), sweep.out_dir)
         print(paths[0].read_text(encoding="utf-8"))
         print(f"wrote {', '.join(p.name for p in paths)} to {sweep.out_dir}/ (from the run folders; nothing trained)")
+        return 0
+    if args.record:
+        copied, paths = write_record(sweep, registry, args.record)
+        print(paths[0].read_text(encoding="utf-8"))
+        print(f"recorded {len(copied)} finished run(s) ({', '.join(copied)}) in {args.record}/ without their weights, "
+              f"checkpoints and plots, and wrote {', '.join(p.name for p in paths)} there; nothing trained")  # fmt: skip
         return 0
     print(format_counts(sweep, rows))
     if args.dry_run:
@@ -69,6 +76,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--out-dir", metavar="DIR", help="override [sweep] out_dir (e.g. a folder outside the work tree for "
                    "a sweep that spans sessions; give it again with --resume and --table)")
     p.add_argument("--table", action="store_true", help="rebuild the table from the run folders without training")
+    p.add_argument("--record", metavar="DIR", help="copy the finished runs to DIR without their weights, checkpoints "
+                   "and plots, with the table: a small record to keep (e.g. in a repository) that --table, --resume "
+                   "--out-dir DIR and segcore hub evidence read; trains nothing")  # fmt: skip
     p.add_argument("-q", "--quiet", action="store_true", help="no progress line")
     p.set_defaults(func=cmd_sweep)
     return p

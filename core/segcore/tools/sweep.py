@@ -37,7 +37,7 @@ from __future__ import annotations
 
 __all__ = [
     "RunSpec", "Sweep", "SweepInterrupted", "SweepResult", "collect_table", "format_counts", "load_sweep",
-    "is_finished", "run_sweep", "same_run", "write_table",
+    "is_finished", "run_sweep", "same_run", "write_record", "write_table",
 ]  # fmt: skip
 
 import collections
@@ -46,6 +46,7 @@ import io
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -63,7 +64,7 @@ from segcore.config import dump_pipeline, resolve_bases, structure_pipeline
 from segcore.config.schema import PipelineConfig
 from segcore.contracts.registry import Registry
 from segcore.errors import ConfigError, SegcoreError, did_you_mean
-from segcore.io import write_text
+from segcore.io import atomic_dir, write_text
 from segcore.model.check import check_pipeline, totals
 from segcore.model.counting import Count, get_convention
 
@@ -871,3 +872,32 @@ def write_table(table: dict[str, Any], out_dir: Path) -> list[Path]:
     write_text(paths[2], json.dumps(table, indent=1, allow_nan=False, default=str) + "\n")
     plot_table(table, paths[3])
     return paths
+
+
+# what a record of a sweep leaves out of each finished run: the weights, the checkpoints, the per-run plots
+RECORD_LEAVES = ("*.safetensors", "checkpoints", "best", "plots")
+
+
+def write_record(sweep: Sweep, registry: Registry, dest: str | Path) -> tuple[list[str], list[Path]]:
+    """Copy the sweep's finished runs to *dest* without `RECORD_LEAVES` (a small record to keep, in a repository say)
+    and write the table there; returns the runs copied and the table's files. The record is a sweep folder of its
+    own: ``--table`` and ``--resume --out-dir`` work on it (its runs stay finished, `is_finished`), and
+    ``segcore hub evidence`` reads it. Each run folder is replaced whole (`segcore.io.atomic_dir`)."""
+    dest = Path(dest)
+    if dest.resolve() == sweep.out_dir.resolve():
+        raise ConfigError(f"--record {dest}: that is the sweep's own folder; give another (e.g. hub/evidence/<name>)")
+    runs, copied = [], []
+    for spec in sweep.runs:
+        folder = dest / spec.folder.relative_to(sweep.out_dir)
+        runs.append(attrs.evolve(spec, folder=folder, cfg=attrs.evolve(spec.cfg, run=attrs.evolve(spec.cfg.run,
+                                                                                              out_dir=str(folder)))))
+        if is_finished(spec.folder):
+            with atomic_dir(folder, drop=RECORD_LEAVES) as tmp:
+                shutil.copytree(spec.folder, tmp, ignore=shutil.ignore_patterns(*RECORD_LEAVES), dirs_exist_ok=True)
+            copied.append(spec.label)
+    if not copied:
+        raise ConfigError(f"--record: {sweep.out_dir} holds no finished run yet; nothing to record (segcore sweep "
+                          f"{sweep.path} --resume trains them)")  # fmt: skip
+    record = attrs.evolve(sweep, out_dir=dest, runs=tuple(runs))
+    return copied, write_table(collect_table(record, registry), dest)
+
