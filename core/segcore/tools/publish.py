@@ -102,13 +102,14 @@ def _splits(split: Any) -> list[str]:
     return [split] if isinstance(split, str) else list(split)
 
 
-def read_evidence(table_json: str | Path, run_pipeline_toml: Path, *, row: str | None = None) -> dict[str, Any]:
+def read_evidence(table_json: str | Path, run_pipeline_toml: Path, *, row: str | None = None,
+                  option: str = "--evidence") -> dict[str, Any]:  # fmt: skip
     """The evidence for a run's recipe from a ``segcore sweep`` table: *row* (default: the base row) of
     *table_json*, whose runs must be the run's own pipeline but for `EVIDENCE_MAY_DIFFER` (each run's
     ``sweep_pipeline.toml`` is compared with *run_pipeline_toml*). Returns what the card states: the val mIoU per
     seed, its mean and std, the per-class IoU mean and std, the split the evidence trained on, the CPU-hours."""
     path = Path(table_json)
-    where = f"--evidence {path}"
+    where = f"{option} {path}".strip()  # how the user named the table, for the messages
     try:
         table = json.loads(path.read_text(encoding="utf-8"))
         rows = {r["name"]: r for r in table["rows"]}
@@ -243,7 +244,7 @@ def attach_evidence(folder: str | Path, evidence: str | Path, *, row: str | None
     if not isinstance(config, dict) or not isinstance(config.get("metrics"), dict):
         raise ConfigError(f"{folder / CONFIG}: has no metrics: evidence goes on a folder that segcore hub save "
                           "evaluated (not one that save_pretrained wrote)")  # fmt: skip
-    config["evidence"] = read_evidence(evidence, folder / "pipeline.toml", row=row)
+    config["evidence"] = read_evidence(evidence, folder / "pipeline.toml", row=row, option="")
     files = sorted(f for f in (WEIGHTS, CONFIG, "pipeline.toml", "curves.png") if (folder / f).is_file())
     with atomic_dir(folder) as tmp:  # config.json and the card change together; the rest is carried over
         write_text(tmp / CONFIG, json.dumps(config, indent=1) + "\n")
