@@ -64,7 +64,7 @@ from segcore.config import dump_pipeline, resolve_bases, structure_pipeline
 from segcore.config.schema import PipelineConfig
 from segcore.contracts.registry import Registry
 from segcore.errors import ConfigError, SegcoreError, did_you_mean
-from segcore.io import atomic_dir, write_text
+from segcore.io import LOCK, atomic_dir, write_text
 from segcore.model.check import check_pipeline, totals
 from segcore.model.counting import Count, get_convention
 
@@ -874,8 +874,8 @@ def write_table(table: dict[str, Any], out_dir: Path) -> list[Path]:
     return paths
 
 
-# what a record of a sweep leaves out of each finished run: the weights, the checkpoints, the per-run plots
-RECORD_LEAVES = ("*.safetensors", "checkpoints", "best", "plots")
+# what a record of a sweep leaves out of each finished run: the weights, the checkpoints, the per-run plots, the lock
+RECORD_LEAVES = ("*.safetensors", "checkpoints", "best", "plots", LOCK)
 
 
 def write_record(sweep: Sweep, registry: Registry, dest: str | Path) -> tuple[list[str], list[Path]]:
