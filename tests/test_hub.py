@@ -735,3 +735,35 @@ def test_the_hub_s_sweep_files_build_and_the_evidence_sweeps_are_their_recipes(r
                                 train=attrs.evolve(recipe.train, seed=run.seed),
                                 run=attrs.evolve(recipe.run, out_dir=run.cfg.run.out_dir))  # fmt: skip
             assert run.cfg == same, (file, run.label)
+
+
+def test_the_hub_s_evidence_records_are_their_sweeps_and_agree_with_the_cards(registry):
+    """hub/evidence/<name>/ is the record of hub/recipes/<name>.evidence.sweep.toml, kept without weights: every
+    finished seed trained what the sweep resolves to for it, the record's table is the one its runs give, and a
+    shipped model whose card states evidence states what the record gives (`segcore hub evidence`)."""
+    import tomllib
+
+    from segcore.config import dump_pipeline
+    from segcore.tools.publish import read_evidence
+    from segcore.tools.sweep import collect_table, is_finished, load_sweep, same_run
+
+    records = sorted(p for p in (REPO / "hub" / "evidence").iterdir() if p.is_dir())
+    assert records
+    for record in records:
+        sweep = load_sweep(REPO / "hub" / "recipes" / f"{record.name}.evidence.sweep.toml", registry=registry,
+                           out_dir=record)  # fmt: skip
+        finished = [spec for spec in sweep.runs if is_finished(spec.folder)]
+        assert finished, record
+        for spec in finished:
+            written = (spec.folder / "sweep_pipeline.toml").read_text()
+            assert same_run(written, dump_pipeline(spec.cfg)), spec.label
+            assert tomllib.loads(written)["train"]["seed"] == spec.seed
+            assert not any(spec.folder.rglob("*.safetensors")), f"{spec.folder}: a record keeps no weights"
+            log = [json.loads(line) for line in (spec.folder / "log.jsonl").read_text().splitlines()]
+            assert max(r["step"] for r in log if r["kind"] == "train") == spec.cfg.train.iters
+        table = json.loads((record / "table.json").read_text())
+        assert table["rows"] == collect_table(sweep, registry)["rows"], f"{record}: segcore sweep FILE --table --out-dir"
+        config = json.loads((REPO / "hub" / "models" / record.name / "config.json").read_text())
+        if "evidence" in config:
+            assert config["evidence"] == read_evidence(record / "table.json", REPO / "hub" / "models" / record.name
+                                                       / "pipeline.toml")  # fmt: skip
