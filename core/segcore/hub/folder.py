@@ -426,6 +426,12 @@ def _json(value: Any) -> Any:
     return value
 
 
+def _write_config_and_card(folder: Path, config: Mapping[str, Any], *, files: Sequence[str]) -> None:
+    """A model folder's config.json and its card (README.md) from it; *files* are the folder's files the card lists."""
+    write_text(folder / CONFIG, json.dumps(config, indent=1) + "\n")
+    write_text(folder / CARD, render_card(config, files=files))
+
+
 def _write_folder(folder: Path, model: nn.Module, cfg: ModelConfig, meta: DatasetMeta, registry: Registry, *,
                   name: str, dtype: str, dataset: str | None, input_size: Sequence[int] | None,
                   extra: Mapping[str, Any] | None = None, files: Mapping[str, Path] | None = None,
@@ -445,8 +451,7 @@ def _write_folder(folder: Path, model: nn.Module, cfg: ModelConfig, meta: Datase
         if before_card is not None:  # evaluate the stored weights before the card states their metrics
             extra = {**(extra or {}), **before_card(tmp)}
         config.update(_json(dict(extra or {})))
-        write_text(tmp / CONFIG, json.dumps(config, indent=1) + "\n")
-        write_text(tmp / CARD, render_card(config, files=sorted({WEIGHTS, CONFIG, *(files or {})})))
+        _write_config_and_card(tmp, config, files=sorted({WEIGHTS, CONFIG, *(files or {})}))
     record(folder, names)
     return folder
 

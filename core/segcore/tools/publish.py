@@ -27,11 +27,10 @@ from segcore.data.datasets import build_split, dataset_meta
 from segcore.engine.report import RunLog
 from segcore.engine.run import run_pipeline
 from segcore.errors import ConfigError, did_you_mean
-from segcore.hub.card import render_card
-from segcore.hub.folder import CARD, CONFIG, WEIGHTS, _write_folder
+from segcore.hub.folder import _FOLDER_FILES, CARD, CONFIG, WEIGHTS, _read_config, _write_config_and_card, _write_folder
 from segcore.hub.manifest import NAME, zoo, zoo_dir
 from segcore.hub.sources import file_sha256, resolve_source
-from segcore.io import atomic_dir, cpuinfo, write_text
+from segcore.io import atomic_dir, cpuinfo
 from segcore.model.build import build_model
 from segcore.model.weights import load_weights
 
@@ -236,19 +235,14 @@ def attach_evidence(folder: str | Path, evidence: str | Path, *, row: str | None
     if missing:
         raise ConfigError(f"{folder}: not a model folder written by segcore hub save (no {', '.join(missing)}); give the "
                           "folder that segcore hub save wrote (e.g. hub/models/hrnet_l-camvid)")  # fmt: skip
-    try:
-        config = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ConfigError(f"{folder / CONFIG}: not readable JSON ({exc}); the model folder is damaged: write it "
-                          "again with segcore hub save") from None  # fmt: skip
-    if not isinstance(config, dict) or not isinstance(config.get("metrics"), dict):
+    config = _read_config(folder / CONFIG, "segcore hub evidence")
+    if not isinstance(config.get("metrics"), dict):
         raise ConfigError(f"{folder / CONFIG}: has no metrics: evidence goes on a folder that segcore hub save "
                           "evaluated (not one that save_pretrained wrote)")  # fmt: skip
     config["evidence"] = read_evidence(evidence, folder / "pipeline.toml", row=row, option="")
-    files = sorted(f for f in (WEIGHTS, CONFIG, "pipeline.toml", "curves.png") if (folder / f).is_file())
+    files = sorted(f for f in _FOLDER_FILES if f != CARD and (folder / f).is_file())
     with atomic_dir(folder) as tmp:  # config.json and the card change together; the rest is carried over
-        write_text(tmp / CONFIG, json.dumps(config, indent=1) + "\n")
-        write_text(tmp / CARD, render_card(config, files=files))
+        _write_config_and_card(tmp, config, files=files)
     return config
 
 
