@@ -518,6 +518,31 @@ def test_training_on_train_and_val_runs_and_the_card_says_so(registry, tmp_path,
     assert _splits(["train", "val"]) == "train + val splits" and _splits("train") == "train split"
 
 
+def test_fast_resize_trains_the_bicubic_places_as_matrix_products(registry, tmp_path, monkeypatch):
+    """train.fast_resize = true: every bicubic upsampling place is computed by MatmulResize in training, forward and
+    backward, and the run follows the one with PyTorch's bicubic kernel to float tolerance. The tiny model's logits
+    are resized bicubic here, as HRNet_L's are."""
+    import segcore.engine.trainer as trainer_module
+    from segcore.contracts.stages import Resize
+    from segcore.inference.resize import MatmulResize
+
+    def bicubic_model(*args, **kwargs):
+        model = build_model(*args, **kwargs)
+        model.final_upsample.resize = Resize("bicubic", align_corners=True)
+        return model
+
+    build_model = trainer_module.build_model
+    monkeypatch.setattr(trainer_module, "build_model", bicubic_model)
+    runs = {}
+    for fast in (False, True):
+        raw = tiny(tmp_path / str(fast), train={"iters": 4, "fast_resize": fast, "seed": 3})
+        trainer, _ = fit(registry, raw)
+        assert isinstance(trainer.model.final_upsample.resize, MatmulResize) == fast
+        runs[fast] = [r["loss"] for r in trainer.log.read() if r["kind"] == "train"]
+    assert len(runs[True]) == 4 and runs[True] == pytest.approx(runs[False], rel=1e-4)
+    assert runs[True][-1] != runs[True][0]  # it trained
+
+
 @pytest.mark.slow
 def test_a_compiled_training_run_follows_the_eager_one(registry, tmp_path):
     """train.compile = true: the same losses as eager to float tolerance (inductor reorders reductions), the saved

@@ -131,6 +131,18 @@ def test_matmul_resize_equals_pytorch_bicubic(align_corners, sizes):
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=5e-5)  # PyTorch computes the source positions in fp32
 
 
+@pytest.mark.parametrize("align_corners", [True, False])
+def test_matmul_resize_backward_equals_pytorch_bicubic_backward(align_corners):
+    """train.fast_resize trains through MatmulResize: its gradient is PyTorch's bicubic one to float rounding."""
+    x = torch.randn(2, 6, 23, 30, dtype=torch.float64)
+    grad = torch.randn(2, 6, 90, 121, dtype=torch.float64)
+    ref_x = x.clone().requires_grad_()
+    F.interpolate(ref_x, size=(90, 121), mode="bicubic", align_corners=align_corners).backward(grad)
+    fast_x = x.float().contiguous(memory_format=torch.channels_last).requires_grad_()
+    MatmulResize(align_corners, block=8)(fast_x, (90, 121)).backward(grad.float())
+    torch.testing.assert_close(fast_x.grad.double(), ref_x.grad, rtol=1e-4, atol=1e-4)
+
+
 def test_cubic_matrix_rows_are_the_cubic_weights():
     # 2 -> 3 samples, align_corners: output 1 sits at input 0.5, t = 0.5, weights (A = -0.75)
     # w(-1) = w(2) = A(1.5^3) - 5A(1.5^2) + 8A(1.5) - 4A = -0.09375, w(0) = w(1) = 0.59375; taps -1 and 2 clamp to 0, 1

@@ -37,6 +37,7 @@ from segcore.engine.inference import pad_collate
 from segcore.engine.optim import LRSchedule, build_optimizer, param_groups
 from segcore.engine.rundir import RunFolder
 from segcore.engine.workarounds import training_workarounds  # PyTorch kernel bugs
+from segcore.inference.resize import fast_resizes
 from segcore.errors import ConfigError, DamagedFileError, SegcoreError
 from segcore.io import write_text
 from segcore.hub.sources import resolve_source
@@ -183,6 +184,8 @@ class Trainer:
         memory_format = torch.channels_last if t.channels_last else torch.preserve_format
         model = model.to(device, memory_format=memory_format)
         training_workarounds(model, device=device, bf16=t.amp == "bf16", channels_last=t.channels_last)
+        if t.fast_resize:
+            fast_resizes(model)
         criterion = Criterion(cfg.loss, cfg.model.aux, registry, num_classes=num_classes,
                               ignore_index=meta.ignore_index)  # fmt: skip
         _iters_per_epoch(cfg, len(train_set), dist.world)  # before anything is written

@@ -34,10 +34,14 @@ from segcore.tools.bench import _forward_flops, _table, measure_peaks
 # name -> the [train] keys it sets over the pipeline's ("bf16": bf16 autocast + channels_last); the first is the
 # "before" every speed-up is taken against
 TRAINER_VARIANTS: dict[str, dict[str, Any]] = {
-    "fp32": {"amp": "none", "channels_last": False, "optimizer_impl": "loop", "compile": False},
-    "bf16": {"amp": "bf16", "channels_last": True, "optimizer_impl": "loop", "compile": False},
-    "bf16+fused": {"amp": "bf16", "channels_last": True, "optimizer_impl": "fused", "compile": False},
-    "bf16+fused+compile": {"amp": "bf16", "channels_last": True, "optimizer_impl": "fused", "compile": True},
+    "fp32": {"amp": "none", "channels_last": False, "optimizer_impl": "loop", "compile": False, "fast_resize": False},
+    "bf16": {"amp": "bf16", "channels_last": True, "optimizer_impl": "loop", "compile": False, "fast_resize": False},
+    "bf16+fused": {"amp": "bf16", "channels_last": True, "optimizer_impl": "fused", "compile": False,
+                   "fast_resize": False},
+    "bf16+fused+resize": {"amp": "bf16", "channels_last": True, "optimizer_impl": "fused", "compile": False,
+                          "fast_resize": True},
+    "bf16+fused+compile": {"amp": "bf16", "channels_last": True, "optimizer_impl": "fused", "compile": True,
+                           "fast_resize": False},
 }  # fmt: skip
 
 
