@@ -277,6 +277,37 @@ def test_keeps_the_last_k_checkpoints_and_the_best(registry, tmp_path):
     assert sorted(p.name for p in (tmp_path / "run").glob(".*")) == [".segcore-written.json", ".segcore.lock"]
 
 
+def test_a_run_from_before_a_key_was_added_resumes_with_the_key_at_its_default(registry, tmp_path):
+    """A run started before segcore gained a key (its run.json has no train.fast_resize) is the same run when the key
+    is at its default: it resumes. With the key set otherwise, or a key today's schema does not know, it is another
+    run; the sweep's check of a finished run (same_run) says the same."""
+    from segcore.config import dump_pipeline
+    from segcore.tools.sweep import same_run
+
+    raw = tiny(tmp_path, train={"iters": 2})
+    fit(registry, raw)
+    marker = tmp_path / "run" / "run.json"
+    record = json.loads(marker.read_text())
+    assert record["identity"]["train"].pop("fast_resize") is False  # what segcore wrote before the key existed
+    marker.write_text(json.dumps(record))
+    written = (tmp_path / "run" / "pipeline.toml").read_text().replace("fast_resize = false\n", "")
+    assert "fast_resize" not in written
+    assert same_run(written, dump_pipeline(structure_pipeline(raw, registry=registry)), registry=registry)
+    assert not same_run(written, dump_pipeline(structure_pipeline(raw, registry=registry)))  # without the schema
+    changed = tiny(tmp_path, train={"iters": 2, "fast_resize": True})
+    assert not same_run(written, dump_pipeline(structure_pipeline(changed, registry=registry)), registry=registry)
+    with pytest.raises(ConfigError, match="holds a different run"):
+        fit(registry, changed, resume=True)
+    unknown = {**record, "identity": {**record["identity"], "train": {**record["identity"]["train"], "gone_key": 1}}}
+    marker.write_text(json.dumps(unknown))
+    with pytest.raises(ConfigError, match="holds a different run"):
+        fit(registry, raw, resume=True)
+    marker.write_text(json.dumps(record))
+    trainer, _ = fit(registry, raw, resume=True)
+    assert [r["step"] for r in trainer.log.read() if r["kind"] == "train"][-1] == 2
+    assert "fast_resize" in json.loads(marker.read_text())["identity"]["train"]  # recorded as today's
+
+
 def test_tensorboard_switch(registry, tmp_path):
     raw = tiny(tmp_path, train={"iters": 1, "tensorboard": True})
     try:

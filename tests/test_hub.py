@@ -756,7 +756,7 @@ def test_the_hub_s_evidence_records_are_their_sweeps_and_agree_with_the_cards(re
         assert finished, record
         for spec in finished:
             written = (spec.folder / "sweep_pipeline.toml").read_text()
-            assert same_run(written, dump_pipeline(spec.cfg)), spec.label
+            assert same_run(written, dump_pipeline(spec.cfg), registry=registry), spec.label
             assert tomllib.loads(written)["train"]["seed"] == spec.seed
             assert not any(spec.folder.rglob("*.safetensors")), f"{spec.folder}: a record keeps no weights"
             log = [json.loads(line) for line in (spec.folder / "log.jsonl").read_text().splitlines()]

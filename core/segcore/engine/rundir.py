@@ -10,14 +10,15 @@ process holds the folder's lock (`segcore.io.lock_folder`) from `RunFolder.prepa
 
 from __future__ import annotations
 
-__all__ = ["OURS", "RUN_FILES", "RunFolder", "check_flags", "run_identity"]
+__all__ = ["OURS", "RUN_FILES", "RunFolder", "check_flags", "run_identity", "same_identity"]
 
 import contextlib
 import json
 from pathlib import Path
 from typing import Any
 
-from segcore.config import PipelineConfig, dump_pipeline, unstructure
+from segcore.config import PipelineConfig, dump_pipeline, structure_pipeline, unstructure
+from segcore.contracts.registry import Registry
 from segcore.engine.checkpoint import PREFIX, checkpoint_path, latest_checkpoint, list_checkpoints
 from segcore.errors import ConfigError, DamagedFileError
 from segcore.io import FolderLock, claim, lock_folder, record, remove_stale_temps, remove_written, write_text
@@ -63,6 +64,21 @@ def run_identity(cfg: PipelineConfig) -> dict[str, Any]:
     for key in _COSMETIC_TRAIN_KEYS:
         raw.get("train", {}).pop(key, None)
     return json.loads(json.dumps(raw))
+
+
+def same_identity(recorded: Any, mine: dict[str, Any], *, registry: Registry | None = None) -> bool:
+    """Whether a folder's recorded identity is this run's (*mine*, `run_identity`). With *registry*, *recorded* is
+    structured by today's schema first: a key segcore gained since (``train.fast_resize``) counts at its default,
+    while one it lost, renamed or now rejects makes it another run."""
+    if recorded == mine:
+        return True
+    if registry is None or not isinstance(recorded, dict):
+        return False
+    try:
+        today = structure_pipeline(recorded, registry=registry)
+    except ConfigError:
+        return False
+    return run_identity(today) == mine
 
 
 def _tidy(folder: Path) -> None:
@@ -158,11 +174,14 @@ class RunFolder:
             if inside is not None:
                 _tidy(self.path / name)
 
-    def prepare(self, cfg: PipelineConfig, *, resume: bool, overwrite: bool) -> RunFolder:
+    def prepare(self, cfg: PipelineConfig, *, resume: bool, overwrite: bool,
+                registry: Registry | None = None) -> RunFolder:  # fmt: skip
         """Refuse to mix two runs in one folder: resuming needs the same pipeline, a new run an empty folder (or
         ``--overwrite``, never with ``--resume``). Only a folder with segcore's ``run.json`` is a run folder: segcore
         never deletes or overwrites files it did not write, ``--overwrite`` or not, nor anything behind a link. Locks
-        the folder (a second process is refused, naming this one), then writes ``run.json`` and ``pipeline.toml``."""
+        the folder (a second process is refused, naming this one), then writes ``run.json`` and ``pipeline.toml``.
+        With *registry*, a recorded identity is validated again by today's schema before it is compared, so that a
+        run started before segcore gained a key resumes with that key at its default (`same_identity`)."""
         check_flags(resume=resume, overwrite=overwrite)
         out = self.path
         if out.exists() and not out.is_dir():
@@ -182,7 +201,7 @@ class RunFolder:
             claim(out, ("run.json", *RUN_FILES), what="segcore run", ours=("run.json", *RUN_FILES),
                   hint="choose another run.out_dir (or --out-dir).")  # fmt: skip
             if not overwrite:
-                if self.read_marker() != mine:
+                if not same_identity(self.read_marker(), mine, registry=registry):
                     raise ConfigError(
                         f"{out} holds a different run (its run.json differs from this pipeline). Choose another "
                         "run.out_dir (or --out-dir), or pass --overwrite to delete it and start this one."

@@ -193,7 +193,7 @@ class Trainer:
 
         run = RunFolder(cfg.run.out_dir)
         if dist.main:
-            run.prepare(cfg, resume=resume, overwrite=overwrite)
+            run.prepare(cfg, resume=resume, overwrite=overwrite, registry=registry)
         trainer = cls(cfg, model=model, criterion=criterion, train_set=train_set, val_set=val_set, run=run,
                       device=device, dist=dist, progress=progress)  # fmt: skip
         if resume:

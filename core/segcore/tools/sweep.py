@@ -472,13 +472,21 @@ def is_finished(folder: Path) -> bool:
     return (folder / "model.safetensors").is_file() or (isinstance(record, dict) and record.get("status") == "done")
 
 
-def same_run(written: str, wanted: str) -> bool:
+def same_run(written: str, wanted: str, *, registry: Registry | None = None) -> bool:
     """Whether a run folder's ``sweep_pipeline.toml`` (*written*) is the pipeline a row x seed resolves to now
-    (*wanted*), wherever the sweep folder is: a moved or copied folder (another ``--out-dir``) is the same run."""
+    (*wanted*), wherever the sweep folder is: a moved or copied folder (another ``--out-dir``) is the same run.
+    With *registry*, *written* is validated again by today's schema first, so that a key added to segcore since the
+    run was trained counts at its default (a run that predates ``train.fast_resize`` trained without it); a key
+    that was removed or renamed makes it another run."""
     try:
         a, b = tomllib.loads(written), tomllib.loads(wanted)
     except tomllib.TOMLDecodeError:
         return False
+    if registry is not None:
+        try:
+            a = tomllib.loads(dump_pipeline(structure_pipeline(a, registry=registry)))
+        except ConfigError:
+            return False
     for table in (a, b):
         table.get("run", {}).pop("out_dir", None)
     return a == b
@@ -562,7 +570,8 @@ def run_sweep(sweep: Sweep, registry: Registry, *, rows: Sequence[Row] | None = 
     for spec in todo:
         if is_finished(spec.folder):
             written = spec.folder / PIPELINE_FILE
-            if written.is_file() and not same_run(written.read_text(encoding="utf-8"), dump_pipeline(spec.cfg)):
+            if written.is_file() and not same_run(written.read_text(encoding="utf-8"), dump_pipeline(spec.cfg),
+                                                   registry=registry):
                 stale.append(f"{spec.label}: {spec.folder} was trained with another pipeline ({written} differs from "
                              "this row's now); move the folder away to train the row again, or restore the row")  # fmt: skip
             skipped.append(spec)
