@@ -396,6 +396,22 @@ def test_schedules(train, checks):
         assert sched.factor(step) == pytest.approx(factor, abs=1e-9)
 
 
+def test_ema_warmup_keeps_a_short_run_s_average_off_its_untrained_weights(registry, tmp_path):
+    """ema_decay 0.999 over 8 steps: without the warm-up the average is still mostly the initial weights (0.999 ** 8
+    = 0.99 of them); with train.ema_warmup the decay ramps up from 0 and the average sits nearer the trained ones."""
+    def distance(a: dict, b: dict) -> float:
+        return sum((a[k].float() - b[k].float()).norm().item() for k in a if k.endswith("weight"))
+
+    for warmup in (False, True):
+        raw = tiny(tmp_path / str(warmup), train={"iters": 8, "lr": 0.01, "ema_decay": 0.999, "ema_warmup": warmup})
+        trainer = Trainer.from_config(structure_pipeline(raw, registry=registry), registry, progress=False)
+        first = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+        trainer.fit()
+        ema, last = trainer.ema.module.state_dict(), trainer.model.state_dict()
+        to_first, to_last = distance(ema, first), distance(ema, last)
+        assert (to_last < to_first) == warmup, (warmup, to_first, to_last)
+
+
 def test_accumulation_clipping_ema_bf16_channels_last(registry, tmp_path):
     raw = tiny(tmp_path, train={"iters": 3, "grad_accum_steps": 2, "clip_grad_norm": 0.5, "ema_decay": 0.9,
                                 "amp": "bf16", "channels_last": True})  # fmt: skip

@@ -292,6 +292,9 @@ class TrainConfig:
     clip_grad_norm: float | None = field(default=None, validator=attrs.validators.optional(gt(0.0)))
     # keep an exponential moving average of the weights with this decay; not set: none
     ema_decay: float | None = field(default=None, validator=attrs.validators.optional([gt(0.0), lt(1.0)]))
+    # ramp the EMA's decay up from 0 (timm's ModelEmaV3 warm-up: 1 - (1 + step)^(-2/3), capped at ema_decay), so that
+    # a run shorter than the decay's horizon does not average in its untrained first weights (0.998 ** 520 = 0.35)
+    ema_warmup: bool = False
     amp: Literal["none", "bf16"] = "none"  # bf16 autocast in training
     channels_last: bool = False  # train in the channels_last memory format
     # torch.compile (inductor) the model being trained: fuses the element-wise work around convolutions (BatchNorm,

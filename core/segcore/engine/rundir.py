@@ -69,7 +69,8 @@ def run_identity(cfg: PipelineConfig) -> dict[str, Any]:
 def same_identity(recorded: Any, mine: dict[str, Any], *, registry: Registry | None = None) -> bool:
     """Whether a folder's recorded identity is this run's (*mine*, `run_identity`). With *registry*, *recorded* is
     structured by today's schema first: a key segcore gained since (``train.fast_resize``) counts at its default,
-    while one it lost, renamed or now rejects makes it another run."""
+    while one it lost, renamed or now rejects makes it another run. This relies on segcore's rule for new keys:
+    a key's default is what segcore did before the key existed."""
     if recorded == mine:
         return True
     if registry is None or not isinstance(recorded, dict):

@@ -224,7 +224,7 @@ class Trainer:
         if t.ema_decay is not None:
             from timm.utils import ModelEmaV3
 
-            self.ema = ModelEmaV3(self.model, decay=t.ema_decay)
+            self.ema = ModelEmaV3(self.model, decay=t.ema_decay, use_warmup=t.ema_warmup)
             if self.model.frozen_backbone:  # one copy of weights that never change: the EMA shares the model's
                 self.ema.module.backbone = self.model.backbone
         groups = param_groups(self.model, t)
