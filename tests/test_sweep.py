@@ -370,3 +370,27 @@ def test_a_record_of_a_sweep_with_no_finished_run_is_refused(tmp_path, capsys, c
     code, _, err = sweep(capsys, path, "--record", str(tmp_path / "record"))
     assert code == 2 and "holds no finished run yet; nothing to record" in err
     assert not (tmp_path / "record").exists() and not counted
+
+
+def test_the_plot_says_which_rows_have_fewer_seeds_than_the_sweep():
+    """A sweep that is still running (or a record of one): a bar over 1 of 3 seeds says so under its name."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from segcore.tools.sweep import _bar_panel
+
+    def row(name, per_seed, base=False):
+        values = list(per_seed.values())
+        return {"name": name, "base": base, "miou": {"per_seed": per_seed, "mean": sum(values) / len(values) if values else None,
+                                                      "std": None}}  # fmt: skip
+
+    rows = [row("full", {"0": 50.0, "1": 51.0, "2": 52.0}, base=True), row("partial", {"0": 48.0}), row("none", {})]
+    fig, ax = plt.subplots()
+    try:
+        _bar_panel(ax, rows, "miou", "val mIoU (%)", published=False, n_seeds=3)
+        labels = [t.get_text() for t in ax.get_xticklabels()]
+    finally:
+        plt.close(fig)
+    assert labels == ["full", "partial\n(1 of 3 seeds)", "none\n(0 of 3 seeds)"]

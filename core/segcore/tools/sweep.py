@@ -815,8 +815,10 @@ def format_csv(table: dict[str, Any]) -> str:
     return buf.getvalue().replace(",None", ",")
 
 
-def _bar_panel(ax: Any, rows: Sequence[dict[str, Any]], key: str, label: str, published: bool) -> None:
-    """One panel of `plot_table`: the rows' *key* ({"per_seed", "mean", "std"}) as bars with seed dots."""
+def _bar_panel(ax: Any, rows: Sequence[dict[str, Any]], key: str, label: str, published: bool,
+               n_seeds: int) -> None:  # fmt: skip
+    """One panel of `plot_table`: the rows' *key* ({"per_seed", "mean", "std"}) as bars with seed dots; a row with
+    fewer than *n_seeds* finished says how many under its name."""
     x = list(range(len(rows)))
     stats = [r.get(key) or {"per_seed": {}, "mean": None, "std": None} for r in rows]
     means = [m["mean"] if m["mean"] is not None else 0.0 for m in stats]
@@ -838,7 +840,9 @@ def _bar_panel(ax: Any, rows: Sequence[dict[str, Any]], key: str, label: str, pu
         lo, hi = min(done), max(done)
         pad = max(1.0, 0.15 * (hi - lo))
         ax.set_ylim(max(0.0, lo - pad - max(stds, default=0)), hi + pad + max(stds, default=0))
-    ax.set_xticks(x, [r["name"] for r in rows], rotation=30 if len(rows) > 4 else 0, ha="right" if len(rows) > 4 else "center")
+    names = [r["name"] if len(m["per_seed"]) == n_seeds else f"{r['name']}\n({len(m['per_seed'])} of {n_seeds} seeds)"
+             for r, m in zip(rows, stats)]  # fmt: skip
+    ax.set_xticks(x, names, rotation=30 if len(rows) > 4 else 0, ha="right" if len(rows) > 4 else "center")
     ax.set_ylabel(label)
     ax.grid(axis="y", alpha=0.3)
 
@@ -858,9 +862,10 @@ def plot_table(table: dict[str, Any], path: Path) -> None:
     width = max(6.0, 1.1 * len(rows) + 1.5)
     fig, axes = plt.subplots(1, 2 if focus else 1, figsize=(2 * width if focus else width, 4.0), squeeze=False)
     try:
-        _bar_panel(axes[0][0], rows, "miou", "val mIoU (%)", published=True)
+        n_seeds = len(table["seeds"])
+        _bar_panel(axes[0][0], rows, "miou", "val mIoU (%)", published=True, n_seeds=n_seeds)
         if focus:
-            _bar_panel(axes[0][1], rows, "focus_miou", "focus mIoU (%)", published=False)
+            _bar_panel(axes[0][1], rows, "focus_miou", "focus mIoU (%)", published=False, n_seeds=n_seeds)
             axes[0][1].set_title(f"focus classes: {', '.join(focus)}", fontsize=9)
         fig.suptitle(f"{Path(table['sweep']).name}: mean ± std over seeds {table['seeds']}, dots: seeds, orange: base"
                      + (", x: published" if any("miou" in r.get("published", {}) for r in rows) else ""),
