@@ -747,11 +747,15 @@ def test_the_hub_s_evidence_records_are_their_sweeps_and_agree_with_the_cards(re
     from segcore.tools.publish import read_evidence
     from segcore.tools.sweep import collect_table, is_finished, load_sweep, same_run
 
-    records = sorted(p for p in (REPO / "hub" / "evidence").iterdir() if p.is_dir())
+    records = [(p, REPO / "hub" / "recipes" / f"{p.name}.evidence.sweep.toml")
+               for p in sorted((REPO / "hub" / "evidence").iterdir()) if p.is_dir()]  # fmt: skip
     assert records
-    for record in records:
-        sweep = load_sweep(REPO / "hub" / "recipes" / f"{record.name}.evidence.sweep.toml", registry=registry,
-                           out_dir=record)  # fmt: skip
+    # the studies' records (hub/studies/<study>/ of hub/recipes/study/<study>.sweep.toml) are checked the same way
+    studies = [(p, REPO / "hub" / "recipes" / "study" / f"{p.name}.sweep.toml")
+               for p in sorted((REPO / "hub" / "studies").iterdir()) if p.is_dir()]  # fmt: skip
+    assert studies
+    for record, sweep_file in records + studies:
+        sweep = load_sweep(sweep_file, registry=registry, out_dir=record)
         finished = [spec for spec in sweep.runs if is_finished(spec.folder)]
         assert finished, record
         for spec in finished:
@@ -763,7 +767,9 @@ def test_the_hub_s_evidence_records_are_their_sweeps_and_agree_with_the_cards(re
             assert max(r["step"] for r in log if r["kind"] == "train") == spec.cfg.train.iters
         table = json.loads((record / "table.json").read_text())
         assert table["rows"] == collect_table(sweep, registry)["rows"], f"{record}: segcore sweep FILE --table --out-dir"
+        if (record, sweep_file) in studies:
+            continue
         config = json.loads((REPO / "hub" / "models" / record.name / "config.json").read_text())
         if "evidence" in config:
             assert config["evidence"] == read_evidence(record / "table.json", REPO / "hub" / "models" / record.name
-                                                       / "pipeline.toml")  # fmt: skip
+                                                       / "pipeline.toml", registry=registry)  # fmt: skip

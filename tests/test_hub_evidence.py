@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from segcore import ConfigError
 from segcore.cli import _common as CLI
 from segcore.cli.main import main
 
@@ -217,3 +218,26 @@ def test_evidence_goes_on_a_shipped_folder_afterwards_from_a_record_without_weig
     # a folder that is not a model folder
     code = main(["hub", "evidence", str(record), str(record / "table.json")])
     assert code == 2 and "not a model folder written by segcore hub save (no config.json" in capsys.readouterr().err
+
+
+def test_seeds_written_before_segcore_gained_a_key_are_still_the_recipe_s_evidence(made, registry, tmp_path):
+    """A seed whose sweep_pipeline.toml predates train.fast_resize and train.ema_warmup (the keys absent) is the same
+    recipe as a model written today, as both are read by today's schema; a seed with the key set otherwise is not."""
+    import shutil
+
+    from segcore.tools.publish import read_evidence
+
+    sweep = tmp_path / "sweep"
+    shutil.copytree(made / "sweep", sweep)
+    old = sweep / "train-only" / "seed1" / "sweep_pipeline.toml"
+    text = old.read_text()
+    assert "fast_resize = false\n" in text and "ema_warmup = false\n" in text
+    old.write_text(text.replace("fast_resize = false\n", "").replace("ema_warmup = false\n", ""))
+    evidence = read_evidence(sweep / "table.json", made / "final" / "pipeline.toml", registry=registry)
+    assert evidence["seeds"] == [0, 1, 2]
+    old.write_text(text.replace("fast_resize = false\n", "fast_resize = true\n"))
+    with pytest.raises(ConfigError, match=r"seed 1 is not this run's recipe \(train.fast_resize: True there, False here\)"):
+        read_evidence(sweep / "table.json", made / "final" / "pipeline.toml", registry=registry)
+    old.write_text(text.replace("fast_resize = false\n", "fast_resize = false\nno_such_key = 1\n"))
+    with pytest.raises(ConfigError, match=r"seed 1: .* is not a pipeline this segcore reads"):
+        read_evidence(sweep / "table.json", made / "final" / "pipeline.toml", registry=registry)

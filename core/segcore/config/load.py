@@ -104,6 +104,17 @@ def structure_pipeline(raw: Mapping[str, Any], *, registry: Registry, source: st
     return structure_table(raw, PipelineConfig, registry=registry, source=source)
 
 
+def pipeline_as_today(raw: Mapping[str, Any], *, registry: Registry) -> dict[str, Any]:
+    """A recorded pipeline table (a run's ``pipeline.toml``, a sweep run's ``sweep_pipeline.toml``) as today's schema
+    reads it: validated and written out again, every key explicit, so that a key segcore gained since it was written
+    appears at its default (segcore's rule: a new key's default is what segcore did before the key existed) and two
+    records compare equal when they are the same pipeline. `ConfigError` when today's schema rejects it (a key
+    removed or renamed since)."""
+    from segcore.config.dump import dump_pipeline
+
+    return tomllib.loads(dump_pipeline(structure_pipeline(raw, registry=registry)))
+
+
 def load_pipeline(path: str | Path, *, registry: Registry) -> PipelineConfig:
     """Read, merge its bases and validate pipeline file *path*."""
     raw = read_toml(Path(path), registry=registry)

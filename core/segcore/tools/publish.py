@@ -20,7 +20,7 @@ from typing import Any
 
 import attrs
 
-from segcore.config import PipelineConfig, load_pipeline, unstructure
+from segcore.config import PipelineConfig, load_pipeline, pipeline_as_today, unstructure
 from segcore.contracts.plugins import load_registry
 from segcore.contracts.registry import Registry
 from segcore.data.datasets import build_split, dataset_meta
@@ -102,11 +102,14 @@ def _splits(split: Any) -> list[str]:
 
 
 def read_evidence(table_json: str | Path, run_pipeline_toml: Path, *, row: str | None = None,
-                  option: str = "--evidence") -> dict[str, Any]:  # fmt: skip
+                  option: str = "--evidence", registry: Registry | None = None) -> dict[str, Any]:  # fmt: skip
     """The evidence for a run's recipe from a ``segcore sweep`` table: *row* (default: the base row) of
     *table_json*, whose runs must be the run's own pipeline but for `EVIDENCE_MAY_DIFFER` (each run's
-    ``sweep_pipeline.toml`` is compared with *run_pipeline_toml*). Returns what the card states: the val mIoU per
-    seed, its mean and std, the per-class IoU mean and std, the split the evidence trained on, the CPU-hours."""
+    ``sweep_pipeline.toml`` is compared with *run_pipeline_toml*, both read as today's schema reads them,
+    `pipeline_as_today`: seeds and model written before or after segcore gained a key compare equal). Returns what
+    the card states: the val mIoU per seed, its mean and std, the per-class IoU mean and std, the split the evidence
+    trained on, the CPU-hours."""
+    registry = registry if registry is not None else load_registry()
     path = Path(table_json)
     where = f"{option} {path}".strip()  # how the user named the table, for the messages
     try:
@@ -125,13 +128,17 @@ def read_evidence(table_json: str | Path, run_pipeline_toml: Path, *, row: str |
     if len(seeds) < 2:
         raise ConfigError(f"{where}: row {name!r} has {len(seeds)} finished run(s); evidence needs the mean and spread "
                           "of several seeds: finish the sweep (segcore sweep FILE --resume)")  # fmt: skip
-    mine = _flat(tomllib.loads(run_pipeline_toml.read_text(encoding="utf-8")))
+    mine = _flat(pipeline_as_today(tomllib.loads(run_pipeline_toml.read_text(encoding="utf-8")), registry=registry))
     split = None
     for seed in seeds:
         their_file = path.parent / entry["folder"] / f"seed{seed}" / "sweep_pipeline.toml"
         if not their_file.is_file():
             raise ConfigError(f"{where}: {their_file} is missing: the table's run folders must be beside it")
-        theirs = _flat(tomllib.loads(their_file.read_text(encoding="utf-8")))
+        try:
+            theirs = _flat(pipeline_as_today(tomllib.loads(their_file.read_text(encoding="utf-8")), registry=registry))
+        except (ConfigError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{where}: row {name!r} seed {seed}: {their_file} is not a pipeline this segcore reads "
+                              f"({str(exc).splitlines()[0]}); evidence must be the same pipeline as the run") from None
         differ = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k) and k not in EVIDENCE_MAY_DIFFER)
         if differ:
             shown = "; ".join(f"{k}: {theirs.get(k, '(unset)')!r} there, {mine.get(k, '(unset)')!r} here" for k in differ[:6])
@@ -179,7 +186,8 @@ def save_run(run_dir: str | Path, out: str | Path, *, name: str | None = None, d
     model = build_model(cfg.model, registry, num_classes=cfg.model.num_classes or meta.num_classes)
     load_weights(model, run_dir / WEIGHTS, ignore_missing=("aux.",))
     final = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").is_file() else {}
-    evidence_info = None if evidence is None else read_evidence(evidence, run_dir / "pipeline.toml", row=evidence_row)
+    evidence_info = None if evidence is None else read_evidence(evidence, run_dir / "pipeline.toml", row=evidence_row,
+                                                                 registry=registry)
     records = RunLog(run_dir, enabled=False).read() if (run_dir / "log.jsonl").is_file() else []
 
     def measure(checkpoint: Path) -> dict[str, Any]:
@@ -225,7 +233,8 @@ def save_run(run_dir: str | Path, out: str | Path, *, name: str | None = None, d
     return json.loads((out / CONFIG).read_text())
 
 
-def attach_evidence(folder: str | Path, evidence: str | Path, *, row: str | None = None) -> dict[str, Any]:
+def attach_evidence(folder: str | Path, evidence: str | Path, *, row: str | None = None,
+                    registry: Registry | None = None) -> dict[str, Any]:  # fmt: skip
     """Put a recipe's evidence (`read_evidence`) on a model folder that `save_run` wrote without it
     (``segcore hub evidence``): its config.json gains ``evidence`` and its card is written again; the weights and
     every other file stay as they are. For a train + val model whose train-only seeds finish after it shipped (or
@@ -239,7 +248,7 @@ def attach_evidence(folder: str | Path, evidence: str | Path, *, row: str | None
     if not isinstance(config.get("metrics"), dict):
         raise ConfigError(f"{folder / CONFIG}: has no metrics: evidence goes on a folder that segcore hub save "
                           "evaluated (not one that save_pretrained wrote)")  # fmt: skip
-    config["evidence"] = read_evidence(evidence, folder / "pipeline.toml", row=row, option="")
+    config["evidence"] = read_evidence(evidence, folder / "pipeline.toml", row=row, option="", registry=registry)
     files = sorted(f for f in _FOLDER_FILES if f != CARD and (folder / f).is_file())
     with atomic_dir(folder) as tmp:  # config.json and the card change together; the rest is carried over
         _write_config_and_card(tmp, config, files=files)

@@ -60,7 +60,7 @@ from typing import Any
 import attrs
 from attrs import frozen
 
-from segcore.config import dump_pipeline, resolve_bases, structure_pipeline
+from segcore.config import dump_pipeline, pipeline_as_today, resolve_bases, structure_pipeline
 from segcore.config.schema import PipelineConfig
 from segcore.contracts.registry import Registry
 from segcore.errors import ConfigError, SegcoreError, did_you_mean
@@ -484,7 +484,7 @@ def same_run(written: str, wanted: str, *, registry: Registry | None = None) -> 
         return False
     if registry is not None:
         try:
-            a = tomllib.loads(dump_pipeline(structure_pipeline(a, registry=registry)))
+            a = pipeline_as_today(a, registry=registry)
         except ConfigError:
             return False
     for table in (a, b):
