@@ -143,6 +143,21 @@ def test_matmul_resize_backward_equals_pytorch_bicubic_backward(align_corners):
     torch.testing.assert_close(fast_x.grad.double(), ref_x.grad, rtol=1e-4, atol=1e-4)
 
 
+def test_a_model_trained_with_fast_resize_can_be_made_fast_and_exported_again():
+    """train.fast_resize leaves MatmulResize in the trained model's bicubic places: making it fast again or preparing
+    it for export finds and replaces them like PyTorch's."""
+    from segcore.contracts.stages import Resize, Upsample
+    from segcore.inference.resize import GraphResize, export_resizes, fast_resizes
+
+    model = nn.Sequential(Upsample(Resize("bicubic", align_corners=True), nn.Identity()))
+    assert fast_resizes(model) == 1 and fast_resizes(model) == 1
+    assert isinstance(model[0].resize, MatmulResize) and model[0].resize.align_corners
+    x = torch.randn(1, 3, 5, 7)
+    expected = F.interpolate(x, size=(11, 13), mode="bicubic", align_corners=True)
+    assert export_resizes(model) == 1 and isinstance(model[0].resize, GraphResize)
+    torch.testing.assert_close(model[0](x, (11, 13)), expected, rtol=1e-4, atol=5e-5)
+
+
 def test_cubic_matrix_rows_are_the_cubic_weights():
     # 2 -> 3 samples, align_corners: output 1 sits at input 0.5, t = 0.5, weights (A = -0.75)
     # w(-1) = w(2) = A(1.5^3) - 5A(1.5^2) + 8A(1.5) - 4A = -0.09375, w(0) = w(1) = 0.59375; taps -1 and 2 clamp to 0, 1

@@ -47,6 +47,8 @@ class MatmulResize:
     channels_last maps. Computes in fp32, or in bf16 for bf16 maps (rounding the weights like the map itself).
     Called like a `Resize`: ``(x (B, C, h, w), size) -> (B, C, *size)`` in x's dtype, channels_last."""
 
+    mode = "bicubic"  # as a `Resize` says: a model trained with train.fast_resize can still be exported or made fast
+
     def __init__(self, align_corners: bool, block: int = 32) -> None:
         self.align_corners, self.block = align_corners, block
         self._cache: dict[tuple[int, int, torch.device, torch.dtype], list[tuple[int, int, Tensor]]] = {}
@@ -119,6 +121,8 @@ class GraphResize:
     with the matrices computed in the graph from the sizes (`cubic_weights`), so the graph stays dynamic. The same
     values as `F.interpolate` to float rounding. onnxruntime's cubic ``Resize`` is a scalar loop: on HRNet_L-W18 at
     360x480 (1 thread) its four bicubic places took 370 ms of a 650 ms run, the matrix products take a few ms."""
+
+    mode = "bicubic"
 
     def __init__(self, align_corners: bool) -> None:
         self.align_corners = align_corners
