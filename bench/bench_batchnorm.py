@@ -30,6 +30,7 @@ def _time(channels: int, size: tuple[int, int], dtype: torch.dtype, channels_las
     grad = torch.randn_like(x)
     fwd, bwd = [], []
     for i in range(repeats + 2):  # two untimed warm-ups
+        x.grad = None  # each backward writes a fresh gradient, as in a training step
         t0 = time.perf_counter()
         y = bn(x)
         t1 = time.perf_counter()

@@ -305,7 +305,7 @@ class TrainConfig:
     optimizer_impl: Literal["auto", "fused", "foreach", "loop"] = "auto"
     # compute the model's bicubic upsampling places as banded matrix products (the inference fast path's resize),
     # forward and backward: the same values to float rounding, several times faster on CPUs, where PyTorch's bicubic
-    # kernel and its backward are not vectorized (HRNet_L-W18 at 352x480: 4.2 -> 3.6 s a step)
+    # kernel and its backward are not vectorized (HRNet_L-W18 at 352x480: 4.05 -> 3.58 s a step)
     fast_resize: bool = False
     deterministic: bool = False  # deterministic algorithms: a resumed run is bitwise equal (same thread count)
     seed: int = field(default=0, validator=ge(0))  # seeds initialisation, sample order and augmentation
