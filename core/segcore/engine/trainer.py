@@ -184,8 +184,6 @@ class Trainer:
         memory_format = torch.channels_last if t.channels_last else torch.preserve_format
         model = model.to(device, memory_format=memory_format)
         training_workarounds(model, device=device, bf16=t.amp == "bf16", channels_last=t.channels_last)
-        if t.fast_resize:
-            fast_resizes(model)
         criterion = Criterion(cfg.loss, cfg.model.aux, registry, num_classes=num_classes,
                               ignore_index=meta.ignore_index)  # fmt: skip
         _iters_per_epoch(cfg, len(train_set), dist.world)  # before anything is written
@@ -213,6 +211,8 @@ class Trainer:
         self.meta: DatasetMeta = train_set.meta
         self.memory_format = torch.channels_last if t.channels_last else torch.preserve_format
         self.model: SegModel = model.to(self.device, memory_format=self.memory_format)
+        if t.fast_resize:  # before the EMA copies the model
+            fast_resizes(self.model)
         self.criterion = criterion.to(self.device)
         self.augment = BatchAugment(cfg.data.augment, self.meta.ignore_index)
 
