@@ -394,3 +394,35 @@ def test_the_plot_says_which_rows_have_fewer_seeds_than_the_sweep():
     finally:
         plt.close(fig)
     assert labels == ["full", "partial\n(1 of 3 seeds)", "none\n(0 of 3 seeds)"]
+
+
+def test_the_plot_draws_no_bar_cut_off_by_a_zoomed_axis():
+    """Rows between 47 and 56 mIoU: the axis starts near 46, so a bar's length would not be its value; the means
+    are diamonds with the std as error bars. Rows that reach down to 0 keep bars from 0."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    from segcore.tools.sweep import _bar_panel
+
+    def row(name, per_seed, base=False):
+        values = list(per_seed.values())
+        return {"name": name, "base": base, "miou": {"per_seed": per_seed, "mean": sum(values) / len(values), "std": None}}
+
+    for rows, zoomed in (([row("a", {"0": 47.5}, base=True), row("b", {"0": 55.4})], True),
+                         ([row("a", {"0": 34.4}, base=True), row("b", {"0": 0.5})], False)):  # fmt: skip
+        fig, ax = plt.subplots()
+        try:
+            _bar_panel(ax, rows, "miou", "val mIoU (%)", published=False, n_seeds=1)
+            bottom = ax.get_ylim()[0]
+            bars = [p for p in ax.patches if isinstance(p, Rectangle)]
+            diamonds = [line for line in ax.get_lines() if line.get_marker() == "D"]
+        finally:
+            plt.close(fig)
+        if zoomed:
+            assert bottom > 40 and not bars and len(diamonds) == 2
+            assert sorted(d.get_ydata()[0] for d in diamonds) == [47.5, 55.4]
+        else:
+            assert bottom == 0 and len(bars) == 2 and not diamonds

@@ -817,14 +817,30 @@ def format_csv(table: dict[str, Any]) -> str:
 
 def _bar_panel(ax: Any, rows: Sequence[dict[str, Any]], key: str, label: str, published: bool,
                n_seeds: int) -> None:  # fmt: skip
-    """One panel of `plot_table`: the rows' *key* ({"per_seed", "mean", "std"}) as bars with seed dots; a row with
-    fewer than *n_seeds* finished says how many under its name."""
+    """One panel of `plot_table`: the rows' *key* ({"per_seed", "mean", "std"}) with seed dots; a row with fewer than
+    *n_seeds* finished says how many under its name. The axis spans the values; where it then starts above 0 the
+    means are drawn as diamonds, not bars, since a bar cut off at the axis would show a ratio that is not there."""
     x = list(range(len(rows)))
     stats = [r.get(key) or {"per_seed": {}, "mean": None, "std": None} for r in rows]
     means = [m["mean"] if m["mean"] is not None else 0.0 for m in stats]
     stds = [m["std"] or 0.0 for m in stats]
     colors = ["tab:orange" if r["base"] else "tab:blue" for r in rows]
-    ax.bar(x, means, yerr=stds, capsize=4, color=colors, alpha=0.8, edgecolor="black", linewidth=0.5)
+    done = [v for m in stats for v in m["per_seed"].values()] + [m for m in means if m]
+    if published:
+        done += [r["published"]["miou"] for r in rows if "miou" in r.get("published", {})]
+    bottom = 0.0
+    if done:
+        lo, hi = min(done), max(done)
+        pad = max(1.0, 0.15 * (hi - lo))
+        bottom = max(0.0, lo - pad - max(stds, default=0))
+        ax.set_ylim(bottom, hi + pad + max(stds, default=0))
+    if bottom > 0:
+        shown = [i for i, m in enumerate(stats) if m["mean"] is not None]
+        for i in shown:
+            ax.errorbar([i], [means[i]], yerr=[stds[i]], fmt="D", markersize=9, capsize=5, color=colors[i],
+                        markeredgecolor="black", ecolor="black", elinewidth=1, zorder=2)  # fmt: skip
+    else:
+        ax.bar(x, means, yerr=stds, capsize=4, color=colors, alpha=0.8, edgecolor="black", linewidth=0.5)
     for i, m in enumerate(stats):
         values = list(m["per_seed"].values())
         ax.scatter([i] * len(values), values, s=12, color="black", zorder=3)
@@ -833,23 +849,18 @@ def _bar_panel(ax: Any, rows: Sequence[dict[str, Any]], key: str, label: str, pu
     base = next((m for r, m in zip(rows, stats) if r["base"]), None)
     if base is not None and base["mean"] is not None:
         ax.axhline(base["mean"], color="tab:orange", linestyle="--", linewidth=1)
-    done = [v for m in stats for v in m["per_seed"].values()] + [m for m in means if m]
-    if published:
-        done += [r["published"]["miou"] for r in rows if "miou" in r.get("published", {})]
-    if done:
-        lo, hi = min(done), max(done)
-        pad = max(1.0, 0.15 * (hi - lo))
-        ax.set_ylim(max(0.0, lo - pad - max(stds, default=0)), hi + pad + max(stds, default=0))
     names = [r["name"] if len(m["per_seed"]) == n_seeds else f"{r['name']}\n({len(m['per_seed'])} of {n_seeds} seeds)"
              for r, m in zip(rows, stats)]  # fmt: skip
     ax.set_xticks(x, names, rotation=30 if len(rows) > 4 else 0, ha="right" if len(rows) > 4 else "center")
+    ax.set_xlim(-0.6, len(rows) - 0.4)
     ax.set_ylabel(label)
     ax.grid(axis="y", alpha=0.3)
 
 
 def plot_table(table: dict[str, Any], path: Path) -> None:
-    """Bars: mean val mIoU per row, error bars the std over seeds, each seed a dot, the base row highlighted, the
-    published mIoU a cross where given; with focus classes a second panel, their mean IoU, the same way."""
+    """Mean val mIoU per row (bars from 0, or diamonds on an axis that starts above 0), error bars the std over
+    seeds, each seed a dot, the base row highlighted, the published mIoU a cross where given; with focus classes a
+    second panel, their mean IoU, the same way."""
     import matplotlib
 
     matplotlib.use("Agg")
