@@ -372,6 +372,13 @@ def test_a_record_of_a_sweep_with_no_finished_run_is_refused(tmp_path, capsys, c
     assert not (tmp_path / "record").exists() and not counted
 
 
+def _panel_row(name, per_seed, base=False):
+    """A table row as `segcore.tools.sweep._bar_panel` reads it: per-seed val mIoU, their mean (None without seeds)."""
+    values = list(per_seed.values())
+    return {"name": name, "base": base, "miou": {"per_seed": per_seed, "mean": sum(values) / len(values) if values else None,
+                                                  "std": None}}  # fmt: skip
+
+
 def test_the_plot_says_which_rows_have_fewer_seeds_than_the_sweep():
     """A sweep that is still running (or a record of one): a bar over 1 of 3 seeds says so under its name."""
     import matplotlib
@@ -381,11 +388,7 @@ def test_the_plot_says_which_rows_have_fewer_seeds_than_the_sweep():
 
     from segcore.tools.sweep import _bar_panel
 
-    def row(name, per_seed, base=False):
-        values = list(per_seed.values())
-        return {"name": name, "base": base, "miou": {"per_seed": per_seed, "mean": sum(values) / len(values) if values else None,
-                                                      "std": None}}  # fmt: skip
-
+    row = _panel_row
     rows = [row("full", {"0": 50.0, "1": 51.0, "2": 52.0}, base=True), row("partial", {"0": 48.0}), row("none", {})]
     fig, ax = plt.subplots()
     try:
@@ -407,10 +410,7 @@ def test_the_plot_draws_no_bar_cut_off_by_a_zoomed_axis():
 
     from segcore.tools.sweep import _bar_panel
 
-    def row(name, per_seed, base=False):
-        values = list(per_seed.values())
-        return {"name": name, "base": base, "miou": {"per_seed": per_seed, "mean": sum(values) / len(values), "std": None}}
-
+    row = _panel_row
     for rows, zoomed in (([row("a", {"0": 47.5}, base=True), row("b", {"0": 55.4})], True),
                          ([row("a", {"0": 34.4}, base=True), row("b", {"0": 0.5})], False)):  # fmt: skip
         fig, ax = plt.subplots()

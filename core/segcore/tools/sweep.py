@@ -835,8 +835,7 @@ def _bar_panel(ax: Any, rows: Sequence[dict[str, Any]], key: str, label: str, pu
         bottom = max(0.0, lo - pad - max(stds, default=0))
         ax.set_ylim(bottom, hi + pad + max(stds, default=0))
     if bottom > 0:
-        shown = [i for i, m in enumerate(stats) if m["mean"] is not None]
-        for i in shown:
+        for i in (i for i, m in enumerate(stats) if m["mean"] is not None):
             ax.errorbar([i], [means[i]], yerr=[stds[i]], fmt="D", markersize=9, capsize=5, color=colors[i],
                         markeredgecolor="black", ecolor="black", elinewidth=1, zorder=2)  # fmt: skip
     else:
