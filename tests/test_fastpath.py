@@ -131,6 +131,18 @@ def test_matmul_resize_equals_pytorch_bicubic(align_corners, sizes):
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=5e-5)  # PyTorch computes the source positions in fp32
 
 
+def test_matmul_resize_keeps_the_memory_format_of_its_input():
+    """Like F.interpolate: an NCHW map stays NCHW (train.fast_resize with channels_last = false must not switch
+    the rest of the network to channels_last), a channels_last map stays channels_last."""
+    x = torch.randn(2, 6, 12, 15)
+    nchw = MatmulResize(True)(x, (30, 41))
+    assert nchw.is_contiguous() and not nchw.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(nchw, F.interpolate(x, size=(30, 41), mode="bicubic", align_corners=True),
+                               rtol=1e-4, atol=5e-5)  # fmt: skip
+    assert MatmulResize(True)(x.contiguous(memory_format=torch.channels_last), (30, 41)).is_contiguous(
+        memory_format=torch.channels_last)
+
+
 @pytest.mark.parametrize("align_corners", [True, False])
 def test_matmul_resize_backward_equals_pytorch_bicubic_backward(align_corners):
     """train.fast_resize trains through MatmulResize: its gradient is PyTorch's bicubic one to float rounding."""

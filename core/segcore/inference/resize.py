@@ -45,7 +45,8 @@ class MatmulResize:
     ``block`` output samples, each multiplying only the input samples it reads): the same values as
     `F.interpolate` to float rounding, 3-5x faster on CPUs, where PyTorch's bicubic kernel is not vectorized for
     channels_last maps. Computes in fp32, or in bf16 for bf16 maps (rounding the weights like the map itself).
-    Called like a `Resize`: ``(x (B, C, h, w), size) -> (B, C, *size)`` in x's dtype, channels_last."""
+    Called like a `Resize`: ``(x (B, C, h, w), size) -> (B, C, *size)`` in x's dtype and memory format, as
+    `F.interpolate` keeps it (a model run in NCHW stays NCHW after it)."""
 
     mode = "bicubic"  # as a `Resize` says: a model trained with train.fast_resize can still be exported or made fast
 
@@ -75,7 +76,8 @@ class MatmulResize:
         y = torch.cat([torch.matmul(m, y[:, :, i0:i1]) for i0, i1, m in self._bands(w, out_w, x.device, dtype)], dim=2)
         y = y.reshape(b, h, out_w * c)
         y = torch.cat([torch.matmul(m, y[:, i0:i1]) for i0, i1, m in self._bands(h, out_h, x.device, dtype)], dim=1)
-        return y.reshape(b, out_h, out_w, c).to(x.dtype).permute(0, 3, 1, 2)  # (B, C, out_h, out_w), channels_last
+        y = y.reshape(b, out_h, out_w, c).to(x.dtype).permute(0, 3, 1, 2)  # (B, C, out_h, out_w), channels_last
+        return y if x.is_contiguous(memory_format=torch.channels_last) else y.contiguous()
 
 
 def fast_resizes(model: nn.Module) -> int:
