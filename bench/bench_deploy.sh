@@ -3,7 +3,7 @@
 # PyTorch (fp32 eager, the fast path bf16, fast path int8) beside onnxruntime fp32 and OpenVINO fp32 / int8 on the
 # same model and input, against timm's hrnet_w48 features in fp32 eager, for
 #   - seed 000's HRNet_L-W48 at 512x1024 (bench/hrnet_l_w48.toml, random weights: speed only), and
-#   - the CamVid zoo model hrnet_l-camvid (HRNet_L-W18) at 360x480 (its pipeline, random weights: speed only);
+#   - the CamVid zoo model hrnet_l-camvid (HRNet_L-W18, small layout) at 360x480 (its pipeline, random weights: speed only);
 # then the cost in accuracy on CamVid val (the zoo model's trained weights): PyTorch fp32 / fast path bf16 / int8,
 # onnxruntime fp32, OpenVINO fp32 / int8 (mIoU, argmax agreement with fp32 eager), with the int8 knobs varied;
 # and onnxruntime's per-op profile of the exported CamVid model at 1 thread.
