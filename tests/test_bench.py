@@ -137,3 +137,28 @@ def test_optimizer_impl_picks_torch_s_implementation(impl):
         opt = build_optimizer([{"params": params, "lr_scale": 1.0}], TrainConfig(optimizer=name, optimizer_impl=impl))
         assert (opt.defaults.get("fused"), opt.defaults.get("foreach")) == {
             "fused": (True, None), "foreach": (None, True), "loop": (None, False)}[impl]  # fmt: skip
+
+
+def test_a_cpu_without_native_bf16_gets_its_bf16_peaks_small_and_the_tables_say_so(monkeypatch):
+    """PyTorch emulates bf16 at about 1 GFLOP/s on a CPU without AVX512-BF16 or AMX: the bf16 peaks are measured on a
+    512^3 product and a 32 x 32 map there (seconds, not minutes), and both tables say bf16 is emulated."""
+    import segcore.tools.bench as bench
+    from segcore.engine.clock import PHASES
+    from segcore.tools.bench_train import format_trainer_bench
+
+    sizes = []
+    mm = torch.mm
+    monkeypatch.setattr(torch, "mm", lambda a, b: (sizes.append((a.dtype, a.shape[0])), mm(a, b))[1])
+    monkeypatch.setattr(bench, "bf16_supported", lambda device: False)
+    peaks = bench.measure_peaks(repeats=1)
+    assert set(sizes) == {(torch.float32, 2048), (torch.bfloat16, 512)}
+    assert set(peaks) == {f"{d}_{op}_gflop_s" for d in ("fp32", "bf16") for op in ("matmul", "conv")}
+    assert min(peaks.values()) > 0
+    row = {"variant": "bf16", "amp": "bf16", "s_per_step": 2.0, "img_s": 1.0, "gflop_s": 3.0,
+           "phases_s": {k: 2.0 / len(PHASES) for k in PHASES}}  # fmt: skip
+    result = {"batch": 2, "size": [64, 96], "steps": 3, "warmup": 1, "repeats": 1, "threads": 2, "rows": [row],
+              "peaks": peaks}  # fmt: skip
+    for native in (True, False):
+        table = format_trainer_bench({**result, "bf16_native": native})
+        assert (bench.BF16_EMULATED in table) is not native
+        assert f"{100 * 3.0 / peaks['bf16_conv_gflop_s']:.0f}" in table  # the bf16 row against the bf16 peak

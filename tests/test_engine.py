@@ -412,6 +412,28 @@ def test_ema_warmup_keeps_a_short_run_s_average_off_its_untrained_weights(regist
         assert (to_last < to_first) == warmup, (warmup, to_first, to_last)
 
 
+@pytest.mark.parametrize("amp, native, autocast", [("auto", True, True), ("auto", False, False), ("bf16", False, True),
+                                                   ("none", True, False)])  # fmt: skip
+def test_amp_auto_trains_in_bf16_only_where_the_device_has_it(registry, tmp_path, monkeypatch, capsys, amp, native,
+                                                              autocast):  # fmt: skip
+    """train.amp = "auto": bf16 autocast where the device computes bf16 natively, fp32 elsewhere (a CPU without
+    AVX512-BF16 or AMX emulates bf16, several times slower); "bf16" on such a CPU trains in bf16 and says so."""
+    import segcore.engine.trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "bf16_supported", lambda device: native)
+    cfg = structure_pipeline(tiny(tmp_path, train={"iters": 2, "amp": amp}), registry=registry)
+    assert trainer_module.trains_in_bf16(cfg, "cpu") is autocast
+    trainer = Trainer.from_config(cfg, registry, progress=True)
+    dtypes = []
+    trainer.criterion.register_forward_pre_hook(lambda m, args: dtypes.append(args[0].logits.dtype))
+    trainer.fit()
+    assert dtypes == [torch.bfloat16 if autocast else torch.float32] * 2
+    err = capsys.readouterr().err
+    assert ("no native bf16" in err and 'Set train.amp = "auto"' in err) is (amp == "bf16" and not native)
+    if amp == "auto":
+        assert f'train.amp = "auto": {"bf16 autocast" if native else "fp32 (no native bf16)"} on cpu' in err
+
+
 def test_accumulation_clipping_ema_bf16_channels_last(registry, tmp_path):
     raw = tiny(tmp_path, train={"iters": 3, "grad_accum_steps": 2, "clip_grad_norm": 0.5, "ema_decay": 0.9,
                                 "amp": "bf16", "channels_last": True})  # fmt: skip

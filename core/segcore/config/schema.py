@@ -295,7 +295,9 @@ class TrainConfig:
     # ramp the EMA's decay up from 0 (timm's ModelEmaV3 warm-up: 1 - (1 + step)^(-2/3), capped at ema_decay), so that
     # a run shorter than the decay's horizon does not average in its untrained first weights (0.998 ** 520 = 0.35)
     ema_warmup: bool = False
-    amp: Literal["none", "bf16"] = "none"  # bf16 autocast in training
+    # bf16 autocast in training and its evaluations; "auto": bf16 where the device computes it natively (CUDA with
+    # bf16, a CPU with AVX512-BF16 or AMX), else fp32 (elsewhere PyTorch emulates bf16, several times slower)
+    amp: Literal["auto", "none", "bf16"] = "none"
     channels_last: bool = False  # train in the channels_last memory format
     # torch.compile (inductor) the model being trained: fuses the element-wise work around convolutions (BatchNorm,
     # ReLU, additions) in forward and backward; a one-off compile of minutes on a CPU, for long runs

@@ -37,6 +37,7 @@ from segcore.engine.inference import pad_collate
 from segcore.engine.optim import LRSchedule, build_optimizer, param_groups
 from segcore.engine.rundir import RunFolder
 from segcore.engine.workarounds import training_workarounds  # PyTorch kernel bugs
+from segcore.inference.cpu import bf16_supported
 from segcore.inference.resize import fast_resizes
 from segcore.errors import ConfigError, DamagedFileError, SegcoreError
 from segcore.io import write_text
@@ -108,6 +109,12 @@ def _check_channels(dataset: Dataset, cfg: PipelineConfig) -> None:
                           "in [model] mean and std), or make the dataset read that many (folder: channels)")  # fmt: skip
 
 
+def trains_in_bf16(cfg: PipelineConfig, device: torch.device | str) -> bool:
+    """Whether the run autocasts to bf16 on *device*: ``train.amp = "bf16"`` always, ``"auto"`` where the device
+    computes bf16 natively (`bf16_supported`: CUDA with bf16, a CPU with AVX512-BF16 or AMX), ``"none"`` never."""
+    return cfg.train.amp == "bf16" or (cfg.train.amp == "auto" and bf16_supported(device))
+
+
 def _check_sizes_fit(cfg: PipelineConfig, model: nn.Module, train_set: Dataset, device: torch.device) -> None:
     """Refuse, before the first step allocates them, a training batch (``data.batch_size`` at ``[data.augment]
     crop_size``, else at the first image's size) or a validation batch at ``[eval] resize`` whose tensors cannot fit
@@ -116,14 +123,14 @@ def _check_sizes_fit(cfg: PipelineConfig, model: nn.Module, train_set: Dataset, 
     size = cfg.data.augment.crop_size or (tuple(train_set[0]["image"].shape[-2:]) if len(train_set) else None)
     if size is not None:
         check_forward_fits(model, (cfg.data.batch_size, channels, *size), device, train=True,
-                           dtype=torch.bfloat16 if cfg.train.amp == "bf16" else None,
+                           dtype=torch.bfloat16 if trains_in_bf16(cfg, device) else None,
                            what="a training step" + (" at [data.augment] crop_size" if cfg.data.augment.crop_size else ""),
                            hint="Lower data.batch_size (train.grad_accum_steps keeps the effective batch) or "
                                 "[data.augment] crop_size, set train.amp = \"bf16\", or train on a device with more memory.")  # fmt: skip
     if cfg.eval.resize is not None:
         check_inference_fits(model, (cfg.eval.batch_size, channels, *cfg.eval.resize), cfg.eval, device,
                              what="validation at [eval] resize", hint=EVAL_HINT,
-                             dtype=torch.bfloat16 if cfg.train.amp == "bf16" else None)  # fmt: skip
+                             dtype=torch.bfloat16 if trains_in_bf16(cfg, device) else None)  # fmt: skip
 
 
 def _iters_per_epoch(cfg: PipelineConfig, num_train: int, world: int) -> tuple[int, int]:
@@ -183,7 +190,16 @@ class Trainer:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         memory_format = torch.channels_last if t.channels_last else torch.preserve_format
         model = model.to(device, memory_format=memory_format)
-        training_workarounds(model, device=device, bf16=t.amp == "bf16", channels_last=t.channels_last)
+        if progress and t.amp != "none":
+            native = bf16_supported(device)
+            if t.amp == "auto":
+                tqdm.write(f"train.amp = \"auto\": {'bf16 autocast' if native else 'fp32 (no native bf16)'} on {device}",
+                           file=sys.stderr)  # fmt: skip
+            elif not native:
+                tqdm.write(f"note: train.amp = \"bf16\" on {device}, which has no native bf16 (a CPU without AVX512-BF16 or AMX): "
+                           "PyTorch emulates it, several times slower than fp32. Set train.amp = \"auto\" (bf16 where the "
+                           "hardware has it) or \"none\"", file=sys.stderr)  # fmt: skip
+        training_workarounds(model, device=device, bf16=trains_in_bf16(cfg, device), channels_last=t.channels_last)
         criterion = Criterion(cfg.loss, cfg.model.aux, registry, num_classes=num_classes,
                               ignore_index=meta.ignore_index)  # fmt: skip
         _iters_per_epoch(cfg, len(train_set), dist.world)  # before anything is written
@@ -210,6 +226,7 @@ class Trainer:
         self.train_set, self.val_set = train_set, val_set
         self.meta: DatasetMeta = train_set.meta
         self.memory_format = torch.channels_last if t.channels_last else torch.preserve_format
+        self.bf16 = trains_in_bf16(cfg, self.device)  # autocast in training and its evaluations (train.amp)
         self.model: SegModel = model.to(self.device, memory_format=self.memory_format)
         if t.fast_resize:  # before the EMA copies the model
             fast_resizes(self.model)
@@ -353,7 +370,7 @@ class Trainer:
             sync = i == len(micro_batches) - 1 or self.dist.world == 1
             ctx = contextlib.nullcontext() if sync else self.ddp.no_sync()
             with ctx:
-                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=t.amp == "bf16"):
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
                     output = self.ddp(image)
                 loss, terms = self.criterion(output, mask)
                 if not torch.isfinite(loss):
@@ -403,7 +420,7 @@ class Trainer:
         model = self.ema.module if self.ema is not None else self.model
         broadcast_buffers(model)
         result = evaluate(
-            model, self._val_loader(), self.meta, self.device, self.cfg.eval, amp=self.cfg.train.amp == "bf16",
+            model, self._val_loader(), self.meta, self.device, self.cfg.eval, amp=self.bf16,
             channels_last=self.cfg.train.channels_last, keep_samples=self.cfg.eval.plots if final else 0,
             progress=self.progress,
         )  # fmt: skip

@@ -18,7 +18,7 @@ and as this process's CPU time (all threads), which other processes on a shared 
 
 from __future__ import annotations
 
-__all__ = ["RUNTIME_MODES", "BenchCase", "format_bench", "int8_conv_peak", "measure_peaks", "run_bench"]
+__all__ = ["BF16_EMULATED", "RUNTIME_MODES", "BenchCase", "format_bench", "int8_conv_peak", "measure_peaks", "run_bench"]
 
 import copy
 import json
@@ -75,6 +75,11 @@ class BenchCase:
                 "note": self.note, "precision": self.precision, "wall_s": self.wall, "cpu_s": self.cpu}  # fmt: skip
 
 
+# what the tables say under their rows on a CPU that emulates bf16
+BF16_EMULATED = ("bf16 is emulated on this CPU (no AVX512-BF16 or AMX): bf16 runs slower than fp32 here; train with "
+                 'train.amp = "auto" (bf16 where the hardware has it, else fp32)')
+
+
 def _time(fn: Callable[[], Any]) -> tuple[float, float]:
     start, start_cpu = time.perf_counter(), time.process_time()
     fn()
@@ -84,25 +89,28 @@ def _time(fn: Callable[[], Any]) -> tuple[float, float]:
 def measure_peaks(*, repeats: int = 5, int8: bool = False) -> dict[str, float]:
     """GFLOP/s of the best of *repeats*: a 2048 x 2048 x 2048 matrix product, and a 3x3 convolution 256 -> 256 on a
     (1, 256, 128, 128) map (the faster of NCHW and channels_last), each in fp32 and in bf16; with *int8*, the same
-    convolution in int8 (`int8_conv_peak`, when OpenVINO and NNCF are installed)."""
-    n = 2048
+    convolution in int8 (`int8_conv_peak`, when OpenVINO and NNCF are installed).
+
+    On a CPU without native bf16 (`bf16_supported`: no AVX512-BF16 or AMX) PyTorch emulates bf16 at about 1 GFLOP/s,
+    so its bf16 peaks are measured on a 512^3 product and a 32 x 32 map, twice (seconds, not minutes)."""
     peaks = {}
-    a, b = torch.randn(n, n), torch.randn(n, n)
     conv = nn.Conv2d(256, 256, 3, padding=1, bias=False).eval()
-    x = torch.randn(1, 256, 128, 128)
-    conv_flops = 2 * 256 * 256 * 9 * 128 * 128
+    emulated = not bf16_supported("cpu")
     with torch.no_grad():
         for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-            aa, bb = a.to(dtype), b.to(dtype)
+            small = dtype == torch.bfloat16 and emulated
+            n, side, runs = (512, 32, min(repeats, 2)) if small else (2048, 128, repeats)
+            aa, bb = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+            x = torch.randn(1, 256, side, side)
             torch.mm(aa, bb)
-            mm = min(_time(lambda: torch.mm(aa, bb))[0] for _ in range(repeats))
+            mm = min(_time(lambda: torch.mm(aa, bb))[0] for _ in range(runs))
             best = float("inf")
             for layout in (torch.contiguous_format, torch.channels_last):
                 cv, xx = copy.deepcopy(conv).to(dtype, memory_format=layout), x.to(dtype, memory_format=layout)
                 cv(xx)
-                best = min(best, *(_time(lambda: cv(xx))[0] for _ in range(repeats)))
+                best = min(best, *(_time(lambda: cv(xx))[0] for _ in range(runs)))
             peaks[f"{name}_matmul_gflop_s"] = 2 * n**3 / mm / 1e9
-            peaks[f"{name}_conv_gflop_s"] = conv_flops / best / 1e9
+            peaks[f"{name}_conv_gflop_s"] = 2 * 256 * 256 * 9 * side * side / best / 1e9
     if int8:
         peak = int8_conv_peak(repeats=repeats)
         if peak is not None:
@@ -415,13 +423,16 @@ def format_bench(result: dict[str, Any]) -> str:
                      r["note"]))  # fmt: skip
     lines += _table(head, body)
     if peaks:
+        emulated = "" if m["bf16_native"] else " (emulated, smaller sizes)"
         lines.append(
-            f"peaks (same run): matmul 2048^3 fp32 {peaks['fp32_matmul_gflop_s']:.1f}, bf16 "
+            f"peaks (same run): matmul 2048^3 fp32 {peaks['fp32_matmul_gflop_s']:.1f}, bf16{emulated} "
             f"{peaks['bf16_matmul_gflop_s']:.1f} GFLOP/s; conv3x3 256ch fp32 {peaks['fp32_conv_gflop_s']:.1f}, bf16 "
             f"{peaks['bf16_conv_gflop_s']:.1f}"
             + (f", int8 {peaks['int8_conv_gflop_s']:.1f}" if "int8_conv_gflop_s" in peaks else "")
             + " GFLOP/s"
         )
+    if not m["bf16_native"]:
+        lines.append(BF16_EMULATED)
     lines += [f"{s['mode']}: {s['note']}" for s in result.get("skipped", [])]
     if "ratios" in result:
         base = result["rows"][-1]["mode"]

@@ -29,7 +29,8 @@ from segcore.engine.clock import PHASES, StepClock
 from segcore.engine.trainer import Trainer
 from segcore.errors import ConfigError
 from segcore.model.build import build_model
-from segcore.tools.bench import _forward_flops, _table, measure_peaks
+from segcore.inference.fast import bf16_supported
+from segcore.tools.bench import BF16_EMULATED, _forward_flops, _table, measure_peaks
 
 # name -> the [train] keys it sets over the pipeline's ("bf16": bf16 autocast + channels_last); the first is the
 # "before" every speed-up is taken against
@@ -99,7 +100,8 @@ def bench_trainer(
                      "gflop_s": flops / mid["s_per_step"] / 1e9,
                      "spread_s": [d["s_per_step"] for d in done]})  # fmt: skip
     result: dict[str, Any] = {"batch": batch, "size": list(size), "steps": steps, "warmup": warmup, "repeats": repeats,
-                              "threads": torch.get_num_threads(), "rows": rows}  # fmt: skip
+                              "threads": torch.get_num_threads(), "bf16_native": bf16_supported("cpu"),
+                              "rows": rows}  # fmt: skip
     if peaks:
         say("peaks")
         result["peaks"] = measure_peaks()
@@ -125,4 +127,6 @@ def format_trainer_bench(result: dict[str, Any]) -> str:
     if peaks:
         lines.append(f"peaks (same run): conv3x3 256ch fp32 {peaks['fp32_conv_gflop_s']:.1f}, bf16 "
                      f"{peaks['bf16_conv_gflop_s']:.1f} GFLOP/s")  # fmt: skip
+    if not result.get("bf16_native", True):
+        lines.append(BF16_EMULATED)
     return "\n".join(lines)
