@@ -30,6 +30,7 @@ from segcore import hub as hubmod
 from segcore.cli.main import main
 from segcore.config import EvalConfig, ModelConfig, structure_table
 from segcore.errors import DamagedFileError
+from segcore.inference.cpu import bf16_supported
 from segcore.io import WRITTEN
 from segcore.contracts.stages import DatasetMeta
 from segcore.model.weights import read_weights, save_weights
@@ -700,9 +701,11 @@ def test_a_fresh_clone_evaluates_and_predicts_with_the_shipped_camvid_models_off
                              capture_output=True, text=True, timeout=3600)  # fmt: skip
         assert out.returncode == 0, out.stderr
         # the card's figure through the bf16 fast path; BN folding's arithmetic (torch's fuse_conv_bn_weights since
-        # 0.2) rounds a few bf16 weights differently, which moved an earlier hrnet_l-camvid from 53.00 to 53.01
+        # 0.2) rounds a few bf16 weights differently, which moved an earlier hrnet_l-camvid from 53.00 to 53.01. A CPU
+        # without native bf16 computes in fp32: the manifest's fp32_compute_mIoU (0.04-0.06 from the card's)
         miou = float(re.search(r"^mIoU (\d+\.\d+)", out.stdout, flags=re.M).group(1))
-        assert abs(miou - entry.metrics["mIoU"]) <= 0.02, out.stdout
+        expected = entry.metrics["mIoU"] if bf16_supported("cpu") else entry.metrics["fp32_compute_mIoU"]
+        assert abs(miou - expected) <= 0.02, out.stdout
         code = (f"import segcore; from segcore.data import read_image; m = segcore.from_pretrained({name!r}); "
                 f"print(segcore.__file__, segcore.predict(m, read_image({str(image)!r})).shape)")  # fmt: skip
         out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
