@@ -318,8 +318,14 @@ def test_the_ctrl_c_hint_keeps_out_dir_and_device(trained, tmp_path, monkeypatch
 
 
 def test_ctrl_c_while_importing_exits_130_without_a_traceback(trained):
-    proc = subprocess.Popen([sys.executable, "-m", "segcore", "check", str(trained[0])], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    # a suite started in the background (nohup pytest &) ignores SIGINT, and a child inherits an ignored signal; a
+    # handled one is reset to the default on exec, so the child takes Ctrl-C as from a terminal
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "segcore", "check", str(trained[0])], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)  # fmt: skip
+    finally:
+        signal.signal(signal.SIGINT, previous)
     time.sleep(0.3)  # importing torch alone takes longer
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
