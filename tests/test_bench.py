@@ -162,3 +162,13 @@ def test_a_cpu_without_native_bf16_gets_its_bf16_peaks_small_and_the_tables_say_
         table = format_trainer_bench({**result, "bf16_native": native})
         assert (bench.BF16_EMULATED in table) is not native
         assert f"{100 * 3.0 / peaks['bf16_conv_gflop_s']:.0f}" in table  # the bf16 row against the bf16 peak
+    inference = {"pipeline": {"backbone": "hrnet", "enhancers": [], "decoder": "fusm", "num_classes": 11},
+                 "repeats": 1, "peaks": peaks, "skipped": [],
+                 "rows": [{"kind": "inference", "mode": "bf16 autocast", "precision": "bf16", "batch": 1, "size": [64, 96],
+                           "latency_ms": 5.0, "cpu_ms": 9.0, "img_s": 200.0, "gflops": 0.5, "gflop_s": 100.0, "note": ""}]}  # fmt: skip
+    for native in (True, False):  # and the inference table (segcore bench without --trainer)
+        machine = {"torch": torch.__version__, "threads": 2, "cpu_count": 2, "bf16_native": native,
+                   "load_average": [0.1], "load_average_end": [0.2]}  # fmt: skip
+        table = bench.format_bench({**inference, "machine": machine})
+        assert (bench.BF16_EMULATED in table) is not native and ("bf16 (emulated, smaller sizes)" in table) is not native
+        assert f"{100 * 100.0 / peaks['bf16_conv_gflop_s']:.0f} bf16" in table
