@@ -87,8 +87,8 @@ def test_same_seed_same_weights_and_outputs(registry, tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     out = tmp_path / "a" / "run"
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
-    assert {r["kind"] for r in records} == {"train", "eval"}
-    assert {"loss", "lr", "img_s", "elapsed_s", "loss.ce"} <= set(records[0])
+    assert [r["kind"] for r in records[:2]] == ["start", "train"] and {r["kind"] for r in records[2:]} == {"train", "eval"}
+    assert {"loss", "lr", "img_s", "elapsed_s", "loss.ce"} <= set(records[1])
     assert json.loads((out / "metrics.json").read_text())["val"]["mIoU"] > 0
 
 
@@ -432,6 +432,10 @@ def test_amp_auto_trains_in_bf16_only_where_the_device_has_it(registry, tmp_path
     assert ("no native bf16" in err and 'Set train.amp = "auto"' in err) is (amp == "bf16" and not native)
     if amp == "auto":
         assert f'train.amp = "auto": {"bf16 autocast" if native else "fp32 (no native bf16)"} on cpu' in err
+    # the log says what the session computed in (records of the run, a sweep's evidence, read it from there)
+    start = [r for r in trainer.log.read() if r["kind"] == "start"]
+    assert [(r["step"], r["precision"], r["device"], r["processes"]) for r in start] == [
+        (0, "bf16" if autocast else "fp32", "cpu", 1)]
 
 
 def test_accumulation_clipping_ema_bf16_channels_last(registry, tmp_path):

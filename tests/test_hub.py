@@ -716,7 +716,7 @@ def test_a_fresh_clone_evaluates_and_predicts_with_the_shipped_camvid_models_off
 
 def test_the_hub_s_sweep_files_build_and_the_evidence_sweeps_are_their_recipes(registry):
     """Every study and evidence sweep under hub/recipes/ builds and passes segcore check; an evidence sweep's runs are
-    its recipe but for what `segcore hub save --evidence` lets differ (the split, the seed, the folder)."""
+    its recipe but for what `segcore hub save --evidence` lets differ (the split, the seed, the folder, the precision)."""
     import attrs
 
     from segcore.tools.publish import EVIDENCE_MAY_DIFFER
@@ -724,7 +724,7 @@ def test_the_hub_s_sweep_files_build_and_the_evidence_sweeps_are_their_recipes(r
 
     files = sorted((REPO / "hub" / "recipes").rglob("*.sweep.toml"))
     assert any(f.name.endswith(".evidence.sweep.toml") for f in files)
-    assert EVIDENCE_MAY_DIFFER == ("data.train_split", "train.seed", "run.out_dir")
+    assert EVIDENCE_MAY_DIFFER == ("data.train_split", "train.seed", "run.out_dir", "train.amp")
     for file in files:
         sweep = load_sweep(file, registry=registry)
         assert len(sweep.seeds) >= 3, file  # a recipe choice is decided by 3 seeds or more

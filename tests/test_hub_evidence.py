@@ -103,8 +103,11 @@ def test_the_card_gives_the_recipe_s_train_only_seeds_and_says_val_was_trained_o
     assert ev["miou"] == {k: row["miou"][k] for k in ("per_seed", "mean", "std")}
     assert set(ev["miou"]["per_seed"]) == {"0", "1", "2"} and ev["miou"]["std"] is not None
     assert ev["per_class"] == row["per_class_iou_pct"]
+    assert ev["precision"] == {"0": "fp32", "1": "fp32", "2": "fp32"}  # what each seed's log says it computed in
     assert config["metrics"]["trained_on"] == ["train", "val"]
     card = (made / "with-evidence" / "README.md").read_text()
+    assert re.search(r"row 'train only'; trained in fp32; \d+\.\d\d CPU-core hours in all\), each evaluated once at "
+                     "its end on val", card)
     mean, std = ev["miou"]["mean"], ev["miou"]["std"]
     assert "**Trained on the train + val splits**: no held-out score of its own." in card
     assert f"val mIoU {mean:.2f} ± {std:.2f}** (mean ± std over 3 seeds)" in card
@@ -240,4 +243,38 @@ def test_seeds_written_before_segcore_gained_a_key_are_still_the_recipe_s_eviden
         read_evidence(sweep / "table.json", made / "final" / "pipeline.toml", registry=registry)
     old.write_text(text.replace("fast_resize = false\n", "fast_resize = false\nno_such_key = 1\n"))
     with pytest.raises(ConfigError, match=r"seed 1: .* is not a pipeline this segcore reads"):
+        read_evidence(sweep / "table.json", made / "final" / "pipeline.toml", registry=registry)
+
+
+def test_seeds_trained_in_another_precision_are_evidence_and_the_card_says_which(made, registry, tmp_path):
+    """train.amp = "auto" trains in bf16 on one machine and fp32 on another: seeds may differ from the model in
+    train.amp, and the evidence gives what each computed in (its log's start records, else its train.amp)."""
+    import shutil
+
+    from segcore.hub.card import _evidence
+    from segcore.tools.publish import read_evidence
+
+    sweep = tmp_path / "sweep"
+    shutil.copytree(made / "sweep", sweep)
+    seeds = [sweep / "train-only" / f"seed{s}" for s in range(3)]
+
+    def edit(folder: Path, amp: str, starts: list[tuple[int, str]]) -> None:
+        file = folder / "sweep_pipeline.toml"
+        file.write_text(re.sub(r'(?m)^amp = "\w+"$', f'amp = "{amp}"', file.read_text(), count=1))
+        log = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
+        log = [r for r in log if r["kind"] != "start"] + [{"kind": "start", "step": s, "precision": p} for s, p in starts]
+        (folder / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
+
+    edit(seeds[1], "bf16", [])  # a record from before the start records: its train.amp names the precision
+    edit(seeds[2], "auto", [(0, "bf16"), (12, "fp32")])  # resumed on a machine without native bf16
+    evidence = read_evidence(sweep / "table.json", made / "final" / "pipeline.toml", registry=registry)
+    assert evidence["precision"] == {"0": "fp32", "1": "bf16", "2": "bf16 then fp32"}
+    assert "; trained in fp32 (seed 0), bf16 (seed 1) and bf16 then fp32 (seed 2); " in _evidence(evidence)
+    edit(seeds[1], "auto", [])
+    evidence = read_evidence(sweep / "table.json", made / "final" / "pipeline.toml", registry=registry)
+    assert evidence["precision"]["1"] is None  # "auto" and no log of it: unknown, and the card says nothing of it
+    assert "; trained in fp32 (seed 0) and bf16 then fp32 (seed 2); " in _evidence(evidence)
+    (seeds[1] / "sweep_pipeline.toml").write_text((seeds[1] / "sweep_pipeline.toml").read_text().replace(
+        "lr = 0.02\n", "lr = 0.03\n"))  # anything else is still another recipe
+    with pytest.raises(ConfigError, match=r"seed 1 is not this run's recipe \(train.lr: 0.03 there, 0.02 here\)"):
         read_evidence(sweep / "table.json", made / "final" / "pipeline.toml", registry=registry)

@@ -213,8 +213,23 @@ def test_ctrl_c_mid_run_then_resume(tmp_path, capsys, counted, monkeypatch):
     log = [json.loads(line) for line in (third / "log.jsonl").read_text().splitlines()]
     train_steps = [r["step"] for r in log if r["kind"] == "train"]
     assert train_steps == [1, 2, 3]  # step 1 from before the Ctrl-C, 2 and 3 after --resume: no step redone
+    assert [(r["step"], r["precision"]) for r in log if r["kind"] == "start"] == [(0, "fp32"), (1, "fp32")]  # 2 sessions
     table = json.loads((root / "table.json").read_text())
     assert [r["miou"]["n"] for r in table["rows"]] == [2, 2]
+
+
+def test_a_row_whose_amp_becomes_auto_keeps_its_finished_runs(tmp_path, capsys, counted):
+    """train.amp = "auto" is the machine's precision (bf16 where it is native, fp32 elsewhere): a run trained with
+    "none" (or "bf16") is one of it and --resume keeps it; a row changed to another fixed precision is another run."""
+    path = sweep_file(tmp_path, rows=ROWS.split("[[row]]\nname = \"+wide\"")[0], seeds="[0]")
+    assert sweep(capsys, path, "-q")[0] == 0 and len(counted) == 1
+    pipeline = tmp_path / "p.toml"
+    pipeline.write_text(PIPELINE.replace("[train]\n", '[train]\namp = "auto"\n'))
+    code, out, err = sweep(capsys, path, "-q", "--resume")
+    assert code == 0 and len(counted) == 1, err  # kept, not trained again
+    pipeline.write_text(PIPELINE.replace("[train]\n", '[train]\namp = "bf16"\n'))
+    code, out, err = sweep(capsys, path, "-q", "--resume")
+    assert code == 2 and "was trained with another pipeline" in err and len(counted) == 1
 
 
 def test_failing_run_is_reported_and_the_others_finish(tmp_path, capsys, counted, monkeypatch):

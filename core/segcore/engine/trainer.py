@@ -9,6 +9,7 @@ import copy
 import functools
 import json
 import os
+import platform
 import signal
 import sys
 import time
@@ -40,7 +41,7 @@ from segcore.engine.workarounds import training_workarounds  # PyTorch kernel bu
 from segcore.inference.cpu import bf16_supported
 from segcore.inference.resize import fast_resizes
 from segcore.errors import ConfigError, DamagedFileError, SegcoreError
-from segcore.io import write_text
+from segcore.io import cpuinfo, write_text
 from segcore.hub.sources import resolve_source
 from segcore.model.build import SegModel, build_model, init_from, without_training_heads
 from segcore.model.memory import check_forward_fits, check_inference_fits
@@ -457,6 +458,10 @@ class Trainer:
         bar = tqdm(total=self.total, initial=self.step, desc="train", disable=not self.progress, dynamic_ncols=True)
         start, seen = time.perf_counter(), 0
         self._fit_started = start
+        # what this session computes on (a run resumed elsewhere logs another): with train.amp = "auto" the
+        # precision is the machine's, and records of the run (a sweep's evidence) say which each session used
+        self.log.write("start", self.step, precision="bf16" if self.bf16 else "fp32", device=str(self.device),
+                       cpu=cpuinfo("model name") or platform.machine(), processes=self.dist.world)  # fmt: skip
         self.clock.start()
         try:
             while self.step < self.total:

@@ -82,11 +82,26 @@ def _evidence(ev: Mapping[str, Any]) -> str:
 
     seeds = ", ".join(num(v) for v in ev["miou"]["per_seed"].values())
     rows = "\n".join(f"| {c} | {num(v.get('mean'))} | {num(v.get('std'))} |" for c, v in ev.get("per_class", {}).items())
-    hours = f" ({ev['cpu_hours']:.2f} CPU-core hours in all)" if ev.get("cpu_hours") is not None else ""
-    return (f"**Evidence for the recipe**: {ev['what']} (seeds {', '.join(map(str, ev['seeds']))}; `{ev.get('sweep')}`, "
-            f"row '{ev['row']}'{hours}), each evaluated once at its end on {ev['split']}: mIoU "
+    hours = f"; {ev['cpu_hours']:.2f} CPU-core hours in all" if ev.get("cpu_hours") is not None else ""
+    return (f"**Evidence for the recipe**: {ev['what']} (seeds {', '.join(map(str, ev['seeds']))} of `{ev.get('sweep')}`, "
+            f"row '{ev['row']}'{_precisions(ev.get('precision') or {})}{hours}), each evaluated once at its end on {ev['split']}: mIoU "
             f"**{num(ev['miou']['mean'])} ± {num(ev['miou']['std'])}** (mean ± std; per seed {seeds}).\n\n"
             f"| class | IoU mean | std |\n|---|---|---|\n{rows}")  # fmt: skip
+
+
+def _precisions(per_seed: Mapping[str, str | None]) -> str:
+    """"; trained in bf16 (seed 0) and fp32 (seeds 1, 2)": what the evidence's seeds computed in (`read_evidence`),
+    where known."""
+    groups: dict[str, list[str]] = {}
+    for seed, precision in per_seed.items():
+        if precision:
+            groups.setdefault(precision, []).append(seed)
+    if not groups:
+        return ""
+    if len(groups) == 1 and sum(map(len, groups.values())) == len(per_seed):
+        return f"; trained in {next(iter(groups))}"
+    parts = [f"{p} (seed{'s' if len(s) > 1 else ''} {', '.join(s)})" for p, s in groups.items()]
+    return "; trained in " + (", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0])
 
 
 def _status(m: Mapping[str, Any], ev: Mapping[str, Any] | None) -> str:

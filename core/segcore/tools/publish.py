@@ -26,7 +26,7 @@ from segcore.contracts.registry import Registry
 from segcore.data.datasets import build_split, dataset_meta
 from segcore.engine.report import RunLog
 from segcore.engine.run import run_pipeline
-from segcore.errors import ConfigError, did_you_mean
+from segcore.errors import ConfigError, DamagedFileError, did_you_mean
 from segcore.hub.folder import _FOLDER_FILES, CARD, CONFIG, WEIGHTS, _read_config, _write_config_and_card, _write_folder
 from segcore.hub.manifest import NAME, zoo, zoo_dir
 from segcore.hub.sources import file_sha256, resolve_source
@@ -82,8 +82,21 @@ def _eval_protocol(cfg: PipelineConfig, count: int) -> str:
             "(`segcore run` with task = \"evaluate\")")  # fmt: skip
 
 
-# what may differ between a run and the runs that are its evidence (the same recipe trained on fewer splits)
-EVIDENCE_MAY_DIFFER = ("data.train_split", "train.seed", "run.out_dir")
+# what may differ between a run and the runs that are its evidence (the same recipe trained on fewer splits); the
+# precision too (train.amp "auto" is bf16 on one machine, fp32 on another): the evidence says what each seed used
+EVIDENCE_MAY_DIFFER = ("data.train_split", "train.seed", "run.out_dir", "train.amp")
+_AMP_PRECISION = {"bf16": "bf16", "none": "fp32"}
+
+
+def run_precision(folder: Path, amp: str | None) -> str | None:
+    """The precision a run folder's training computed in: its log's ``start`` records (one per session; "bf16 then
+    fp32" for a run resumed on another machine), else its ``train.amp`` when that names one; None when unknown."""
+    try:
+        records = RunLog(folder, enabled=False).read()
+    except (DamagedFileError, OSError):
+        records = []
+    seen = list(dict.fromkeys(r["precision"] for r in records if r["kind"] == "start" and isinstance(r.get("precision"), str)))
+    return " then ".join(seen) if seen else _AMP_PRECISION.get(str(amp))
 
 
 def _flat(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -129,7 +142,7 @@ def read_evidence(table_json: str | Path, run_pipeline_toml: Path, *, row: str |
         raise ConfigError(f"{where}: row {name!r} has {len(seeds)} finished run(s); evidence needs the mean and spread "
                           "of several seeds: finish the sweep (segcore sweep FILE --resume)")  # fmt: skip
     mine = _flat(pipeline_as_today(tomllib.loads(run_pipeline_toml.read_text(encoding="utf-8")), registry=registry))
-    split = None
+    split, precision = None, {}
     for seed in seeds:
         their_file = path.parent / entry["folder"] / f"seed{seed}" / "sweep_pipeline.toml"
         if not their_file.is_file():
@@ -146,12 +159,14 @@ def read_evidence(table_json: str | Path, run_pipeline_toml: Path, *, row: str |
                               f"{'; ...' if len(differ) > 6 else ''}). Evidence must be the same pipeline, differing "
                               f"only in {', '.join(EVIDENCE_MAY_DIFFER)}")  # fmt: skip
         split = theirs.get("data.train_split", "train")
+        precision[str(seed)] = run_precision(their_file.parent, theirs.get("train.amp"))
     return {
         "what": "the same recipe trained on " + " + ".join(_splits(split)) + f" alone, {len(seeds)} seeds",
         "sweep": table.get("sweep"), "row": name, "train_split": split, "seeds": [int(s) for s in seeds],
         "split": "val", "miou": {"per_seed": entry["miou"]["per_seed"], "mean": entry["miou"]["mean"],
                                  "std": entry["miou"]["std"]},
         "per_class": entry.get("per_class_iou_pct", {}), "cpu_hours": entry.get("cpu_hours"),
+        "precision": precision,
     }  # fmt: skip
 
 

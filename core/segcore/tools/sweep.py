@@ -477,7 +477,8 @@ def same_run(written: str, wanted: str, *, registry: Registry | None = None) -> 
     (*wanted*), wherever the sweep folder is: a moved or copied folder (another ``--out-dir``) is the same run.
     With *registry*, *written* is validated again by today's schema first, so that a key added to segcore since the
     run was trained counts at its default (a run that predates ``train.fast_resize`` trained without it); a key
-    that was removed or renamed makes it another run."""
+    that was removed or renamed makes it another run. A row whose ``train.amp`` is ``"auto"`` (bf16 where the
+    machine computes it natively, fp32 elsewhere) keeps a run trained with ``"bf16"`` or ``"none"``."""
     try:
         a, b = tomllib.loads(written), tomllib.loads(wanted)
     except tomllib.TOMLDecodeError:
@@ -489,6 +490,8 @@ def same_run(written: str, wanted: str, *, registry: Registry | None = None) -> 
             return False
     for table in (a, b):
         table.get("run", {}).pop("out_dir", None)
+    if b.get("train", {}).get("amp") == "auto" and isinstance(a.get("train"), dict) and "amp" in a["train"]:
+        a["train"]["amp"] = "auto"  # "auto" is the machine's precision: a run trained in bf16 or fp32 is one of it
     return a == b
 
 
