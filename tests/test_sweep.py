@@ -16,6 +16,7 @@ import torch
 import segcore.engine.report
 import segcore.engine.run
 from segcore.cli.main import main
+from segcore.errors import ConfigError
 
 PIPELINE = """
 [model]
@@ -323,6 +324,25 @@ def test_every_problem_of_every_row_at_once(tmp_path, capsys, counted):
                     "row 'e': unset train.epochs", "row 'a': duplicate row name"):
         assert message in err
     assert "5 problem(s)" in err
+
+
+def test_rows_that_share_a_model_are_checked_on_the_meta_device_once(tmp_path, registry, monkeypatch):
+    """A sweep's rows mostly change training keys: a model is run on the meta device once per sweep file, every row
+    still gets its counts, and a row's own data and losses are still checked."""
+    import segcore.model.check as check
+    from segcore.tools.sweep import load_sweep
+
+    runs = []
+    real = check.check_model
+    monkeypatch.setattr(check, "check_model", lambda model, *a, **k: (runs.append(model), real(model, *a, **k))[1])
+    rows = ROWS + '[[row]]\nname = "lr"\nset = { "train.lr" = 0.02 }\n[[row]]\nname = "wide lr"\n' \
+                  'set = { "model.decoder.channels" = 24, "train.lr" = 0.02 }\n'  # fmt: skip
+    sweep = load_sweep(sweep_file(tmp_path, rows=rows), registry=registry)
+    assert len(runs) == 2  # fcn16 = lr, +wide = wide lr
+    assert sweep.counts["lr"] == sweep.counts["fcn16"] != sweep.counts["+wide"] == sweep.counts["wide lr"]
+    bad = rows + '[[row]]\nname = "no split"\nset = { "data.val_split" = "vall" }\n'
+    with pytest.raises(ConfigError, match=r"row 'no split': does not pass segcore check: .*vall"):
+        load_sweep(sweep_file(tmp_path, rows=bad), registry=registry)
 
 
 def test_a_set_may_add_a_key_and_unset_removes_one(tmp_path, capsys):

@@ -7,11 +7,13 @@ __all__ = ["StageRow", "Totals", "check_model", "check_pipeline", "format_json",
 
 import json
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from attrs import asdict, frozen
 from torch import Tensor, nn
 
+from segcore.config import unstructure
 from segcore.config.schema import ComponentSpec, PipelineConfig
 from segcore.model.losses import loss_routes
 from segcore.model.counting import Convention, Count, Meter, get_convention
@@ -185,21 +187,29 @@ def _check_data_and_losses(cfg: PipelineConfig, registry: Registry, num_classes:
 
 def check_pipeline(
     cfg: PipelineConfig, registry: Registry, *, input_size: tuple[int, int] | None = None,
-    convention: str | Convention = "true",
+    convention: str | Convention = "true", cache: dict[tuple[Any, ...], tuple[StageRow, ...]] | None = None,
 ) -> list[StageRow]:
     """Build *cfg*'s model on the meta device (no weights allocated), check it at *input_size*, count it under
-    *convention* (see `check_model`)."""
+    *convention* (see `check_model`). With *cache* (a dict the caller keeps, for one registry), a pipeline whose
+    ``[model]``, class count, size and convention were checked before reuses those rows: a sweep's rows mostly change
+    training keys, and a meta-device forward of a 360x480 HRNet takes seconds. Its data and losses are always checked."""
     meta = dataset_meta(cfg.data.dataset, registry)
     num_classes = cfg.model.num_classes or meta.num_classes
     _check_data_and_losses(cfg, registry, num_classes, meta.ignore_index)
-    with torch.device("meta"):
-        model = build_model(cfg.model, registry, num_classes=num_classes)
-    names = {"model.backbone": _name(registry, Backbone, cfg.model.backbone),
-             "model.decoder": _name(registry, Decoder, cfg.model.decoder), "model.classifier": ("conv1x1", None)}  # fmt: skip
-    names |= {f"model.enhancers[{i}]": _name(registry, Enhancer, e) for i, e in enumerate(cfg.model.enhancers)}
-    names |= {f"model.aux.{k}": (f"{v.decoder.name} (training only)", registry.get(Decoder, v.decoder.name, v.decoder.plugin).plugin)
-              for k, v in cfg.model.aux.items()}  # fmt: skip
-    return check_model(model, input_size or cfg.run.input_size, names, convention=convention)
+    size = tuple(input_size or cfg.run.input_size)
+    convention = get_convention(convention)
+    key = (json.dumps(unstructure(cfg.model), sort_keys=True), num_classes, size, convention.name)
+    known = cache if cache is not None else {}
+    if key not in known:
+        with torch.device("meta"):
+            model = build_model(cfg.model, registry, num_classes=num_classes)
+        names = {"model.backbone": _name(registry, Backbone, cfg.model.backbone),
+                 "model.decoder": _name(registry, Decoder, cfg.model.decoder), "model.classifier": ("conv1x1", None)}  # fmt: skip
+        names |= {f"model.enhancers[{i}]": _name(registry, Enhancer, e) for i, e in enumerate(cfg.model.enhancers)}
+        names |= {f"model.aux.{k}": (f"{v.decoder.name} (training only)", registry.get(Decoder, v.decoder.name, v.decoder.plugin).plugin)
+                  for k, v in cfg.model.aux.items()}  # fmt: skip
+        known[key] = tuple(check_model(model, size, names, convention=convention))
+    return list(known[key])
 
 
 def _name(registry: Registry, stage: type, spec: ComponentSpec) -> tuple[str, PluginInfo]:

@@ -355,6 +355,7 @@ def load_sweep(path: str | Path, *, registry: Registry, out_dir: str | Path | No
 
     runs: list[RunSpec] = []
     counts: dict[str, Count] = {}
+    checked: dict[tuple[Any, ...], Any] = {}  # rows sharing a model are run on the meta device once
     size: tuple[int, int] | None = tuple(input_size) if input_size else None
     if base_table is not None:
         for row in rows:
@@ -373,7 +374,7 @@ def load_sweep(path: str | Path, *, registry: Registry, out_dir: str | Path | No
                 continue
             row_size = size or tuple(cfg.run.input_size)
             try:
-                counted = check_pipeline(cfg, registry, input_size=row_size, convention=convention)
+                counted = check_pipeline(cfg, registry, input_size=row_size, convention=convention, cache=checked)
             except SegcoreError as exc:
                 problems.append(f"{where}: does not pass segcore check: {exc}")
                 continue
