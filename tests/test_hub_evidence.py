@@ -103,7 +103,7 @@ def test_the_card_gives_the_recipe_s_train_only_seeds_and_says_val_was_trained_o
     assert ev["miou"] == {k: row["miou"][k] for k in ("per_seed", "mean", "std")}
     assert set(ev["miou"]["per_seed"]) == {"0", "1", "2"} and ev["miou"]["std"] is not None
     assert ev["per_class"] == row["per_class_iou_pct"]
-    assert ev["precision"] == {"0": "fp32", "1": "fp32", "2": "fp32"}  # what each seed's log says it computed in
+    assert ev["precision"] == {"0": "fp32", "1": "fp32", "2": "fp32"}  # what each seed computed in (train.amp "none")
     assert config["metrics"]["trained_on"] == ["train", "val"]
     card = (made / "with-evidence" / "README.md").read_text()
     assert re.search(r"row 'train only'; trained in fp32; \d+\.\d\d CPU-core hours in all\), each evaluated once at "
@@ -265,7 +265,7 @@ def test_seeds_trained_in_another_precision_are_evidence_and_the_card_says_which
         log = [r for r in log if r["kind"] != "start"] + [{"kind": "start", "step": s, "precision": p} for s, p in starts]
         (folder / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
 
-    edit(seeds[1], "bf16", [])  # a record from before the start records: its train.amp names the precision
+    edit(seeds[1], "bf16", [])  # a fixed train.amp names the precision (a record from before the start records)
     edit(seeds[2], "auto", [(0, "bf16"), (12, "fp32")])  # resumed on a machine without native bf16
     evidence = read_evidence(sweep / "table.json", made / "final" / "pipeline.toml", registry=registry)
     assert evidence["precision"] == {"0": "fp32", "1": "bf16", "2": "bf16 then fp32"}
@@ -274,7 +274,24 @@ def test_seeds_trained_in_another_precision_are_evidence_and_the_card_says_which
     evidence = read_evidence(sweep / "table.json", made / "final" / "pipeline.toml", registry=registry)
     assert evidence["precision"]["1"] is None  # "auto" and no log of it: unknown, and the card says nothing of it
     assert "; trained in fp32 (seed 0) and bf16 then fp32 (seed 2); " in _evidence(evidence)
+    edit(seeds[1], "auto", [(5, "fp32")])  # steps 1-5 trained by a segcore that wrote no start records
+    evidence = read_evidence(sweep / "table.json", made / "final" / "pipeline.toml", registry=registry)
+    assert evidence["precision"]["1"] == "unknown then fp32"
     (seeds[1] / "sweep_pipeline.toml").write_text((seeds[1] / "sweep_pipeline.toml").read_text().replace(
         "lr = 0.02\n", "lr = 0.03\n"))  # anything else is still another recipe
     with pytest.raises(ConfigError, match=r"seed 1 is not this run's recipe \(train.lr: 0.03 there, 0.02 here\)"):
         read_evidence(sweep / "table.json", made / "final" / "pipeline.toml", registry=registry)
+
+
+def test_a_model_trained_at_amp_auto_says_what_it_computed_in(made, registry, capsys, monkeypatch, tmp_path):
+    """train.amp = "auto" is the machine's precision: the card gives the one the run's log records."""
+    import shutil
+
+    run = tmp_path / "final"
+    shutil.copytree(made / "final", run)
+    (run / "pipeline.toml").write_text(re.sub(r'(?m)^amp = "none"$', 'amp = "auto"', (run / "pipeline.toml").read_text()))
+    monkeypatch.setattr(CLI, "registry", lambda: registry)
+    assert main(["hub", "save", str(run), str(tmp_path / "fcn-shapes"), "--no-evaluate", "-q"]) == 0
+    training = json.loads((tmp_path / "fcn-shapes" / "config.json").read_text())["training"]
+    assert (training["amp"], training["precision"]) == ("auto", "fp32")
+    assert "amp auto (computed in fp32), seed 0" in (tmp_path / "fcn-shapes" / "README.md").read_text()

@@ -358,6 +358,7 @@ def test_a_run_resumed_after_its_final_evaluation_was_logged_logs_it_once(small_
     keys = [(r["kind"], r["step"]) for r in records]
     assert len(keys) == len(set(keys)), keys
     assert keys.count(("eval", 4)) == 1 and (out / "model.safetensors").is_file()
+    assert [k for k in keys if k[0] == "start"] == [("start", 0)]  # the resumed session trained nothing: no start record
 
 
 # -- 11: oversized inputs are refused before allocating; images over the decompression limit are named -------------

@@ -37,9 +37,10 @@ class RunLog:
                 raise ConfigError(f"train.tensorboard = true needs the tensorboard package: pip install tensorboard ({exc})") from None
             self._tb = SummaryWriter(str(Path(folder) / "tensorboard"))
 
-    def write(self, kind: str, step: int, **values: Any) -> None:
+    def write(self, kind: str, step: int, *, scalars: bool = True, **values: Any) -> None:
         """Append a record; one of the same kind and step already there (a resumed run logging a step again: the
-        final evaluation of a run killed before its weights were written) is replaced, never repeated."""
+        final evaluation of a run killed before its weights were written) is replaced, never repeated. Its numbers
+        go to TensorBoard too unless *scalars* is False (a record that is not a metric)."""
         if not self.enabled:
             return
         if self._logged is None:
@@ -50,7 +51,7 @@ class RunLog:
         self._logged.add((kind, step))
         with self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps({"kind": kind, "step": step, **values}) + "\n")
-        if self._tb is not None:
+        if self._tb is not None and scalars:
             for key, value in values.items():
                 if isinstance(value, (int, float)):
                     self._tb.add_scalar(f"{kind}/{key}", value, step)

@@ -458,10 +458,12 @@ class Trainer:
         bar = tqdm(total=self.total, initial=self.step, desc="train", disable=not self.progress, dynamic_ncols=True)
         start, seen = time.perf_counter(), 0
         self._fit_started = start
-        # what this session computes on (a run resumed elsewhere logs another): with train.amp = "auto" the
-        # precision is the machine's, and records of the run (a sweep's evidence) say which each session used
-        self.log.write("start", self.step, precision="bf16" if self.bf16 else "fp32", device=str(self.device),
-                       cpu=cpuinfo("model name") or platform.machine(), processes=self.dist.world)  # fmt: skip
+        # what this session trains on (a run resumed elsewhere logs another): with train.amp = "auto" the precision
+        # is the machine's, and records of the run (a sweep's evidence, the card) say which each session used
+        if self.step < self.total:
+            self.log.write("start", self.step, scalars=False, precision="bf16" if self.bf16 else "fp32",
+                           device=str(self.device), cpu=cpuinfo("model name") or platform.machine(),
+                           processes=self.dist.world)  # fmt: skip
         self.clock.start()
         try:
             while self.step < self.total:

@@ -152,7 +152,8 @@ def render_card(config: Mapping[str, Any], *, files: Sequence[str] = (CONFIG, WE
             f"- start: {t.get('start')}; {t.get('budget')} ({t.get('steps')} optimizer steps) on the "
             f"{_splits(t.get('train_split'))}, batch {t.get('batch_size')}\n"
             f"- optimizer {t.get('optimizer')}, lr {t.get('lr')}, weight decay {t.get('weight_decay')}, "
-            f"{t.get('schedule')} schedule, {t.get('warmup_iters')} warm-up iterations, amp {t.get('amp')}, seed {t.get('seed')}\n"
+            f"{t.get('schedule')} schedule, {t.get('warmup_iters')} warm-up iterations, amp {t.get('amp')}"
+            f"{f' (computed in {p})' if (p := t.get('precision')) and t.get('amp') == 'auto' else ''}, seed {t.get('seed')}\n"
             f"- augmentation: `{json.dumps(t.get('augment'))}`\n"
             f"- losses: `{json.dumps(t.get('losses'))}`"
             + (f"; training-only heads (not in these weights): {', '.join(t['aux_heads'])}" if t.get("aux_heads") else "")

@@ -187,18 +187,19 @@ def _check_data_and_losses(cfg: PipelineConfig, registry: Registry, num_classes:
 
 def check_pipeline(
     cfg: PipelineConfig, registry: Registry, *, input_size: tuple[int, int] | None = None,
-    convention: str | Convention = "true", cache: dict[tuple[Any, ...], tuple[StageRow, ...]] | None = None,
+    convention: str | Convention = "true", cache: dict[tuple[Any, ...] | None, tuple[StageRow, ...]] | None = None,
 ) -> list[StageRow]:
     """Build *cfg*'s model on the meta device (no weights allocated), check it at *input_size*, count it under
     *convention* (see `check_model`). With *cache* (a dict the caller keeps, for one registry), a pipeline whose
-    ``[model]``, class count, size and convention were checked before reuses those rows: a sweep's rows mostly change
-    training keys, and a meta-device forward of a 360x480 HRNet takes seconds. Its data and losses are always checked."""
+    ``[model]``, class count, size and convention (by name) were checked before reuses those rows: a sweep's rows
+    mostly change training keys, and a meta-device forward of a 360x480 HRNet takes seconds. Its data and losses are
+    always checked."""
     meta = dataset_meta(cfg.data.dataset, registry)
     num_classes = cfg.model.num_classes or meta.num_classes
     _check_data_and_losses(cfg, registry, num_classes, meta.ignore_index)
     size = tuple(input_size or cfg.run.input_size)
     convention = get_convention(convention)
-    key = (json.dumps(unstructure(cfg.model), sort_keys=True), num_classes, size, convention.name)
+    key = None if cache is None else (json.dumps(unstructure(cfg.model), sort_keys=True), num_classes, size, convention.name)
     known = cache if cache is not None else {}
     if key not in known:
         with torch.device("meta"):

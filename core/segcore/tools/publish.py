@@ -62,7 +62,8 @@ def _training(cfg: PipelineConfig, records: list[dict[str, Any]], *, hardware: s
         "steps": step if step is not None else (train[-1]["step"] if train else None),
         "budget": f"{t.iters} iterations" if t.iters else f"{t.epochs} epochs",
         "optimizer": t.optimizer, "lr": t.lr, "weight_decay": t.weight_decay, "schedule": t.schedule,
-        "warmup_iters": t.warmup_iters, "batch_size": d.batch_size * t.grad_accum_steps, "amp": t.amp, "seed": t.seed,
+        "warmup_iters": t.warmup_iters, "batch_size": d.batch_size * t.grad_accum_steps, "amp": t.amp,
+        "precision": run_precision(records, t.amp), "seed": t.seed,
         "augment": unstructure(d.augment), "losses": [unstructure(loss) for loss in cfg.loss],
         "aux_heads": sorted(cfg.model.aux), "start": start, "train_split": d.train_split,
         "hardware": hardware or f"{cores} CPU cores ({cpuinfo('model name') or platform.processor() or platform.machine()})", "cores": cores,
@@ -88,15 +89,19 @@ EVIDENCE_MAY_DIFFER = ("data.train_split", "train.seed", "run.out_dir", "train.a
 _AMP_PRECISION = {"bf16": "bf16", "none": "fp32"}
 
 
-def run_precision(folder: Path, amp: str | None) -> str | None:
-    """The precision a run folder's training computed in: its log's ``start`` records (one per session; "bf16 then
-    fp32" for a run resumed on another machine), else its ``train.amp`` when that names one; None when unknown."""
-    try:
-        records = RunLog(folder, enabled=False).read()
-    except (DamagedFileError, OSError):
-        records = []
-    seen = list(dict.fromkeys(r["precision"] for r in records if r["kind"] == "start" and isinstance(r.get("precision"), str)))
-    return " then ".join(seen) if seen else _AMP_PRECISION.get(str(amp))
+def run_precision(records: list[dict[str, Any]], amp: str | None) -> str | None:
+    """What a run's training computed in: "bf16" or "fp32" for a fixed ``train.amp``; for ``"auto"`` its log's
+    ``start`` records (one per session), "bf16 then fp32" for a run resumed on another machine, "unknown then ..."
+    when steps were trained before the first start record (an older segcore); None when nothing says."""
+    if amp in _AMP_PRECISION:
+        return _AMP_PRECISION[amp]
+    starts = [r for r in records if r["kind"] == "start" and isinstance(r.get("precision"), str)]
+    if not starts:
+        return None
+    seen = list(dict.fromkeys(r["precision"] for r in starts))
+    if any(r["kind"] == "train" and r["step"] <= starts[0]["step"] for r in records):
+        seen.insert(0, "unknown")
+    return " then ".join(seen)
 
 
 def _flat(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -159,7 +164,11 @@ def read_evidence(table_json: str | Path, run_pipeline_toml: Path, *, row: str |
                               f"{'; ...' if len(differ) > 6 else ''}). Evidence must be the same pipeline, differing "
                               f"only in {', '.join(EVIDENCE_MAY_DIFFER)}")  # fmt: skip
         split = theirs.get("data.train_split", "train")
-        precision[str(seed)] = run_precision(their_file.parent, theirs.get("train.amp"))
+        try:
+            records = RunLog(their_file.parent, enabled=False).read()
+        except DamagedFileError:
+            records = []
+        precision[str(seed)] = run_precision(records, theirs.get("train.amp"))
     return {
         "what": "the same recipe trained on " + " + ".join(_splits(split)) + f" alone, {len(seeds)} seeds",
         "sweep": table.get("sweep"), "row": name, "train_split": split, "seeds": [int(s) for s in seeds],
