@@ -187,7 +187,7 @@ def _check_data_and_losses(cfg: PipelineConfig, registry: Registry, num_classes:
 
 def check_pipeline(
     cfg: PipelineConfig, registry: Registry, *, input_size: tuple[int, int] | None = None,
-    convention: str | Convention = "true", cache: dict[tuple[Any, ...] | None, tuple[StageRow, ...]] | None = None,
+    convention: str | Convention = "true", cache: dict[tuple[Any, ...], tuple[StageRow, ...]] | None = None,
 ) -> list[StageRow]:
     """Build *cfg*'s model on the meta device (no weights allocated), check it at *input_size*, count it under
     *convention* (see `check_model`). With *cache* (a dict the caller keeps, for one registry), a pipeline whose
@@ -199,18 +199,25 @@ def check_pipeline(
     _check_data_and_losses(cfg, registry, num_classes, meta.ignore_index)
     size = tuple(input_size or cfg.run.input_size)
     convention = get_convention(convention)
-    key = None if cache is None else (json.dumps(unstructure(cfg.model), sort_keys=True), num_classes, size, convention.name)
-    known = cache if cache is not None else {}
-    if key not in known:
-        with torch.device("meta"):
-            model = build_model(cfg.model, registry, num_classes=num_classes)
-        names = {"model.backbone": _name(registry, Backbone, cfg.model.backbone),
-                 "model.decoder": _name(registry, Decoder, cfg.model.decoder), "model.classifier": ("conv1x1", None)}  # fmt: skip
-        names |= {f"model.enhancers[{i}]": _name(registry, Enhancer, e) for i, e in enumerate(cfg.model.enhancers)}
-        names |= {f"model.aux.{k}": (f"{v.decoder.name} (training only)", registry.get(Decoder, v.decoder.name, v.decoder.plugin).plugin)
-                  for k, v in cfg.model.aux.items()}  # fmt: skip
-        known[key] = tuple(check_model(model, size, names, convention=convention))
-    return list(known[key])
+    if cache is None:
+        return _check_built(cfg, registry, num_classes, size, convention)
+    key = (json.dumps(unstructure(cfg.model), sort_keys=True), num_classes, size, convention.name)
+    if key not in cache:
+        cache[key] = tuple(_check_built(cfg, registry, num_classes, size, convention))
+    return list(cache[key])
+
+
+def _check_built(cfg: PipelineConfig, registry: Registry, num_classes: int, size: tuple[int, int],
+                 convention: Convention) -> list[StageRow]:  # fmt: skip
+    """`check_model` on *cfg*'s model built on the meta device, its stages named by component and plugin."""
+    with torch.device("meta"):
+        model = build_model(cfg.model, registry, num_classes=num_classes)
+    names = {"model.backbone": _name(registry, Backbone, cfg.model.backbone),
+             "model.decoder": _name(registry, Decoder, cfg.model.decoder), "model.classifier": ("conv1x1", None)}  # fmt: skip
+    names |= {f"model.enhancers[{i}]": _name(registry, Enhancer, e) for i, e in enumerate(cfg.model.enhancers)}
+    names |= {f"model.aux.{k}": (f"{v.decoder.name} (training only)", registry.get(Decoder, v.decoder.name, v.decoder.plugin).plugin)
+              for k, v in cfg.model.aux.items()}  # fmt: skip
+    return check_model(model, size, names, convention=convention)
 
 
 def _name(registry: Registry, stage: type, spec: ComponentSpec) -> tuple[str, PluginInfo]:
