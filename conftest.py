@@ -43,6 +43,25 @@ _RESULTS: dict[Path, dict[str, tuple[str, str]]] = {}
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "isolated: the module runs in a child pytest process of its own")
+    _share_the_cores()
+
+
+# -- pytest -n N (pytest-xdist, README's test command) -----------------------------------------------------------------
+# N worker processes share the machine's cores: each computes on cores/N threads (at least one), and so do the processes
+# its tests start (segcore commands, torchrun), through OMP_NUM_THREADS. Without this, N workers each running torch's
+# default of one thread per core oversubscribe the cores and OpenMP's spinning threads slow every one of them down.
+
+
+def _share_the_cores() -> None:
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers <= 1:
+        return
+    import torch
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    threads = max(1, cores // workers)
+    torch.set_num_threads(threads)
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
 
 
 def _isolated_results(item: pytest.Item) -> dict[str, tuple[str, str]]:

@@ -43,6 +43,7 @@ def one_thread():
     torch.set_num_threads(threads)  # the command sets --threads for the process
 
 
+@pytest.mark.slow  # ~18 s: times every inference case on 2 idle AVX2 cores
 def test_bench_json_has_every_case_and_the_ratios(tmp_path, capsys, registry):
     pipeline = tmp_path / "tiny.toml"
     pipeline.write_text(textwrap.dedent(MODEL) + textwrap.dedent(DATA))
@@ -106,6 +107,7 @@ def test_step_clock_times_phases_after_the_skipped_steps():
     assert sum(clock.shares().values()) == pytest.approx(1.0)
 
 
+@pytest.mark.slow  # ~22 s: times every trainer variant on 2 idle AVX2 cores
 def test_bench_trainer_times_each_variant_with_its_phases(tmp_path, capsys):
     pipeline = tmp_path / "tiny.toml"
     pipeline.write_text(textwrap.dedent(MODEL) + textwrap.dedent(DATA) + '[train]\noptimizer = "adamw"\n')
@@ -139,6 +141,7 @@ def test_optimizer_impl_picks_torch_s_implementation(impl):
             "fused": (True, None), "foreach": (None, True), "loop": (None, False)}[impl]  # fmt: skip
 
 
+@pytest.mark.slow  # ~7 s: measures the peaks on 2 idle AVX2 cores
 def test_a_cpu_without_native_bf16_gets_its_bf16_peaks_small_and_the_tables_say_so(monkeypatch):
     """PyTorch emulates bf16 at about 1 GFLOP/s on a CPU without AVX512-BF16 or AMX: the bf16 peaks are measured on a
     512^3 product and a 32 x 32 map there (seconds, not minutes), and both tables say bf16 is emulated."""

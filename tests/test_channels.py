@@ -80,6 +80,7 @@ def _write(path: Path, table: dict) -> Path:
     (4, 255, None, True),  # RGB + near infrared, 8-bit, planar TIFF
     (3, 4095, 4095.0, False),  # 12-bit data in 16-bit TIFF files: [model] max_value = 4095
 ], ids=["4ch-uint8", "16bit-tiff"])  # fmt: skip
+@pytest.mark.slow  # ~12 s each: trains, predicts and exports on 2 idle AVX2 cores
 def test_folder_dataset_trains_predicts_saves_and_exports(tmp_path, registry, channels, top, max_value, planar):
     root = _folder(tmp_path / "data", channels=channels, top=top, planar=planar)
     table = _pipeline(root, tmp_path / "run", channels=channels, max_value=max_value)

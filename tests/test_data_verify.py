@@ -198,6 +198,7 @@ def _readme_train_counts() -> list[int]:
 
 
 @pytest.mark.skipif(not CAMVID.is_dir(), reason="needs ../shared/data/camvid")
+@pytest.mark.slow  # ~7 s: reads every CamVid label on 2 idle AVX2 cores
 def test_camvid_class_pixels_equal_its_readme(tmp_path, capsys):
     names = ["sky", "building", "pole", "road", "sidewalk", "tree", "sign", "fence", "car", "pedestrian", "bicyclist"]
     code = main(["data", "verify", "folder", "--root", str(CAMVID), "--set", f"class_names={names}",

@@ -209,6 +209,7 @@ def test_calibration_without_a_dataset_asks_for_calibration_data(registry):
         calibration_images(None, registry, source="hrnet_l-camvid")
 
 
+@pytest.mark.slow  # ~45 s: times three runtimes on 2 idle AVX2 cores
 def test_bench_times_the_runtimes_beside_pytorch(tmp_path, capsys, monkeypatch):
     """Rows only (no timing asserted); without openvino, its rows are skipped with the install command."""
     pipeline = _pipeline(tmp_path)

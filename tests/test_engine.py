@@ -110,6 +110,7 @@ def _wait_for(path_glob: Path, proc: subprocess.Popen, timeout: float = 120) -> 
 
 
 @pytest.mark.parametrize("how", ["kill", "ctrl_c"])
+@pytest.mark.slow  # ~30 s each: a run, then one interrupted and resumed on 2 idle AVX2 cores
 def test_interrupted_and_resumed_run_is_bitwise_equal(registry, tmp_path, how):
     """16 steps per epoch, checkpoints every 3 steps (so inside epochs); stop the process after the first
     mid-epoch checkpoint (SIGKILL, or Ctrl-C which writes one more), resume, compare with an unbroken run. (The
@@ -154,6 +155,7 @@ def test_interrupted_and_resumed_run_is_bitwise_equal(registry, tmp_path, how):
     assert after and all(r["elapsed_s"] >= round(state["elapsed_s"], 1) for r in after)
 
 
+@pytest.mark.slow  # ~22 s: torchrun starts two processes on 2 idle AVX2 cores
 def test_distributed_two_processes_match_one(tmp_path):
     """torchrun, 2 CPU processes with batch 2 each (gloo) against 1 process with batch 4; a model without
     batch norm or dropout (ConvNeXt's LayerNorm, no head convs) so the two are the same computation."""

@@ -72,6 +72,7 @@ def test_onnx_runs_a_batch_of_two(exported):
     np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow  # ~10 s: an export through the command on 2 idle AVX2 cores
 def test_cli_exports_a_pipeline_and_checks_it(tmp_path, capsys):
     pipeline = tmp_path / "tiny.toml"
     pipeline.write_text(textwrap.dedent("""

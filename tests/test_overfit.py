@@ -121,6 +121,7 @@ def test_a_folder_dataset_of_4_images_is_learnt_and_shuffled_labels_are_not(tmp_
         assert "0.png lines up best with the label filed for 1.png (0.91 against 0.70" in out and "mis-sorted" in out
 
 
+@pytest.mark.slow  # ~7 s: an overfit run on 2 idle AVX2 cores
 def test_shuffled_labels_are_named_even_when_the_budget_is_short(tmp_path, capsys):
     """10 steps cannot fit 4 images; the verdict still names the mismatched labels as the cause, not the learning rate."""
     pytest.importorskip("segcore_plugin_classic")

@@ -25,8 +25,9 @@ def test_readme_has_exactly_two_setup_commands_at_its_top():
     assert text.index("```bash") < 800  # at the top
     install_run, install_test = readme_commands()
     assert install_run.endswith("segcore run examples/quickstart.toml")
-    assert install_test.endswith("pytest")
+    assert install_test.endswith("pytest -n auto --dist worksteal")  # one process per core: pytest-xdist, a development requirement
     assert "requirements-dev.txt" in install_test
+    assert re.search(r"^pytest-xdist\b", (REPO / "requirements-dev.txt").read_text(), flags=re.M)
 
 
 @pytest.mark.slow

@@ -161,6 +161,7 @@ def _onnx_opset(path: Path) -> int:
     return next(o.version for o in onnx.load(str(path)).opset_import if o.domain in ("", "ai.onnx"))
 
 
+@pytest.mark.slow  # ~14 s: ONNX exports on 2 idle AVX2 cores
 def test_a_model_with_pooled_context_exports_for_every_size(tmp_path):
     ort = pytest.importorskip("onnxruntime")
     torch.manual_seed(0)

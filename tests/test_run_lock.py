@@ -15,6 +15,8 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
+
 from segcore.cli.main import main
 from segcore.errors import FolderInUseError
 from segcore.io import LOCK, lock_folder
@@ -41,6 +43,7 @@ def holder(folder: Path) -> dict | None:
         return None
 
 
+@pytest.mark.slow  # ~9 s: two segcore processes on 2 idle AVX2 cores
 def test_a_second_run_in_a_locked_folder_exits_2_naming_the_holder_and_the_kill_frees_it(tmp_path, capsys):
     long = write(tmp_path / "long.toml", PIPELINE.replace("iters = 4", "iters = 100000"))
     out = tmp_path / "run"

@@ -431,6 +431,7 @@ def _small_model(reg):
     return build_model(cfg.model, reg, num_classes=3).eval()
 
 
+@pytest.mark.slow  # ~6 s: torch.export on 2 idle AVX2 cores
 def test_torch_export_with_dynamic_size(reg):
     from torch.export import Dim, export
 
@@ -444,6 +445,7 @@ def test_torch_export_with_dynamic_size(reg):
         torch.testing.assert_close(out.logits, model(y).logits)
 
 
+@pytest.mark.slow  # ~18 s: torch.compile on 2 idle AVX2 cores
 def test_compile_fullgraph(reg):
     model = _small_model(reg)
     x = torch.rand(1, 3, 64, 80)

@@ -105,6 +105,7 @@ def tables(out: Path) -> dict[str, bytes]:
     return {name: (out / name).read_bytes() for name in ("table.md", "table.csv", "table.json")}
 
 
+@pytest.mark.slow  # ~11 s: trains every row on 2 idle AVX2 cores
 def test_sweep_end_to_end_and_table_rebuild(tmp_path, capsys, counted):
     path = sweep_file(tmp_path, extra='focus_classes = ["disc", "triangle"]')
     code, out, err = sweep(capsys, path)

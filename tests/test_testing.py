@@ -61,6 +61,7 @@ def segcore_register(registry):
 '''
 
 
+@pytest.mark.slow  # ~9 s: a pytester session on 2 idle AVX2 cores
 def test_a_third_party_plugin_runs_the_kit_and_its_broken_component_is_named(pytester, monkeypatch):
     # the plugin as pip would leave it, without pip: a module and a dist-info folder with its entry point
     pytester.makepyfile(segcore_plugin_toy=TOY_PLUGIN)

@@ -185,6 +185,7 @@ def test_a_run_never_writes_or_deletes_through_a_linked_folder(trained, run_copy
 # -- 5: export -----------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # ~19 s: three ONNX exports on 2 idle AVX2 cores
 def test_export_without_weights_never_replaces_an_earlier_export_unasked(trained, tmp_path, capsys):
     pipeline = write(tmp_path / "p.toml", PIPELINE.replace("[run]\n", f'[run]\ncheckpoint = "{trained[1]}"\n'))
     code, _, err = cli(capsys, "export", pipeline, "--no-check")  # the trained weights

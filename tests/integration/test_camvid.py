@@ -21,6 +21,7 @@ needs_camvid = pytest.mark.skipif(not CAMVID.is_dir(), reason="../shared/data/ca
 
 
 @needs_camvid
+@pytest.mark.slow  # ~6 s: all of CamVid to parquet on 2 idle AVX2 cores
 def test_parquet_round_trip_is_bit_identical_and_datasets_loads_it(tmp_path, registry, capsys):
     out = tmp_path / "camvid-hub"
     assert main(["data", "convert", "camvid", "--root", str(CAMVID), "--out", str(out), "--splits", "val",

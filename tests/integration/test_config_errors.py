@@ -145,6 +145,7 @@ def test_every_problem_is_listed_at_once(base_pipeline, write_pipeline, registry
     assert any("run.device must be" in line for line in lines)
 
 
+@pytest.mark.slow  # ~7 s: segcore processes on 2 idle AVX2 cores
 def test_cli_process_exits_2_without_traceback(base_pipeline, write_pipeline):
     path = write_pipeline(base_pipeline.replace('"hrnetv2_head"', '"hrnetv2_haed"'))
     out = subprocess.run([sys.executable, "-m", "segcore", "check", str(path)], capture_output=True, text=True)

@@ -39,6 +39,7 @@ def test_hrnet_w48_thop2x_is_seed_000_table_iii_once_timm_upsample_modules_are_l
     assert full.macs - no_upsample.macs == 2 * 37_355_520
 
 
+@pytest.mark.slow  # ~7 s: W48 under every convention on 2 idle AVX2 cores
 def test_every_convention_counts_the_same_hrnet_w48_parameters(registry):
     """BLOCKS 0.3 / 000.1: FCN-HRNetV2-W48 with 19 classes has 65.86 M parameters, every module being a thop- and
     mmcv-registered type (Conv2d, BatchNorm2d) that runs. Its true MACs are tests/test_model.py's."""

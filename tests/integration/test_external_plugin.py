@@ -13,6 +13,9 @@ from pathlib import Path
 
 import pytest
 
+# ~45 s in all on 2 idle AVX2 cores: the plugins are pip-installed once, then segcore runs in four processes
+pytestmark = pytest.mark.slow
+
 pytest.importorskip("segcore_plugin_classic", reason="an integration test: the pipeline and listing name classic's hrnetv2_head; needs segcore-plugin-classic (pip install -e plugins/classic)")
 
 

@@ -37,6 +37,7 @@ def test_frm_old_names_are_deprecated_aliases(registry):
             assert registry.get(Decoder, old) is registry.get(Decoder, new)
 
 
+@pytest.mark.slow  # ~19 s: builds every preset on 2 idle AVX2 cores
 def test_every_registered_preset_builds(registry):
     presets = registry.presets()
     assert presets

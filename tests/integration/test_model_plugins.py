@@ -47,32 +47,33 @@ def _fvcore_extras_here(cfg, registry, size: tuple[int, int]) -> int:
     return extras.macs
 
 
-def _fvcore_extras(path, size: tuple[int, int]) -> int:
-    """`_fvcore_extras_here` in a fresh interpreter: once inductor has been imported (other tests compile), the meta
-    device decomposes upsample_bilinear2d into primitive ops that no longer carry its name."""
+def _fvcore_extras(paths: list[Path], size: tuple[int, int]) -> list[int]:
+    """`_fvcore_extras_here` of each pipeline file, in one fresh interpreter: once inductor has been imported (other
+    tests compile), the meta device decomposes upsample_bilinear2d into primitive ops that no longer carry its name."""
     import subprocess
     import sys
 
     code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import test_model_plugins as t; "
             f"from segcore import load_registry, load_pipeline; r = load_registry(); "
-            f"print(t._fvcore_extras_here(load_pipeline({str(path)!r}, registry=r), r, {tuple(size)!r}))")  # fmt: skip
+            f"print([t._fvcore_extras_here(load_pipeline(p, registry=r), r, {tuple(size)!r}) for p in {list(map(str, paths))!r}])")  # fmt: skip
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return int(out.stdout.strip().splitlines()[-1])
+    return [int(n) for n in out.stdout.strip().splitlines()[-1].strip("[]").split(",")]
 
 
 def test_hrnetv2_w18_and_w48_match_published_params_and_macs(registry, write_pipeline, base_pipeline):
     """BLOCKS.md: FCN-HRNetV2 (19 classes) W18 9.64 M params, W48 65.86 M; 512x1024 MACs (fvcore) W18 37.2 G,
     W48 187.6 G of which 186.9 G conv-only. We count convolutions and matmuls; fvcore also counts batch norms and
     resizes, which `_fvcore_extras` adds back (W18: 36.850 + 0.397 G; W48: 186.878 + 0.760 G)."""
-    for width, params, fvcore_gmacs in (("w18", 9.64e6, 37.2), ("w48", 65.86e6, 187.6)):
-        text = base_pipeline.replace("hrnet_w18_small", f"hrnet_{width}") + "\n[model]\nnum_classes = 19\n"
-        cfg = _pipeline(registry, text, write_pipeline)
+    published = {"w18": (9.64e6, 37.2), "w48": (65.86e6, 187.6)}
+    texts = {w: base_pipeline.replace("hrnet_w18_small", f"hrnet_{w}") + "\n[model]\nnum_classes = 19\n" for w in published}
+    extras = dict(zip(published, _fvcore_extras([write_pipeline(texts[w], name=f"{w}.toml") for w in published], (512, 1024))))
+    for width, (params, fvcore_gmacs) in published.items():
+        cfg = _pipeline(registry, texts[width], write_pipeline)
         rows = check_pipeline(cfg, registry, input_size=(512, 1024))
         total_params = sum(r.params for r in rows)
         total_macs = sum(r.macs for r in rows)
         assert round(total_params / 1e4) == round(params / 1e4), total_params
-        path = write_pipeline(text, name=f"{width}.toml")
-        assert round((total_macs + _fvcore_extras(path, (512, 1024))) / 1e9, 1) == fvcore_gmacs, total_macs
+        assert round((total_macs + extras[width]) / 1e9, 1) == fvcore_gmacs, total_macs
     assert round(total_macs / 1e9, 1) == 186.9  # W48 conv-only
 
 

@@ -52,6 +52,7 @@ def same_run(spec, path: Path, registry):
 
 
 @pytest.mark.parametrize("name", TABLES)
+@pytest.mark.slow  # ~7-13 s a table: every row built on 2 idle AVX2 cores
 def test_every_row_is_the_pipeline_file_of_that_run(name, registry):
     """Each row (hosts switched by set/unset over one base) resolves to the very pipeline of its per-run file, and
     carries the thesis' mIoU."""
@@ -79,6 +80,7 @@ def test_table4_gflops_beside_the_thesis(registry):
         assert afu.macs - base.macs == places
 
 
+@pytest.mark.slow  # ~10 s: every row checked on 2 idle AVX2 cores
 def test_camvid_afu_sweep_validates_and_its_first_rows_are_the_readme_runs(capsys, registry):
     """A dry run exits 0; "no AFU" and "avg literal" at seeds 0, 1, 2 are camvid_{base,afu}.toml and
     camvid_seeds/camvid_{base,afu}_seed{1,2}.toml; every other row changes only AFU's options."""

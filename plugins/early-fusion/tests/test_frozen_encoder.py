@@ -177,6 +177,7 @@ def _fake_hub_cache(cache: Path) -> Path:
     return snapshot / "model.safetensors"
 
 
+@pytest.mark.slow  # ~10 s: subprocesses on 2 idle AVX2 cores
 def test_timm_weights_load_offline_from_the_hub_cache_and_a_missing_one_fails_fast(tmp_path):
     weights = _fake_hub_cache(tmp_path / "hub")
     env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}

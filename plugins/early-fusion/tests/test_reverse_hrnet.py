@@ -113,6 +113,7 @@ def pipeline(registry, preset: str, **model):
 
 
 @pytest.mark.parametrize("preset, stride", [("early_fusion_w48", 4), ("early_fusion_half_w48", 2)])
+@pytest.mark.slow  # ~6 s each: W48 forward on 2 idle AVX2 cores
 def test_shapes_of_both_variants(registry, preset, stride):
     """Whole W48 models on the meta device at 97x131, 360x480 and 720x960: encoder maps at ceil(H / 2^k), the decoder
     map at ceil(H / stride), logits at the input size (CamVid's 720x960 gives encoder maps of 360, 180, 90, 45, 23

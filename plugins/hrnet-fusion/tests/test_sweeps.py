@@ -77,6 +77,7 @@ def test_table3_dry_run_prints_every_row_beside_the_paper(capsys, registry):
     assert "ok: 10 row(s) build and pass segcore check" in out
 
 
+@pytest.mark.slow  # ~28 s: every row checked on the meta device on 2 idle AVX2 cores
 def test_camvid_w18_sweep_validates_and_switches_what_table3_switches(capsys, registry):
     """The CPU twin (W18, CamVid): a dry run exits 0; its rows' decoders are Table III's rows' decoders, its base
     pipeline is camvid_hrnet_l_w18.toml at a shorter budget."""
