@@ -3,7 +3,8 @@
 # PyTorch (fp32 eager, the fast path bf16, fast path int8) beside onnxruntime fp32 and OpenVINO fp32 / int8 on the
 # same model and input, against timm's hrnet_w48 features in fp32 eager, for
 #   - seed 000's HRNet_L-W48 at 512x1024 (bench/hrnet_l_w48.toml, random weights: speed only), and
-#   - the CamVid zoo model hrnet_l-camvid (HRNet_L-W18, small layout) at 360x480 (its pipeline, random weights: speed only);
+#   - the CamVid zoo model hrnet_l-camvid (HRNet_L-W18, small layout) at 360x480 (its pipeline, random weights: speed
+#     only);
 # then the cost in accuracy on CamVid val (the zoo model's trained weights): PyTorch fp32 / fast path bf16 / int8,
 # onnxruntime fp32, OpenVINO fp32 / int8 (mIoU, argmax agreement with fp32 eager), with the int8 knobs varied;
 # and onnxruntime's per-op profile of the exported CamVid model at 1 thread.
@@ -16,8 +17,10 @@ threads=${THREADS:-2}
 val=${CAMVID_VAL:-../shared/data/camvid/val}  # CamVid val images for the exports' parity checks
 mkdir -p "$out"
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)" | tee "$out/machine.txt"
-{ lscpu | grep -E "Model name|^CPU\(s\)"; echo "int8/bf16 features: $(grep -o -w -E 'avx512_bf16|amx_bf16|amx_int8|avx512_vnni|avx_vnni' \
-  /proc/cpuinfo | sort -u | tr '\n' ' ')"; } | tee -a "$out/machine.txt"
+features='avx512_bf16|amx_bf16|amx_int8|avx512_vnni|avx_vnni'
+{ lscpu | grep -E "Model name|^CPU\(s\)"
+  echo "int8/bf16 features: $(grep -o -w -E "$features" /proc/cpuinfo | sort -u | tr '\n' ' ')"
+} | tee -a "$out/machine.txt"
 
 modes=("fp32 eager" "fast path")   # + "fast path + int8" (--int8) + the runtimes
 run_bench() {  # name pipeline size
@@ -37,7 +40,8 @@ acc --int8 --runtime openvino --calibration-images 128 --preset mixed | tee "$ou
 
 # onnxruntime's profile of the exported CamVid model, 1 thread (docs/speed.md, "Why onnxruntime was slow")
 for format in onnx openvino; do
-  segcore export hrnet_l-camvid --format "$format" --out "$out/hrnet_l-camvid.$([ $format = onnx ] && echo onnx || echo xml)" \
+  suffix=$([ "$format" = onnx ] && echo onnx || echo xml)
+  segcore export hrnet_l-camvid --format "$format" --out "$out/hrnet_l-camvid.$suffix" \
     --images "$val" --repeats 5 --threads "$threads" | tee "$out/export-$format.txt"
 done
 segcore export hrnet_l-camvid --format openvino --int8 --out "$out/hrnet_l-camvid-int8.xml" --images "$val" \
