@@ -436,8 +436,8 @@ def test_amp_auto_trains_in_bf16_only_where_the_device_has_it(registry, tmp_path
         assert f'train.amp = "auto": {"bf16 autocast" if native else "fp32 (no native bf16)"} on cpu' in err
     # the log says what the session computed in (records of the run, a sweep's evidence, read it from there)
     start = [r for r in trainer.log.read() if r["kind"] == "start"]
-    assert [(r["step"], r["precision"], r["device"], r["processes"]) for r in start] == [
-        (0, "bf16" if autocast else "fp32", "cpu", 1)]
+    assert [(r["step"], r["precision"], r["device"], r["processes"], r["cores"]) for r in start] == [
+        (0, "bf16" if autocast else "fp32", "cpu", 1, os.cpu_count())] and "gpu" not in start[0]
 
 
 def test_accumulation_clipping_ema_bf16_channels_last(registry, tmp_path):

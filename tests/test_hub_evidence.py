@@ -4,6 +4,7 @@ recipe's train-only seeds (a ``segcore sweep`` table) on its card, checked to be
 from __future__ import annotations
 
 import json
+import os
 import re
 import textwrap
 from pathlib import Path
@@ -295,3 +296,36 @@ def test_a_model_trained_at_amp_auto_says_what_it_computed_in(made, registry, ca
     training = json.loads((tmp_path / "fcn-shapes" / "config.json").read_text())["training"]
     assert (training["amp"], training["precision"]) == ("auto", "fp32")
     assert "amp auto (computed in fp32), seed 0" in (tmp_path / "fcn-shapes" / "README.md").read_text()
+
+
+def test_the_card_names_the_machine_the_log_says_the_run_trained_on(made, registry, monkeypatch, tmp_path):
+    """The start records (one per session) say where a run trained; `hub save` on another machine gives those, and
+    counts CPU-hours with their cores; a log without them (an older segcore) gives the saving machine, as before."""
+    import shutil
+
+    from segcore.tools.publish import run_hardware
+
+    run = tmp_path / "final"
+    shutil.copytree(made / "final", run)
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["cores"] for r in log if r["kind"] == "start"] == [os.cpu_count()]  # what the trainer writes
+    log = [r | {"cpu": "AMD EPYC 7B13", "cores": 16} if r["kind"] == "start" else r for r in log]
+    (run / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
+    monkeypatch.setattr(CLI, "registry", lambda: registry)
+    assert main(["hub", "save", str(run), str(tmp_path / "fcn-shapes"), "--no-evaluate", "-q"]) == 0
+    training = json.loads((tmp_path / "fcn-shapes" / "config.json").read_text())["training"]
+    assert (training["hardware"], training["cores"]) == ("16 CPU cores (AMD EPYC 7B13)", 16)
+    assert abs(training["cpu_hours"] / 16 - training["hours"]) <= 0.0005 * 17 / 16  # both rounded to 3 decimals
+    assert "- hardware: 16 CPU cores (AMD EPYC 7B13)" in (tmp_path / "fcn-shapes" / "README.md").read_text()
+
+    def start(step: int, **more) -> dict:
+        return {"kind": "start", "step": step, "cpu": "AMD EPYC", "cores": 2, "processes": 1} | more
+
+    train = [{"kind": "train", "step": s} for s in (10, 20, 30)]
+    assert run_hardware([start(0), *train]) == ("2 CPU cores (AMD EPYC)", 2)
+    assert run_hardware([start(0), *train[:2], start(20, cpu="Xeon", cores=8), train[2]]) == (
+        "2 CPU cores (AMD EPYC) then 8 CPU cores (Xeon)", 8)  # resumed on another machine
+    assert run_hardware([start(0, gpu="NVIDIA H100", processes=2), *train]) == ("2 x NVIDIA H100", 2)
+    assert run_hardware([start(0, cores=None), *train]) is None  # an older segcore's start record
+    assert run_hardware([train[0], start(10), *train[1:]]) is None  # steps 1-10 trained with no record of where
+    assert run_hardware(train) is None

@@ -108,9 +108,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
                    help="storage dtype of the weights (bfloat16 halves the file; both are evaluated and the change stated)")
     p.add_argument("--no-evaluate", action="store_true", help="state the run's last evaluation instead of evaluating")
-    p.add_argument("--hardware", help="what it trained on, for the card (default: this machine's cores and CPU)")
+    p.add_argument("--hardware", help="what it trained on, for the card (default: what the run's log names, else "
+                   "this machine's cores and CPU)")
     p.add_argument("--train-hours", type=float, help="wall-clock hours it trained (default: from the run's log)")
-    p.add_argument("--cores", type=_common.positive, help="cores it trained on, for CPU hours (default: this machine's)")
+    p.add_argument("--cores", type=_common.positive,
+                   help="cores it trained on, for CPU hours (default: the run's log's, else this machine's)")
     p.add_argument("--evidence", metavar="TABLE_JSON", help="a segcore sweep table.json whose runs are this recipe "
                    "trained on fewer splits (train alone for a train + val model): the card gives their val mIoU over "
                    "seeds, per class; their pipelines must equal this run's but for the split, the seed and out_dir")

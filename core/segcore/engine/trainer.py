@@ -461,9 +461,10 @@ class Trainer:
         # what this session trains on (a run resumed elsewhere logs another): with train.amp = "auto" the precision
         # is the machine's, and records of the run (a sweep's evidence, the card) say which each session used
         if self.step < self.total:
+            gpu = {"gpu": torch.cuda.get_device_name(self.device)} if self.device.type == "cuda" else {}
             self.log.write("start", self.step, scalars=False, precision="bf16" if self.bf16 else "fp32",
                            device=str(self.device), cpu=cpuinfo("model name") or platform.machine(),
-                           processes=self.dist.world)  # fmt: skip
+                           cores=os.cpu_count() or 1, processes=self.dist.world, **gpu)  # fmt: skip
         self.clock.start()
         try:
             while self.step < self.total:

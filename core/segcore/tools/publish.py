@@ -51,7 +51,11 @@ def _training(cfg: PipelineConfig, records: list[dict[str, Any]], *, hardware: s
         hours, how = images / train[-1]["img_s"] / 3600, "estimated from the logged throughput (training steps only)"
     else:
         hours, how = None, "unknown"
-    cores = cores or os.cpu_count() or 1
+    trained_on = run_hardware(records)
+    cores = cores or (trained_on[1] if trained_on else None) or os.cpu_count() or 1
+    if hardware is None:
+        here = cpuinfo("model name") or platform.processor() or platform.machine()
+        hardware = trained_on[0] if trained_on else f"{cores} CPU cores ({here})"
     backbone = cfg.model.backbone.config
     start = "from scratch"
     if getattr(backbone, "pretrained", False) or getattr(backbone, "weights", None):
@@ -66,7 +70,7 @@ def _training(cfg: PipelineConfig, records: list[dict[str, Any]], *, hardware: s
         "precision": run_precision(records, t.amp), "seed": t.seed,
         "augment": unstructure(d.augment), "losses": [unstructure(loss) for loss in cfg.loss],
         "aux_heads": sorted(cfg.model.aux), "start": start, "train_split": d.train_split,
-        "hardware": hardware or f"{cores} CPU cores ({cpuinfo('model name') or platform.processor() or platform.machine()})", "cores": cores,
+        "hardware": hardware, "cores": cores,
         "hours": None if hours is None else round(hours, 3),
         "cpu_hours": None if hours is None else round(hours * cores, 3), "time_source": how,
         "curve": [{"step": r["step"], "mIoU": r.get("mIoU")} for r in evals],
@@ -102,6 +106,22 @@ def run_precision(records: list[dict[str, Any]], amp: str | None) -> str | None:
     if any(r["kind"] == "train" and r["step"] <= starts[0]["step"] for r in records):
         seen.insert(0, "unknown")
     return " then ".join(seen)
+
+
+def run_hardware(records: list[dict[str, Any]]) -> tuple[str, int] | None:
+    """What a run trained on, from its log's ``start`` records (one per session): "2 CPU cores (AMD EPYC 7B13)", or
+    "2 x NVIDIA H100 80GB HBM3" for two processes on GPUs; sessions on other machines joined with " then "; and the
+    cores to count CPU-hours with (the most a session had). None when a session is not on record (steps trained
+    before the first start record, or start records without ``cores``: an older segcore): the caller says what it
+    knows instead."""
+    starts = [r for r in records if r["kind"] == "start"]
+    if not starts or not all(isinstance(r.get("cores"), int) for r in starts):
+        return None
+    if any(r["kind"] == "train" and r["step"] <= starts[0]["step"] for r in records):
+        return None
+    names = [f"{r.get('processes', 1)} x {r['gpu']}" if r.get("gpu") else f"{r['cores']} CPU cores ({r.get('cpu')})"
+             for r in starts]  # fmt: skip
+    return " then ".join(dict.fromkeys(names)), max(r["cores"] for r in starts)
 
 
 def _flat(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
