@@ -9,6 +9,7 @@ session and never at import time.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from _pytest.reports import TestReport
+from filelock import FileLock
 
 from segcore import Registry
 from segcore.testing import installed_registry
@@ -58,36 +60,51 @@ def _share_the_cores() -> None:
         return
     import torch
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    threads = max(1, cores // workers)
-    torch.set_num_threads(threads)
-    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    from segcore.io import usable_cores
+
+    threads = int(os.environ.get("OMP_NUM_THREADS") or max(1, usable_cores() // workers))  # yours, if you set it
+    torch.set_num_threads(threads)  # the same count here and in the processes tests start (bitwise comparisons)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
 
 
 def _isolated_results(item: pytest.Item) -> dict[str, tuple[str, str]]:
-    """name -> (outcome, text) for the selected tests of *item*'s module, run in one child process."""
+    """name -> (outcome, text) for the selected tests of *item*'s module, run in one child process. Under pytest -n N
+    every worker collects them all and may be handed some: the first to get one runs the child, the others wait for
+    its results (a file beside the workers' temp folders, under a lock), so the module runs once."""
     if item.path not in _RESULTS:
-        ids = [i.nodeid for i in item.session.items if i.path == item.path]
-        with tempfile.TemporaryDirectory() as tmp:
-            report = Path(tmp) / "junit.xml"
-            done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "slow or not slow",
-                                   f"--junitxml={report}", *ids], cwd=item.config.rootpath, capture_output=True,
-                                  text=True, env={**os.environ, _CHILD: "1"})  # fmt: skip
-            results: dict[str, tuple[str, str]] = {}
-            if report.exists():
-                for case in ET.parse(report).iter("testcase"):
-                    bad = case.find("failure") if case.find("failure") is not None else case.find("error")
-                    skipped = case.find("skipped")
-                    if bad is not None:
-                        results[case.get("name", "")] = ("failed", bad.text or bad.get("message", ""))
-                    elif skipped is not None:
-                        results[case.get("name", "")] = ("skipped", skipped.get("message", ""))
-                    else:
-                        results[case.get("name", "")] = ("passed", "")
-            crash = f"the child process ended with {done.returncode}:\n{done.stdout[-4000:]}{done.stderr[-4000:]}"
-            _RESULTS[item.path] = {n: results.get(n, ("failed", crash)) for n in (i.name for i in item.session.items
-                                                                                 if i.path == item.path)}  # fmt: skip
+        run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+        if run is None:
+            _RESULTS[item.path] = _run_isolated(item)
+        else:
+            # the workers' temp folders share a parent for the run (pytest-xdist's documented way to share data)
+            shared = item.config._tmp_path_factory.getbasetemp().parent / f"isolated-{run}-{item.path.stem}.json"
+            with FileLock(f"{shared}.lock"):
+                if not shared.exists():
+                    shared.write_text(json.dumps(_run_isolated(item)))
+                _RESULTS[item.path] = {k: tuple(v) for k, v in json.loads(shared.read_text()).items()}
     return _RESULTS[item.path]
+
+
+def _run_isolated(item: pytest.Item) -> dict[str, tuple[str, str]]:
+    ids = [i.nodeid for i in item.session.items if i.path == item.path]
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "junit.xml"
+        done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "slow or not slow",
+                               f"--junitxml={report}", *ids], cwd=item.config.rootpath, capture_output=True,
+                              text=True, env={**os.environ, _CHILD: "1"})  # fmt: skip
+        results: dict[str, tuple[str, str]] = {}
+        if report.exists():
+            for case in ET.parse(report).iter("testcase"):
+                bad = case.find("failure") if case.find("failure") is not None else case.find("error")
+                skipped = case.find("skipped")
+                if bad is not None:
+                    results[case.get("name", "")] = ("failed", bad.text or bad.get("message", ""))
+                elif skipped is not None:
+                    results[case.get("name", "")] = ("skipped", skipped.get("message", ""))
+                else:
+                    results[case.get("name", "")] = ("passed", "")
+        crash = f"the child process ended with {done.returncode}:\n{done.stdout[-4000:]}{done.stderr[-4000:]}"
+        return {n: results.get(n, ("failed", crash)) for n in (i.name for i in item.session.items if i.path == item.path)}
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -29,6 +29,7 @@ from segcore.engine.optim import LRSchedule, param_groups
 from segcore.engine.run import run_pipeline
 from segcore.engine.trainer import Trainer, TrainingError
 from segcore.contracts.plugins import get_plugin_manager, load_registry
+from segcore.io import usable_cores
 
 
 def tiny(tmp_path: Path, **sections) -> dict:
@@ -437,7 +438,7 @@ def test_amp_auto_trains_in_bf16_only_where_the_device_has_it(registry, tmp_path
     # the log says what the session computed in (records of the run, a sweep's evidence, read it from there)
     start = [r for r in trainer.log.read() if r["kind"] == "start"]
     assert [(r["step"], r["precision"], r["device"], r["processes"], r["cores"]) for r in start] == [
-        (0, "bf16" if autocast else "fp32", "cpu", 1, os.cpu_count())] and "gpu" not in start[0]
+        (0, "bf16" if autocast else "fp32", "cpu", 1, usable_cores())] and "gpu" not in start[0]
 
 
 def test_accumulation_clipping_ema_bf16_channels_last(registry, tmp_path):

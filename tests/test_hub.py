@@ -714,6 +714,7 @@ def test_a_fresh_clone_evaluates_and_predicts_with_the_shipped_camvid_models_off
         assert where == str(clone / "core" / "segcore" / "__init__.py") and shape == "(360, 480)"
 
 
+@pytest.mark.slow  # ~12 s: every row of the hub's sweep files checked on 2 idle AVX2 cores
 def test_the_hub_s_sweep_files_build_and_the_evidence_sweeps_are_their_recipes(registry):
     """Every study and evidence sweep under hub/recipes/ builds and passes segcore check; an evidence sweep's runs are
     its recipe but for what `segcore hub save --evidence` lets differ (the split, the seed, the folder, the precision)."""
@@ -740,6 +741,7 @@ def test_the_hub_s_sweep_files_build_and_the_evidence_sweeps_are_their_recipes(r
             assert run.cfg == same, (file, run.label)
 
 
+@pytest.mark.slow  # ~12 s: every evidence record read against its sweep on 2 idle AVX2 cores
 def test_the_hub_s_evidence_records_are_their_sweeps_and_agree_with_the_cards(registry):
     """hub/evidence/<name>/ is the record of hub/recipes/<name>.evidence.sweep.toml, kept without weights: every
     finished seed trained what the sweep resolves to for it, the record's table is the one its runs give, and a

@@ -4,7 +4,6 @@ recipe's train-only seeds (a ``segcore sweep`` table) on its card, checked to be
 from __future__ import annotations
 
 import json
-import os
 import re
 import textwrap
 from pathlib import Path
@@ -300,32 +299,47 @@ def test_a_model_trained_at_amp_auto_says_what_it_computed_in(made, registry, ca
 
 def test_the_card_names_the_machine_the_log_says_the_run_trained_on(made, registry, monkeypatch, tmp_path):
     """The start records (one per session) say where a run trained; `hub save` on another machine gives those, and
-    counts CPU-hours with their cores; a log without them (an older segcore) gives the saving machine, as before."""
+    counts CPU-hours with each session's cores; --cores or --train-hours say otherwise; a log without them (an older
+    segcore) gives the saving machine, as before."""
     import shutil
 
+    from segcore.io import usable_cores
     from segcore.tools.publish import run_hardware
 
     run = tmp_path / "final"
     shutil.copytree(made / "final", run)
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
-    assert [r["cores"] for r in log if r["kind"] == "start"] == [os.cpu_count()]  # what the trainer writes
-    log = [r | {"cpu": "AMD EPYC 7B13", "cores": 16} if r["kind"] == "start" else r for r in log]
+    assert [r["cores"] for r in log if r["kind"] == "start"] == [usable_cores()]  # what the trainer writes
+    cores = usable_cores() + 14  # another machine's
+    log = [r | {"cpu": "AMD EPYC 7B13", "cores": cores} if r["kind"] == "start" else r for r in log]
     (run / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
+    seconds = max(r["elapsed_s"] for r in log if r["kind"] == "train")
     monkeypatch.setattr(CLI, "registry", lambda: registry)
-    assert main(["hub", "save", str(run), str(tmp_path / "fcn-shapes"), "--no-evaluate", "-q"]) == 0
-    training = json.loads((tmp_path / "fcn-shapes" / "config.json").read_text())["training"]
-    assert (training["hardware"], training["cores"]) == ("16 CPU cores (AMD EPYC 7B13)", 16)
-    assert abs(training["cpu_hours"] / 16 - training["hours"]) <= 0.0005 * 17 / 16  # both rounded to 3 decimals
-    assert "- hardware: 16 CPU cores (AMD EPYC 7B13)" in (tmp_path / "fcn-shapes" / "README.md").read_text()
+
+    def save(*flags: str) -> dict:
+        out = tmp_path / f"fcn-shapes{len(list(tmp_path.iterdir()))}"
+        assert main(["hub", "save", str(run), str(out), "--no-evaluate", "-q", *flags]) == 0
+        training = json.loads((out / "config.json").read_text())["training"]
+        assert f"- hardware: {training['hardware']}\n" in (out / "README.md").read_text()
+        return training
+
+    training = save()
+    assert (training["hardware"], training["cores"]) == (f"{cores} CPU cores (AMD EPYC 7B13)", cores)
+    assert training["cpu_hours"] == round(seconds * cores / 3600, 3)
+    assert save("--train-hours", "0.5")["cpu_hours"] == cores / 2
+    training = save("--cores", "4", "--train-hours", "0.5")
+    assert (training["hardware"], training["cores"], training["cpu_hours"]) == ("4 CPU cores (AMD EPYC 7B13)", 4, 2.0)
 
     def start(step: int, **more) -> dict:
-        return {"kind": "start", "step": step, "cpu": "AMD EPYC", "cores": 2, "processes": 1} | more
+        return {"kind": "start", "step": step, "cpu": "AMD EPYC", "cores": 2, "processes": 1, "device": "cpu"} | more
 
-    train = [{"kind": "train", "step": s} for s in (10, 20, 30)]
-    assert run_hardware([start(0), *train]) == ("2 CPU cores (AMD EPYC)", 2)
+    train = [{"kind": "train", "step": s, "elapsed_s": t} for s, t in ((10, 100.0), (20, 200.0), (30, 260.0))]
+    assert run_hardware([start(0), *train]) == ("2 CPU cores (AMD EPYC)", 2, 260.0 * 2 / 3600)
     assert run_hardware([start(0), *train[:2], start(20, cpu="Xeon", cores=8), train[2]]) == (
-        "2 CPU cores (AMD EPYC) then 8 CPU cores (Xeon)", 8)  # resumed on another machine
-    assert run_hardware([start(0, gpu="NVIDIA H100", processes=2), *train]) == ("2 x NVIDIA H100", 2)
+        "2 CPU cores (AMD EPYC) then 8 CPU cores (Xeon)", 8, (200.0 * 2 + 60.0 * 8) / 3600)  # resumed elsewhere
+    assert run_hardware([start(0, gpu="NVIDIA H100", device="cuda:0", processes=2), *train])[0] == "2 x NVIDIA H100"
+    assert run_hardware([start(0, device="mps"), *train])[0] == "1 x mps"
+    assert run_hardware([start(0), {"kind": "train", "step": 10}]).core_hours is None  # no times logged
     assert run_hardware([start(0, cores=None), *train]) is None  # an older segcore's start record
     assert run_hardware([train[0], start(10), *train[1:]]) is None  # steps 1-10 trained with no record of where
     assert run_hardware(train) is None

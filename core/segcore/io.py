@@ -126,6 +126,12 @@ def write_text(path: str | Path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity where the OS has one (a container or ``taskset`` pinned to
+    2 of 64 cores gives 2), else the machine's count."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def cpuinfo(key: str) -> str | None:
     """The value of the first *key* line of ``/proc/cpuinfo`` (``"model name"``, ``"flags"``), or None where there is
     no such line or no such file (not Linux)."""

@@ -3,6 +3,7 @@ filled by name (classic's ECA and SE)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -55,9 +56,10 @@ def _fvcore_extras(paths: list[Path], size: tuple[int, int]) -> list[int]:
 
     code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import test_model_plugins as t; "
             f"from segcore import load_registry, load_pipeline; r = load_registry(); "
-            f"print([t._fvcore_extras_here(load_pipeline(p, registry=r), r, {tuple(size)!r}) for p in {list(map(str, paths))!r}])")  # fmt: skip
+            f"import json; print(json.dumps([t._fvcore_extras_here(load_pipeline(p, registry=r), r, {tuple(size)!r}) "
+            f"for p in {list(map(str, paths))!r}]))")  # fmt: skip
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return [int(n) for n in out.stdout.strip().splitlines()[-1].strip("[]").split(",")]
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def test_hrnetv2_w18_and_w48_match_published_params_and_macs(registry, write_pipeline, base_pipeline):
@@ -65,8 +67,10 @@ def test_hrnetv2_w18_and_w48_match_published_params_and_macs(registry, write_pip
     W48 187.6 G of which 186.9 G conv-only. We count convolutions and matmuls; fvcore also counts batch norms and
     resizes, which `_fvcore_extras` adds back (W18: 36.850 + 0.397 G; W48: 186.878 + 0.760 G)."""
     published = {"w18": (9.64e6, 37.2), "w48": (65.86e6, 187.6)}
-    texts = {w: base_pipeline.replace("hrnet_w18_small", f"hrnet_{w}") + "\n[model]\nnum_classes = 19\n" for w in published}
-    extras = dict(zip(published, _fvcore_extras([write_pipeline(texts[w], name=f"{w}.toml") for w in published], (512, 1024))))
+    texts = {w: base_pipeline.replace("hrnet_w18_small", f"hrnet_{w}") + "\n[model]\nnum_classes = 19\n"
+             for w in published}  # fmt: skip
+    files = [write_pipeline(texts[w], name=f"{w}.toml") for w in published]
+    extras = dict(zip(published, _fvcore_extras(files, (512, 1024))))
     for width, (params, fvcore_gmacs) in published.items():
         cfg = _pipeline(registry, texts[width], write_pipeline)
         rows = check_pipeline(cfg, registry, input_size=(512, 1024))

@@ -41,7 +41,7 @@ from segcore.engine.workarounds import training_workarounds  # PyTorch kernel bu
 from segcore.inference.cpu import bf16_supported
 from segcore.inference.resize import fast_resizes
 from segcore.errors import ConfigError, DamagedFileError, SegcoreError
-from segcore.io import cpuinfo, write_text
+from segcore.io import cpuinfo, usable_cores, write_text
 from segcore.hub.sources import resolve_source
 from segcore.model.build import SegModel, build_model, init_from, without_training_heads
 from segcore.model.memory import check_forward_fits, check_inference_fits
@@ -464,7 +464,7 @@ class Trainer:
             gpu = {"gpu": torch.cuda.get_device_name(self.device)} if self.device.type == "cuda" else {}
             self.log.write("start", self.step, scalars=False, precision="bf16" if self.bf16 else "fp32",
                            device=str(self.device), cpu=cpuinfo("model name") or platform.machine(),
-                           cores=os.cpu_count() or 1, processes=self.dist.world, **gpu)  # fmt: skip
+                           cores=usable_cores(), processes=self.dist.world, **gpu)  # fmt: skip
         self.clock.start()
         try:
             while self.step < self.total:

@@ -11,12 +11,12 @@ __all__ = ["attach_evidence", "manifest_lines", "read_evidence", "save_run"]
 
 import datetime
 import json
-import os
+import math
 import platform
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import attrs
 
@@ -30,7 +30,7 @@ from segcore.errors import ConfigError, DamagedFileError, did_you_mean
 from segcore.hub.folder import _FOLDER_FILES, CARD, CONFIG, WEIGHTS, _read_config, _write_config_and_card, _write_folder
 from segcore.hub.manifest import NAME, zoo, zoo_dir
 from segcore.hub.sources import file_sha256, resolve_source
-from segcore.io import atomic_dir, cpuinfo
+from segcore.io import atomic_dir, cpuinfo, usable_cores
 from segcore.model.build import build_model
 from segcore.model.weights import load_weights
 
@@ -51,11 +51,18 @@ def _training(cfg: PipelineConfig, records: list[dict[str, Any]], *, hardware: s
         hours, how = images / train[-1]["img_s"] / 3600, "estimated from the logged throughput (training steps only)"
     else:
         hours, how = None, "unknown"
-    trained_on = run_hardware(records)
-    cores = cores or (trained_on[1] if trained_on else None) or os.cpu_count() or 1
-    if hardware is None:
-        here = cpuinfo("model name") or platform.processor() or platform.machine()
-        hardware = trained_on[0] if trained_on else f"{cores} CPU cores ({here})"
+    # where it trained: the log's start records, unless the caller says (--hardware, --cores), else this machine
+    logged = run_hardware(records)
+    cpus = " then ".join(dict.fromkeys(r["cpu"] for r in records if r["kind"] == "start" and r.get("cpu")))
+    cpus = cpus or cpuinfo("model name") or platform.processor() or platform.machine()
+    if logged and cores is None:
+        hardware, cores = hardware or logged.name, logged.cores
+        core_hours = logged.core_hours if train_hours is None else None
+    else:
+        cores = cores or usable_cores()
+        hardware, core_hours = hardware or f"{cores} CPU cores ({cpus})", None
+    if core_hours is None and hours is not None:
+        core_hours = hours * cores
     backbone = cfg.model.backbone.config
     start = "from scratch"
     if getattr(backbone, "pretrained", False) or getattr(backbone, "weights", None):
@@ -72,7 +79,7 @@ def _training(cfg: PipelineConfig, records: list[dict[str, Any]], *, hardware: s
         "aux_heads": sorted(cfg.model.aux), "start": start, "train_split": d.train_split,
         "hardware": hardware, "cores": cores,
         "hours": None if hours is None else round(hours, 3),
-        "cpu_hours": None if hours is None else round(hours * cores, 3), "time_source": how,
+        "cpu_hours": None if core_hours is None else round(core_hours, 3), "time_source": how,
         "curve": [{"step": r["step"], "mIoU": r.get("mIoU")} for r in evals],
         "loss": [{"step": r["step"], "loss": r.get("loss")} for r in train],
     }
@@ -108,20 +115,40 @@ def run_precision(records: list[dict[str, Any]], amp: str | None) -> str | None:
     return " then ".join(seen)
 
 
-def run_hardware(records: list[dict[str, Any]]) -> tuple[str, int] | None:
-    """What a run trained on, from its log's ``start`` records (one per session): "2 CPU cores (AMD EPYC 7B13)", or
-    "2 x NVIDIA H100 80GB HBM3" for two processes on GPUs; sessions on other machines joined with " then "; and the
-    cores to count CPU-hours with (the most a session had). None when a session is not on record (steps trained
-    before the first start record, or start records without ``cores``: an older segcore): the caller says what it
-    knows instead."""
+class Hardware(NamedTuple):
+    """Where a run trained (`run_hardware`)."""
+
+    name: str  # "2 CPU cores (AMD EPYC 7B13)", "2 x NVIDIA H100 80GB HBM3"; sessions elsewhere joined with " then "
+    cores: int  # the most cores a session had
+    core_hours: float | None  # each session's logged hours times its cores; None when the log has no times
+
+
+def run_hardware(records: list[dict[str, Any]]) -> Hardware | None:
+    """What a run trained on, from its log's ``start`` records (one per session): the CPU and its cores, or the
+    processes and the GPU; each session's hours (the ``elapsed_s`` of its train records, a clock that runs on across
+    resumes) times its cores. None when a session is not on record (steps trained before the first start record, or
+    start records without ``cores``: an older segcore): the caller says what it knows instead."""
     starts = [r for r in records if r["kind"] == "start"]
     if not starts or not all(isinstance(r.get("cores"), int) for r in starts):
         return None
-    if any(r["kind"] == "train" and r["step"] <= starts[0]["step"] for r in records):
+    train = [r for r in records if r["kind"] == "train"]
+    if any(r["step"] <= starts[0]["step"] for r in train):
         return None
-    names = [f"{r.get('processes', 1)} x {r['gpu']}" if r.get("gpu") else f"{r['cores']} CPU cores ({r.get('cpu')})"
-             for r in starts]  # fmt: skip
-    return " then ".join(dict.fromkeys(names)), max(r["cores"] for r in starts)
+
+    def name(r: dict[str, Any]) -> str:
+        device = str(r.get("device", "cpu")).split(":")[0]
+        if r.get("gpu") or device != "cpu":
+            return f"{r.get('processes', 1)} x {r.get('gpu') or device}"
+        return f"{r['cores']} CPU cores ({r.get('cpu')})"
+
+    done = core_s = 0.0
+    for start, end in zip(starts, [r["step"] for r in starts[1:]] + [math.inf]):
+        times = [r["elapsed_s"] for r in train if start["step"] < r["step"] <= end and isinstance(r.get("elapsed_s"), (int, float))]  # fmt: skip
+        if times:
+            core_s += max(0.0, max(times) - done) * start["cores"]
+            done = max(times)
+    return Hardware(" then ".join(dict.fromkeys(map(name, starts))), max(r["cores"] for r in starts),
+                    core_s / 3600 if done else None)  # fmt: skip
 
 
 def _flat(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

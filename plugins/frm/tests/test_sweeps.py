@@ -33,7 +33,6 @@ def same_run(spec, path: Path, registry):
     ("table2.sweep.toml", {"FRM": "table2_frm", "PPM": "table2_ppm", "DAPPM": "table2_dappm"}),
     ("table3.sweep.toml", {"FRM": "bdd100k_frm"}),
 ])  # fmt: skip
-@pytest.mark.slow  # ~5 s a table: every row built on 2 idle AVX2 cores
 def test_paper_rows_are_the_pipeline_files_and_ce_rows_drop_only_the_term(name, files, registry):
     """The paper's rows are its pipeline files; each "X, CE only" row is X without the embedding head and with
     plain CE, and counts the same (the head is training only). Against the paper: the constant offset of README
