@@ -489,8 +489,8 @@ def test_eval_resize_infers_at_the_fixed_size_and_scores_at_the_image_size():
     assert seen == [(64, 128)] and scores.shape == (1, 2, 97, 131)
 
 
-def test_pretrained_timm_weights_not_in_the_cache_fail_fast_and_clearly(tmp_path, monkeypatch):
-    import time
+def test_pretrained_timm_weights_not_in_the_cache_fail_fast_and_clearly(tmp_path, monkeypatch, network):
+    from urllib.parse import urlparse
 
     from huggingface_hub import constants
 
@@ -499,11 +499,10 @@ def test_pretrained_timm_weights_not_in_the_cache_fail_fast_and_clearly(tmp_path
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr("segcore.model.pretrained.hub_reachable", lambda timeout=3.0: False)  # as on this network
-    start = time.perf_counter()
     with pytest.raises(ConfigError, match=r"timm's weights 'timm/resnet18\.a1_in1k' are not in the Hugging Face cache"):
         TimmBackbone(TimmBackboneConfig(model_name="resnet18", pretrained=True))
-    assert time.perf_counter() - start < 5  # no retries
+    assert network.attempts == [("connect", (urlparse(constants.ENDPOINT).hostname, 443))]  # one probe
+    assert network.sleeps == []  # no retries
 
 
 @pytest.mark.parametrize(

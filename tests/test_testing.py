@@ -129,3 +129,24 @@ def test_the_pytest_plugin_imports_neither_torch_nor_segcore_s_registry():
     code = "import sys, segcore.testing; print(sorted(m for m in ('torch', 'segcore.contracts') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_network_fixture_refuses_and_records_every_attempt_and_the_test_s_sleeps(network):
+    import socket
+    import threading
+    import time
+    import urllib.request
+
+    with pytest.raises(OSError, match="no network in this test"):
+        urllib.request.urlopen("http://example.invalid/x", timeout=30)
+    with pytest.raises(OSError):
+        socket.getaddrinfo("huggingface.co", 443)
+    with pytest.raises(OSError):
+        socket.socket().connect(("127.0.0.1", 9))
+    time.sleep(30)  # recorded, returns at once
+    other = threading.Thread(target=time.sleep, args=(0.01,))  # another thread's sleep is not the test's
+    other.start()
+    other.join()
+    assert network.attempts == [("connect", ("example.invalid", 80)), ("getaddrinfo", ("huggingface.co", 443)),
+                                ("connect", ("127.0.0.1", 9))]  # fmt: skip
+    assert network.sleeps == [30]

@@ -28,20 +28,25 @@ A broken promise fails as `ContractViolation`: "decoder 'my_head' (plugin "my_he
 reported the same way, with its traceback kept.
 
 The plugin only adds the ``segcore_contracts`` marker, the ``segcore_case`` parametrisation of the tests that carry
-it and the ``segcore_registry`` fixture; a test run that uses none of them loads neither torch nor segcore through
+it and two fixtures: ``segcore_registry``, and ``network`` (no network in the test: every DNS lookup and TCP connect
+fails at once and is recorded, as is every ``time.sleep``, so a test asserts that an offline load tried nothing or
+that an unreachable Hub was probed once and not retried, where a wall-clock bound would only guess); a test run that uses none of them loads neither torch nor segcore through
 it. Only the public tiers are imported (``segcore``), like any plugin.
 """
 
 from __future__ import annotations
 
-__all__ = ["CONTRACTS", "Case", "Contract", "ContractViolation", "check", "contract_cases", "contract_tests",
-           "installed_registry"]  # fmt: skip
+__all__ = ["CONTRACTS", "Case", "Contract", "ContractViolation", "NoNetwork", "check", "contract_cases",
+           "contract_tests", "installed_registry"]  # fmt: skip
 
 import dataclasses
 import functools
 import math
 import re
+import socket
 import tempfile
+import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -539,3 +544,38 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def segcore_registry():
     """Every installed plugin's registry (the one `contract_tests` uses by default)."""
     return installed_registry()
+
+
+class NoNetwork:
+    """What a test tried: ``attempts`` (("getaddrinfo" | "connect", address), each refused at once with OSError, as
+    on a machine without a network) and ``sleeps`` (every time.sleep of the test's thread, which returns at once: a
+    retry's back-off; other threads, pytest-xdist's among them, sleep as usual)."""
+
+    def __init__(self) -> None:
+        self.attempts: list[tuple[str, object]] = []
+        self.sleeps: list[float] = []
+        self._thread = threading.get_ident()
+        self._sleep = time.sleep
+
+    def refuse(self, what: str, address: object) -> None:
+        self.attempts.append((what, address))
+        raise OSError(f"no network in this test ({what} {address})")
+
+    def sleep(self, seconds: float) -> None:
+        if threading.get_ident() == self._thread:
+            self.sleeps.append(seconds)
+        else:
+            self._sleep(seconds)
+
+
+@pytest.fixture
+def network(monkeypatch) -> NoNetwork:
+    """No network: DNS lookups and TCP connects fail at once and are recorded, and sleeps are recorded, not slept. A
+    test asserts what was tried (an offline load tries nothing; an unreachable Hub is probed once, never retried),
+    which a wall-clock bound would only guess at."""
+    net = NoNetwork()
+    monkeypatch.setattr(socket, "getaddrinfo", lambda host, port, *a, **k: net.refuse("getaddrinfo", (host, port)))
+    monkeypatch.setattr(socket, "create_connection", lambda address, *a, **k: net.refuse("connect", address))
+    monkeypatch.setattr(socket.socket, "connect", lambda self, address: net.refuse("connect", address))
+    monkeypatch.setattr(time, "sleep", net.sleep)
+    return net
