@@ -123,6 +123,15 @@ def test_import_segcore_is_lazy():
     assert lines[:3] == ["[]", "[]", "True True"]
 
 
+def test_loading_the_registry_imports_no_timm():
+    """timm brings torchvision's model zoo (about as long to import as torch): every installed plugin registers
+    without it, so commands on pipelines that build no timm model never pay for it."""
+    code = ("import sys\nfrom segcore import load_registry\nregistry = load_registry()\n"
+            "print(sorted(m for m in ('timm', 'torchvision') if m in sys.modules), len(registry.problems))")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[] 0"
+
+
 def test_every_public_name_resolves():
     import segcore
 
