@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 
@@ -124,3 +126,47 @@ def test_enhancers_rewrite_or_collapse_levels_and_the_decoder_follows(registry, 
         ("model.enhancers[1]", "16,24,24", "4,16,32"),
         ("model.decoder", "32", "32"),
     ]
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "strided", "one channel", "1x1"])
+@pytest.mark.parametrize("mode", ["bicubic", "bilinear"])
+def test_meta_shortcuts_give_the_shapes_and_strides_pytorch_gives(layout, mode):
+    """segcore.model.meta answers upsampling on meta without PyTorch's slow decomposition: the output's shape,
+    dtype and strides are what the real kernel gives the same input (checked on CPU tensors of the same layout)."""
+    import torch.nn.functional as F
+
+    from segcore.model.meta import meta_shortcuts
+
+    shape = {"one channel": (2, 1, 5, 7), "1x1": (2, 6, 1, 1)}.get(layout, (2, 8, 9, 12))
+
+    def make(device: str) -> torch.Tensor:
+        x = torch.zeros(shape, device=device)
+        if layout == "channels_last":
+            return x.to(memory_format=torch.channels_last)
+        if layout == "strided":
+            return torch.zeros(shape[0], shape[1] * 2, *shape[2:], device=device)[:, ::2]
+        return x
+
+    for kw in ({"size": (17, 23)}, {"scale_factor": 2.5}, {"scale_factor": (1.7, 1.9)}, {"scale_factor": 0.5},
+               {"scale_factor": 2.0, "align_corners": True}):  # fmt: skip
+        for dtype in (torch.float32, torch.bfloat16):
+            try:
+                real = F.interpolate(make("cpu").to(dtype), mode=mode, **kw)
+            except RuntimeError:  # an empty side (1x1 at scale 0.5): left to PyTorch's own meta path, as it is
+                outcomes = []
+                for shortcuts in (contextlib.nullcontext(), meta_shortcuts()):
+                    with shortcuts:
+                        try:
+                            outcomes.append(tuple(F.interpolate(make("meta").to(dtype), mode=mode, **kw).shape))
+                        except RuntimeError as exc:
+                            outcomes.append(str(exc))
+                assert outcomes[0] == outcomes[1], kw
+                continue
+            with meta_shortcuts():
+                meta = F.interpolate(make("meta").to(dtype), mode=mode, **kw)
+            assert meta.is_meta and (meta.shape, meta.stride(), meta.dtype) == (real.shape, real.stride(), real.dtype), kw
+    weight = torch.empty(4, 3, 3, 3, device="meta")
+    with meta_shortcuts():
+        assert torch.nn.init.normal_(weight, 0.0, 0.01) is weight
+        real = torch.nn.init.normal_(torch.zeros(3), 0.0, 1.0)  # real tensors are left to PyTorch
+    assert real.abs().sum() > 0

@@ -19,6 +19,7 @@ from segcore.model.losses import loss_routes
 from segcore.model.counting import Convention, Count, Meter, get_convention
 from segcore.errors import ContractError
 from segcore.model.build import SegModel, build_model
+from segcore.model.meta import meta_shortcuts
 from segcore.contracts.registry import PluginInfo, Registry
 from segcore.contracts.stages import Attention, Backbone, Dataset, Decoder, Enhancer, FeatureInfo, Loss
 from segcore.data.datasets import dataset_meta, split_names
@@ -210,7 +211,7 @@ def check_pipeline(
 def _check_built(cfg: PipelineConfig, registry: Registry, num_classes: int, size: tuple[int, int],
                  convention: Convention) -> list[StageRow]:  # fmt: skip
     """`check_model` on *cfg*'s model built on the meta device, its stages named by component and plugin."""
-    with torch.device("meta"):
+    with torch.device("meta"), meta_shortcuts():
         model = build_model(cfg.model, registry, num_classes=num_classes)
     names = {"model.backbone": _name(registry, Backbone, cfg.model.backbone),
              "model.decoder": _name(registry, Decoder, cfg.model.decoder), "model.classifier": ("conv1x1", None)}  # fmt: skip

@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from segcore.errors import ConfigError, did_you_mean
+from segcore.model.meta import meta_shortcuts
 
 Rule = Callable[[nn.Module, tuple[Any, ...], Any], int]
 """MACs of one forward call of a module, from its inputs' and output's shapes (meta tensors work)."""
@@ -229,6 +230,7 @@ class Meter:
         self._hooks: list[Any] = []
         self._flops: FlopCounterMode | None = None
         self._fqn: dict[nn.Module, str] = {}
+        self._shortcuts = meta_shortcuts()  # a meta-device model's shapes, fast (segcore.model.meta)
 
     def _rule(self, module: nn.Module) -> Rule | None:
         declared = getattr(type(module), "counting_rules", None) or {}
@@ -237,6 +239,7 @@ class Meter:
         return (self.convention.rules or {}).get(type(module))  # exact type, as both tools match
 
     def __enter__(self) -> Meter:
+        self._shortcuts.__enter__()  # beneath the counter: it sees the model's own operators
         if self.convention.rules is None:
             prefix = type(self.model).__name__  # FlopCounterMode names modules by the root's class + attribute path
             self._fqn = {m: f"{prefix}.{name}" if name else prefix for name, m in self.model.named_modules()}
@@ -262,6 +265,7 @@ class Meter:
         self._hooks.clear()
         if self._flops is not None:
             self._flops.__exit__(*exc)
+        self._shortcuts.__exit__(*exc)
 
     def count(self, module: nn.Module) -> Count:
         """Parameters and MACs of *module* (a submodule of the metered model, or the model itself)."""

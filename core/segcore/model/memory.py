@@ -23,6 +23,7 @@ from torch.utils._pytree import tree_leaves
 
 from segcore.config.schema import EvalConfig
 from segcore.io import check_memory, format_bytes
+from segcore.model.meta import meta_shortcuts
 
 _CACHE: weakref.WeakKeyDictionary[nn.Module, dict[tuple[Any, ...], int | None]] = weakref.WeakKeyDictionary()
 
@@ -80,7 +81,7 @@ def activation_peak(model: nn.Module, shape: tuple[int, ...], *, train: bool = F
         buffers = {name: meta(b) for name, b in model.named_buffers()}
         x = torch.empty(shape, dtype=dtype or torch.float32, device="meta")
         model.train(train)
-        with torch.set_grad_enabled(train), counter:
+        with torch.set_grad_enabled(train), meta_shortcuts(), counter:
             out = torch.func.functional_call(model, {**params, **buffers}, (x,))
             peak = counter.peak
             del out
