@@ -315,7 +315,9 @@ class TrainConfig:
     find_unused_parameters: bool = False  # DDP: set when some parameters get no gradient (e.g. unused backbone levels)
     log_every: int = field(default=10, validator=gt(0))  # optimizer steps
     eval_every: int = field(default=0, validator=ge(0))  # budget units; 0: only at the end
-    checkpoint_every: int = field(default=1, validator=ge(0))  # budget units; 0: only at the end
+    # budget units; None: at the end of every epoch (with an iters budget too: every epoch's worth of steps, not
+    # every step); 0: only at the end
+    checkpoint_every: int | None = field(default=None, validator=attrs.validators.optional(ge(0)))
     checkpoint_every_iters: int = field(default=0, validator=ge(0))  # extra checkpoints inside epochs
     keep_last: int = field(default=2, validator=gt(0))  # checkpoints kept in checkpoints/
     tensorboard: bool = False  # also log to TensorBoard (needs the tensorboard package)

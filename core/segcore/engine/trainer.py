@@ -437,8 +437,11 @@ class Trainer:
         started = self._fit_started
         return self.elapsed + (time.perf_counter() - started if started is not None else 0.0)
 
-    def _due(self, every: int, at_epoch_end: bool) -> bool:
-        """Is an every-N-units event (eval, checkpoint) due after this step? (units: epochs or iters)"""
+    def _due(self, every: int | None, at_epoch_end: bool) -> bool:
+        """Is an every-N-units event (eval, checkpoint) due after this step? (units: epochs or iters; None: at
+        every epoch's end, whatever the budget)"""
+        if every is None:
+            return at_epoch_end
         if every <= 0:
             return False
         if self.cfg.train.epochs:
