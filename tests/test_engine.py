@@ -81,6 +81,13 @@ def test_overfits_one_batch(registry, tmp_path):
     assert result.metrics["mIoU"] > 0.85, result.metrics
 
 
+def test_checkpoints_are_written_once_an_epoch_by_default_with_an_iters_budget_too(registry, tmp_path):
+    """16 images in batches of 4: an epoch is 4 steps. Without checkpoint_every, 8 steps leave checkpoints at the
+    two epochs' ends, not one a step (test_engine's other runs set checkpoint_every in steps)."""
+    fit(registry, tiny(tmp_path, train={"keep_last": 10}))
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["ckpt-00000004", "ckpt-00000008"]
+
+
 def test_same_seed_same_weights_and_outputs(registry, tmp_path):
     fit(registry, tiny(tmp_path / "a", train={"deterministic": True}))
     fit(registry, tiny(tmp_path / "b", train={"deterministic": True}))
@@ -297,6 +304,10 @@ def test_a_run_from_before_a_key_was_added_resumes_with_the_key_at_its_default(r
     assert "fast_resize" not in written
     assert same_run(written, dump_pipeline(structure_pipeline(raw, registry=registry)), registry=registry)
     assert not same_run(written, dump_pipeline(structure_pipeline(raw, registry=registry)))  # without the schema
+    # written when checkpoint_every defaulted to 1: keys that change what a run writes, not what it trains, do not count
+    assert "checkpoint_every =" not in written and "[train]\n" in written and "log_every = 1\n" in written
+    old_default = written.replace("[train]\n", "[train]\ncheckpoint_every = 1\n").replace("log_every = 1\n", "log_every = 3\n")
+    assert same_run(old_default, dump_pipeline(structure_pipeline(raw, registry=registry)), registry=registry)
     changed = tiny(tmp_path, train={"iters": 2, "fast_resize": True})
     assert not same_run(written, dump_pipeline(structure_pipeline(changed, registry=registry)), registry=registry)
     with pytest.raises(ConfigError, match="holds a different run"):

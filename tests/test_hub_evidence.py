@@ -238,6 +238,10 @@ def test_seeds_written_before_segcore_gained_a_key_are_still_the_recipe_s_eviden
     old.write_text(text.replace("fast_resize = false\n", "").replace("ema_warmup = false\n", ""))
     evidence = read_evidence(sweep / "table.json", made / "final" / "pipeline.toml", registry=registry)
     assert evidence["seeds"] == [0, 1, 2]
+    # written when checkpoint_every defaulted to 1 (a key that changes what a run writes, not what it trains)
+    assert "checkpoint_every =" not in text and "plots = false\n" in text
+    old.write_text(text.replace("fast_resize = false\n", "fast_resize = false\ncheckpoint_every = 1\n").replace("plots = false\n", "plots = true\n"))
+    assert read_evidence(sweep / "table.json", made / "final" / "pipeline.toml", registry=registry)["seeds"] == [0, 1, 2]
     old.write_text(text.replace("fast_resize = false\n", "fast_resize = true\n"))
     with pytest.raises(ConfigError, match=r"seed 1 is not this run's recipe \(train.fast_resize: True there, False here\)"):
         read_evidence(sweep / "table.json", made / "final" / "pipeline.toml", registry=registry)

@@ -23,7 +23,9 @@ from segcore.engine.checkpoint import PREFIX, checkpoint_path, latest_checkpoint
 from segcore.errors import ConfigError, DamagedFileError
 from segcore.io import FolderLock, claim, lock_folder, record, remove_stale_temps, remove_written, write_text
 
-_COSMETIC_TRAIN_KEYS = ("log_every", "tensorboard", "plots", "keep_last", "checkpoint_every", "checkpoint_every_iters")
+# [train] keys that change what a run writes, not what it trains: never part of a run's identity (resume, a sweep's
+# finished runs, a card's evidence), so their defaults may change
+COSMETIC_TRAIN_KEYS = ("log_every", "tensorboard", "plots", "keep_last", "checkpoint_every", "checkpoint_every_iters")
 
 # what segcore writes in a run folder (for a folder: the names it writes inside)
 OURS: dict[str, tuple[str, ...] | None] = {
@@ -61,7 +63,7 @@ def run_identity(cfg: PipelineConfig) -> dict[str, Any]:
     raw = unstructure(cfg)
     raw.pop("run", None)
     raw.pop("predict", None)
-    for key in _COSMETIC_TRAIN_KEYS:
+    for key in COSMETIC_TRAIN_KEYS:
         raw.get("train", {}).pop(key, None)
     return json.loads(json.dumps(raw))
 

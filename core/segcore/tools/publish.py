@@ -25,6 +25,7 @@ from segcore.contracts.plugins import load_registry
 from segcore.contracts.registry import Registry
 from segcore.data.datasets import build_split, dataset_meta
 from segcore.engine.report import RunLog
+from segcore.engine.rundir import COSMETIC_TRAIN_KEYS
 from segcore.engine.run import run_pipeline
 from segcore.errors import ConfigError, DamagedFileError, did_you_mean
 from segcore.hub.folder import _FOLDER_FILES, CARD, CONFIG, WEIGHTS, _read_config, _write_config_and_card, _write_folder
@@ -204,7 +205,8 @@ def read_evidence(table_json: str | Path, run_pipeline_toml: Path, *, row: str |
         except (ConfigError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{where}: row {name!r} seed {seed}: {their_file} is not a pipeline this segcore reads "
                               f"({str(exc).splitlines()[0]}); evidence must be the same pipeline as the run") from None
-        differ = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k) and k not in EVIDENCE_MAY_DIFFER)
+        differ = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k) and k not in EVIDENCE_MAY_DIFFER
+                        and k.removeprefix("train.") not in COSMETIC_TRAIN_KEYS)  # fmt: skip
         if differ:
             shown = "; ".join(f"{k}: {theirs.get(k, '(unset)')!r} there, {mine.get(k, '(unset)')!r} here" for k in differ[:6])
             raise ConfigError(f"{where}: row {name!r} seed {seed} is not this run's recipe ({shown}"
