@@ -370,10 +370,12 @@ def test_a_truncated_or_altered_weights_file_is_refused_with_its_name(registry, 
         assert str(path) in str(err.value) and want in str(err.value)
 
 
-def test_an_uncached_name_while_offline_fails_at_once_with_the_download_command(registry, zoo, offline, downloads, network):
+def test_an_uncached_name_while_offline_fails_at_once_with_the_download_command(registry, zoo, offline, downloads,
+                                                                                 segcore_network):  # fmt: skip
     with pytest.raises(ConfigError) as err:
         segcore.from_pretrained("tiny-uncached", registry=registry)
-    assert network.attempts == [] and network.sleeps == []  # no probe, no retries (the Hub's etag timeout alone is 10 s)
+    net = segcore_network
+    assert net.attempts == [] and net.sleeps == []  # no probe, no retries (the Hub's etag timeout alone is 10 s)
     assert downloads == [("segcore/not-cached", "config.json", OTHER_COMMIT, True)]
     msg = str(err.value)
     assert f"config.json of segcore/not-cached at revision {OTHER_COMMIT} is not in the Hugging Face cache ({offline})" in msg
@@ -382,19 +384,20 @@ def test_an_uncached_name_while_offline_fails_at_once_with_the_download_command(
         segcore.from_pretrained("nobody/nothing", registry=registry)
 
 
-def test_an_unreachable_hub_is_not_retried(registry, zoo, offline, downloads, network, monkeypatch):
+def test_an_unreachable_hub_is_not_retried(registry, zoo, offline, downloads, segcore_network, monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     probe = ("connect", (urlparse(huggingface_hub.constants.ENDPOINT).hostname, 443))
     x = torch.rand(1, 3, 24, 24)
     model = segcore.from_pretrained("tiny-hub", registry=registry)  # what is cached still loads
     assert downloads[-1] == ("segcore/tiny-shapes", "model.safetensors", COMMIT, True) and logits(model, x).shape == (1, 3, 24, 24)
-    assert network.attempts and set(network.attempts) == {probe}  # one probe a file, then the cache alone
-    network.attempts.clear()
+    net = segcore_network
+    assert net.attempts and set(net.attempts) == {probe}  # one probe a file, then the cache alone
+    net.attempts.clear()
     with pytest.raises(ConfigError, match=r"config.json of segcore/not-cached at revision b{40} is not cached and the Hub "
                                           r"cannot be reached; check the network, or fill the cache elsewhere with `hf download"):
         segcore.from_pretrained("tiny-uncached", registry=registry)
-    assert network.attempts == [probe] and network.sleeps == []  # probed once, not retried
+    assert net.attempts == [probe] and net.sleeps == []  # probed once, not retried
 
 
 def test_unpublished_unknown_and_misplaced_names_say_what_to_do(registry, zoo, saved):

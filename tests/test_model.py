@@ -128,7 +128,8 @@ def test_enhancers_rewrite_or_collapse_levels_and_the_decoder_follows(registry, 
     ]
 
 
-@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "strided", "one channel", "1x1"])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "strided", "one channel", "1x1",
+                                    "1x1 channels_last"])
 @pytest.mark.parametrize("mode", ["bicubic", "bilinear"])
 def test_meta_shortcuts_give_the_shapes_and_strides_pytorch_gives(layout, mode):
     """segcore.model.meta answers upsampling on meta without PyTorch's slow decomposition: the output's shape,
@@ -137,11 +138,12 @@ def test_meta_shortcuts_give_the_shapes_and_strides_pytorch_gives(layout, mode):
 
     from segcore.model.meta import meta_shortcuts
 
-    shape = {"one channel": (2, 1, 5, 7), "1x1": (2, 6, 1, 1)}.get(layout, (2, 8, 9, 12))
+    shape = {"one channel": (2, 1, 5, 7), "1x1": (2, 6, 1, 1), "1x1 channels_last": (2, 6, 1, 1)}.get(layout,
+                                                                                               (2, 8, 9, 12))
 
     def make(device: str) -> torch.Tensor:
         x = torch.zeros(shape, device=device)
-        if layout == "channels_last":
+        if layout.endswith("channels_last"):
             return x.to(memory_format=torch.channels_last)
         if layout == "strided":
             return torch.zeros(shape[0], shape[1] * 2, *shape[2:], device=device)[:, ::2]
@@ -170,3 +172,18 @@ def test_meta_shortcuts_give_the_shapes_and_strides_pytorch_gives(layout, mode):
         assert torch.nn.init.normal_(weight, 0.0, 0.01) is weight
         real = torch.nn.init.normal_(torch.zeros(3), 0.0, 1.0)  # real tensors are left to PyTorch
     assert real.abs().sum() > 0
+
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Below(TorchDispatchMode):  # what the shortcuts pass on to PyTorch
+        seen: list[str] = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.seen.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    with Below(), meta_shortcuts():
+        F.interpolate(make("meta"), size=(17, 23), mode=mode)
+        torch.nn.init.normal_(weight)
+    reached = [op for op in Below.seen if "upsample" in op or "normal" in op]
+    assert reached == ([] if layout != "strided" else [f"aten.upsample_{mode}2d.default"])  # strided: PyTorch's

@@ -489,7 +489,7 @@ def test_eval_resize_infers_at_the_fixed_size_and_scores_at_the_image_size():
     assert seen == [(64, 128)] and scores.shape == (1, 2, 97, 131)
 
 
-def test_pretrained_timm_weights_not_in_the_cache_fail_fast_and_clearly(tmp_path, monkeypatch, network):
+def test_pretrained_timm_weights_not_in_the_cache_fail_fast_and_clearly(tmp_path, monkeypatch, segcore_network):
     from urllib.parse import urlparse
 
     from huggingface_hub import constants
@@ -501,8 +501,8 @@ def test_pretrained_timm_weights_not_in_the_cache_fail_fast_and_clearly(tmp_path
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     with pytest.raises(ConfigError, match=r"timm's weights 'timm/resnet18\.a1_in1k' are not in the Hugging Face cache"):
         TimmBackbone(TimmBackboneConfig(model_name="resnet18", pretrained=True))
-    assert network.attempts == [("connect", (urlparse(constants.ENDPOINT).hostname, 443))]  # one probe
-    assert network.sleeps == []  # no retries
+    assert segcore_network.attempts == [("connect", (urlparse(constants.ENDPOINT).hostname, 443))]  # one probe
+    assert segcore_network.sleeps == []  # no retries
 
 
 @pytest.mark.parametrize(

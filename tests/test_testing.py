@@ -131,22 +131,28 @@ def test_the_pytest_plugin_imports_neither_torch_nor_segcore_s_registry():
     assert out.stdout.strip() == "[]"
 
 
-def test_the_network_fixture_refuses_and_records_every_attempt_and_the_test_s_sleeps(network):
+def test_the_network_fixture_refuses_and_records_every_attempt_and_the_test_s_sleeps(segcore_network, monkeypatch):
+    import http.client
     import socket
     import threading
     import time
-    import urllib.request
 
+    for proxy in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(proxy, raising=False)
     with pytest.raises(OSError, match="no network in this test"):
-        urllib.request.urlopen("http://example.invalid/x", timeout=30)
+        http.client.HTTPConnection("example.invalid", 80, timeout=30).request("GET", "/")
     with pytest.raises(OSError):
         socket.getaddrinfo("huggingface.co", 443)
-    with pytest.raises(OSError):
-        socket.socket().connect(("127.0.0.1", 9))
+    with socket.socket() as sock:
+        with pytest.raises(OSError):
+            sock.connect(("127.0.0.1", 9))
+        assert sock.connect_ex(("127.0.0.1", 9)) != 0
+    with socket.socket(socket.AF_UNIX) as local, pytest.raises(FileNotFoundError):  # local sockets are left alone
+        local.connect("/nonexistent/segcore-test.sock")
     time.sleep(30)  # recorded, returns at once
     other = threading.Thread(target=time.sleep, args=(0.01,))  # another thread's sleep is not the test's
     other.start()
     other.join()
-    assert network.attempts == [("connect", ("example.invalid", 80)), ("getaddrinfo", ("huggingface.co", 443)),
-                                ("connect", ("127.0.0.1", 9))]  # fmt: skip
-    assert network.sleeps == [30]
+    assert segcore_network.attempts == [("connect", ("example.invalid", 80)), ("getaddrinfo", ("huggingface.co", 443)),
+                                        ("connect", ("127.0.0.1", 9)), ("connect", ("127.0.0.1", 9))]  # fmt: skip
+    assert segcore_network.sleeps == [30]

@@ -28,10 +28,11 @@ A broken promise fails as `ContractViolation`: "decoder 'my_head' (plugin "my_he
 reported the same way, with its traceback kept.
 
 The plugin only adds the ``segcore_contracts`` marker, the ``segcore_case`` parametrisation of the tests that carry
-it and two fixtures: ``segcore_registry``, and ``network`` (no network in the test: every DNS lookup and TCP connect
-fails at once and is recorded, as is every ``time.sleep``, so a test asserts that an offline load tried nothing or
-that an unreachable Hub was probed once and not retried, where a wall-clock bound would only guess); a test run that uses none of them loads neither torch nor segcore through
-it. Only the public tiers are imported (``segcore``), like any plugin.
+it and two fixtures: ``segcore_registry``, and ``segcore_network`` (no network in the test: every DNS lookup and
+internet-socket connect made through Python's socket module fails at once and is recorded, as is every
+``time.sleep`` of the test's thread, so a test asserts that an offline load tried nothing or that an unreachable Hub
+was probed once and not retried, where a wall-clock bound would only guess); a test run that uses none of them
+loads neither torch nor segcore through it. Only the public tiers are imported (``segcore``), like any plugin.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ __all__ = ["CONTRACTS", "Case", "Contract", "ContractViolation", "NoNetwork", "c
            "contract_tests", "installed_registry"]  # fmt: skip
 
 import dataclasses
+import errno
 import functools
 import math
 import re
@@ -547,19 +549,34 @@ def segcore_registry():
 
 
 class NoNetwork:
-    """What a test tried: ``attempts`` (("getaddrinfo" | "connect", address), each refused at once with OSError, as
-    on a machine without a network) and ``sleeps`` (every time.sleep of the test's thread, which returns at once: a
-    retry's back-off; other threads, pytest-xdist's among them, sleep as usual)."""
+    """What a test tried (`segcore_network`): ``attempts``, ("getaddrinfo" | "connect", address) for each DNS lookup
+    and internet (IPv4/IPv6) connect made through Python's socket module in any thread, each refused at once with
+    OSError as on a machine without a network; and ``sleeps``, every time.sleep of the test's thread, which returns
+    at once (a retry's back-off; other threads sleep as usual). Local sockets (AF_UNIX: multiprocessing) connect as
+    usual; C libraries that open their own sockets are not seen."""
 
     def __init__(self) -> None:
         self.attempts: list[tuple[str, object]] = []
         self.sleeps: list[float] = []
         self._thread = threading.get_ident()
         self._sleep = time.sleep
+        self._connect = socket.socket.connect
 
     def refuse(self, what: str, address: object) -> None:
         self.attempts.append((what, address))
         raise OSError(f"no network in this test ({what} {address})")
+
+    def connect(self, sock: socket.socket, address: object) -> None:
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            self.refuse("connect", address)
+        self._connect(sock, address)
+
+    def connect_ex(self, sock: socket.socket, address: object) -> int:
+        try:
+            self.connect(sock, address)
+        except OSError as exc:
+            return exc.errno or errno.ENETUNREACH
+        return 0
 
     def sleep(self, seconds: float) -> None:
         if threading.get_ident() == self._thread:
@@ -569,13 +586,13 @@ class NoNetwork:
 
 
 @pytest.fixture
-def network(monkeypatch) -> NoNetwork:
-    """No network: DNS lookups and TCP connects fail at once and are recorded, and sleeps are recorded, not slept. A
-    test asserts what was tried (an offline load tries nothing; an unreachable Hub is probed once, never retried),
-    which a wall-clock bound would only guess at."""
+def segcore_network(monkeypatch) -> NoNetwork:
+    """No network in this test (`NoNetwork`): a test asserts what was tried (an offline load tries nothing; an
+    unreachable Hub is probed once, never retried), which a wall-clock bound would only guess at."""
     net = NoNetwork()
     monkeypatch.setattr(socket, "getaddrinfo", lambda host, port, *a, **k: net.refuse("getaddrinfo", (host, port)))
     monkeypatch.setattr(socket, "create_connection", lambda address, *a, **k: net.refuse("connect", address))
-    monkeypatch.setattr(socket.socket, "connect", lambda self, address: net.refuse("connect", address))
+    monkeypatch.setattr(socket.socket, "connect", lambda sock, address: net.connect(sock, address))
+    monkeypatch.setattr(socket.socket, "connect_ex", lambda sock, address: net.connect_ex(sock, address))
     monkeypatch.setattr(time, "sleep", net.sleep)
     return net

@@ -138,6 +138,13 @@ class TimmBackbone(Backbone):
 
 @hookimpl
 def segcore_register(registry: Registry) -> None:
-    with attrs.validators.disabled():  # a name timm has (the contract tests build it): registering imports no timm
+    # a name timm has (the contract tests build it), made without its validator: registering imports no timm (and
+    # through it torchvision's model zoo, as long to import as torch); validators are switched back on only if they
+    # were on
+    was_disabled = attrs.validators.get_disabled()
+    attrs.validators.set_disabled(True)
+    try:
         tiny = TimmBackboneConfig(model_name="test_efficientnet", out_indices=(1, 2, 3, 4))
+    finally:
+        attrs.validators.set_disabled(was_disabled)
     registry.add(TimmBackbone, name="timm", config=TimmBackboneConfig, tiny=tiny)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 __all__ = ["CONVENTIONS", "MMCV_RULES", "THOP_RULES", "Convention", "Count", "Meter", "Rule", "count", "get_convention"]
 
+import contextlib
 import math
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
@@ -230,7 +231,7 @@ class Meter:
         self._hooks: list[Any] = []
         self._flops: FlopCounterMode | None = None
         self._fqn: dict[nn.Module, str] = {}
-        self._shortcuts = meta_shortcuts()  # a meta-device model's shapes, fast (segcore.model.meta)
+        self._stack = contextlib.ExitStack()  # meta_shortcuts (segcore.model.meta), and the FLOP counter
 
     def _rule(self, module: nn.Module) -> Rule | None:
         declared = getattr(type(module), "counting_rules", None) or {}
@@ -239,12 +240,17 @@ class Meter:
         return (self.convention.rules or {}).get(type(module))  # exact type, as both tools match
 
     def __enter__(self) -> Meter:
-        self._shortcuts.__enter__()  # beneath the counter: it sees the model's own operators
+        self._stack = contextlib.ExitStack()
+        self._stack.enter_context(meta_shortcuts())  # beneath the counter: it sees the model's own operators
         if self.convention.rules is None:
             prefix = type(self.model).__name__  # FlopCounterMode names modules by the root's class + attribute path
             self._fqn = {m: f"{prefix}.{name}" if name else prefix for name, m in self.model.named_modules()}
             self._flops = FlopCounterMode(display=False)
-            self._flops.__enter__()
+            try:
+                self._stack.enter_context(self._flops)
+            except BaseException:
+                self._stack.close()
+                raise
             return self
         for module in self.model.modules():
             rule = self._rule(module)
@@ -263,9 +269,7 @@ class Meter:
         for h in self._hooks:
             h.remove()
         self._hooks.clear()
-        if self._flops is not None:
-            self._flops.__exit__(*exc)
-        self._shortcuts.__exit__(*exc)
+        self._stack.__exit__(*exc)  # the FLOP counter, then the shortcuts, whatever either raises
 
     def count(self, module: nn.Module) -> Count:
         """Parameters and MACs of *module* (a submodule of the metered model, or the model itself)."""

@@ -6,8 +6,8 @@ imports torch._dynamo, seconds, for its reference implementation) only to learn 
 `meta_shortcuts` they are answered directly, on meta inputs only:
 
 - bicubic and bilinear upsampling (HRNet-style heads, ``segcore.layers.resize_to``): an empty tensor of the
-  output size, in the input's memory format where that is unambiguous (contiguous or channels_last, not both), as
-  the kernel allocates it; about 0.2 s a call on meta before;
+  output size, in the input's memory format (inputs laid out exactly as contiguous or channels_last tensors; other
+  layouts are left to PyTorch), as the kernel allocates it; about 0.2 s a call on meta before;
 - ``normal_`` (HRNet's and most heads' initialisation): a meta tensor has no values to fill, the tensor is returned
   as it is.
 
@@ -28,9 +28,12 @@ _aten = torch.ops.aten
 
 
 def _memory_format(x: torch.Tensor) -> torch.memory_format | None:
-    """The input's memory format where it is one of the two unambiguously (what the kernel gives its output)."""
-    plain, last = x.is_contiguous(), x.is_contiguous(memory_format=torch.channels_last)
-    return None if plain == last else torch.contiguous_format if plain else torch.channels_last
+    """The input's memory format (what the kernel gives its output) where its strides are exactly those of one of
+    the two; None for any other layout (a strided view), left to PyTorch."""
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        if x.stride() == torch.empty(x.shape, device="meta", memory_format=fmt).stride():
+            return fmt
+    return None
 
 
 def _upsample(x: torch.Tensor, output_size: Any, *_: Any, **__: Any) -> torch.Tensor | None:
@@ -55,6 +58,6 @@ class meta_shortcuts(TorchDispatchMode):  # noqa: N801 (a context manager, named
         shortcut = _SHORTCUTS.get(func)
         if shortcut is not None and isinstance(args[0], torch.Tensor) and args[0].is_meta:
             out = shortcut(*args, **(kwargs or {}))
-            if out is not None:  # None: a case the shortcut leaves to PyTorch (an ambiguous memory format)
+            if out is not None:  # None: a case the shortcut leaves to PyTorch (a strided view)
                 return out
         return func(*args, **(kwargs or {}))

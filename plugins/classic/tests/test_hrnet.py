@@ -112,14 +112,14 @@ def test_w18_small_matches_timm_and_the_quickstart_size():
     assert round((n_params(net) + n_params(head) + 240 * 5 + 5) / 1e6, 2) == 1.54
 
 
-def test_pretrained_offline_is_a_fast_clear_config_error(monkeypatch, tmp_path, network):
+def test_pretrained_offline_is_a_fast_clear_config_error(monkeypatch, tmp_path, segcore_network):
     import huggingface_hub.constants as hf
 
     monkeypatch.setattr(hf, "HF_HUB_CACHE", str(tmp_path))  # an empty cache
     monkeypatch.setattr(hf, "HF_HUB_OFFLINE", True)
     with pytest.raises(ConfigError, match=r"'timm/hrnet_w18_small.gluon_in1k' are not in the Hugging Face cache.*HF_HUB_OFFLINE"):
         HRNet(HRNetConfig(width=16, small=True, pretrained=True))
-    assert network.attempts == [] and network.sleeps == []  # offline: not even a probe, no retries
+    assert segcore_network.attempts == [] and segcore_network.sleeps == []  # offline: not even a probe, no retries
 
 
 def test_pretrained_needs_a_width_timm_has_and_weights_must_exist(tmp_path):
