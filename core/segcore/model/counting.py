@@ -240,17 +240,14 @@ class Meter:
         return (self.convention.rules or {}).get(type(module))  # exact type, as both tools match
 
     def __enter__(self) -> Meter:
-        self._stack = contextlib.ExitStack()
-        self._stack.enter_context(meta_shortcuts())  # beneath the counter: it sees the model's own operators
-        if self.convention.rules is None:
-            prefix = type(self.model).__name__  # FlopCounterMode names modules by the root's class + attribute path
-            self._fqn = {m: f"{prefix}.{name}" if name else prefix for name, m in self.model.named_modules()}
-            self._flops = FlopCounterMode(display=False)
-            try:
-                self._stack.enter_context(self._flops)
-            except BaseException:
-                self._stack.close()
-                raise
+        with contextlib.ExitStack() as stack:  # closed again if entering the counter fails
+            stack.enter_context(meta_shortcuts())  # beneath the counter: it sees the model's own operators
+            if self.convention.rules is None:
+                prefix = type(self.model).__name__  # FlopCounterMode names modules by the root's class + attribute path
+                self._fqn = {m: f"{prefix}.{name}" if name else prefix for name, m in self.model.named_modules()}
+                self._flops = stack.enter_context(FlopCounterMode(display=False))
+            self._stack = stack.pop_all()
+        if self._flops is not None:
             return self
         for module in self.model.modules():
             rule = self._rule(module)
