@@ -13,7 +13,8 @@ from torch import Tensor, nn
 from segcore import Backbone, FeatureInfo, Registry, get_plugin_manager, hookimpl, load_registry
 from segcore.config import structure_pipeline
 from segcore.engine.trainer import Trainer
-from segcore.engine.workarounds import Float32Conv2d, float32_dilated_grouped_convs
+from segcore.engine.workarounds import Float32Conv2d, Float32SubgridDilatedConv2d, float32_dilated_grouped_convs
+from segcore.inference.dilated import SubgridDilatedConv2d
 
 
 def _grads(conv: nn.Conv2d, x: Tensor, g: Tensor, *, bf16: bool) -> Tensor:
@@ -76,8 +77,13 @@ class TwoConvPlugin:
         registry.add(TwoConv, name="two_conv", config=TwoConvConfig)
 
 
-@pytest.mark.parametrize("amp, channels_last, switched", [("bf16", True, 1), ("bf16", False, 0), ("none", True, 0)])
-def test_the_trainer_switches_them_for_bf16_channels_last_on_the_cpu(tmp_path, amp, channels_last, switched):
+@pytest.mark.parametrize("amp, channels_last, fast_dilated, switched, cls", [
+    ("bf16", True, False, 1, Float32Conv2d), ("bf16", False, False, 0, nn.Conv2d), ("none", True, False, 0, nn.Conv2d),
+    ("bf16", True, True, 1, Float32SubgridDilatedConv2d), ("none", True, True, 0, SubgridDilatedConv2d),
+])  # fmt: skip
+def test_the_trainer_switches_them_for_bf16_channels_last_on_the_cpu(tmp_path, amp, channels_last, fast_dilated,
+                                                                     switched, cls):  # fmt: skip
+    """With train.fast_dilated too: the sub-grid convolution, kept in float32 under bf16 + channels_last."""
     pm = get_plugin_manager(autoload=False)
     pm.register(TwoConvPlugin(), name="two_conv")
     registry = load_registry(pm)
@@ -85,13 +91,14 @@ def test_the_trainer_switches_them_for_bf16_channels_last_on_the_cpu(tmp_path, a
         "model": {"backbone": {"name": "two_conv"}, "decoder": {"name": "fcn", "channels": 8}},
         "data": {"dataset": {"name": "shapes", "size": [64, 64], "num_train": 4, "num_val": 2}, "batch_size": 2},
         "loss": [{"name": "ce"}],
-        "train": {"iters": 1, "amp": amp, "channels_last": channels_last, "plots": False},
+        "train": {"iters": 1, "amp": amp, "channels_last": channels_last, "plots": False, "fast_dilated": fast_dilated},
         "run": {"out_dir": str(tmp_path / "run"), "device": "cpu"},
     }  # fmt: skip
     trainer = Trainer.from_config(structure_pipeline(raw, registry=registry), registry, progress=False)
     assert sum(isinstance(m, Float32Conv2d) for m in trainer.model.modules()) == switched
+    assert type(trainer.model.backbone.dw_dilated) is cls
     assert type(trainer.model.backbone.stem) is nn.Conv2d  # not grouped, not dilated: left alone
-    if switched:  # a step runs, and what is saved has the model's own keys
+    if switched or fast_dilated:  # a step runs, and what is saved has the model's own keys
         trainer.fit()
         saved = safetensors.torch.load_file(str(tmp_path / "run" / "model.safetensors"))
         assert {k for k in saved if k.startswith("backbone.")} == {f"backbone.{m}.{w}" for m in ("stem", "dw_dilated")

@@ -39,6 +39,7 @@ from segcore.engine.optim import LRSchedule, build_optimizer, param_groups
 from segcore.engine.rundir import RunFolder
 from segcore.engine.workarounds import training_workarounds  # PyTorch kernel bugs
 from segcore.inference.cpu import bf16_supported
+from segcore.inference.dilated import fast_dilated_convs
 from segcore.inference.resize import fast_resizes
 from segcore.errors import ConfigError, DamagedFileError, SegcoreError
 from segcore.io import cpuinfo, usable_cores, write_text
@@ -200,7 +201,6 @@ class Trainer:
                 tqdm.write(f"note: train.amp = \"bf16\" on {device}, which has no native bf16 (a CPU without AVX512-BF16 or AMX): "
                            "PyTorch emulates it, several times slower than fp32. Set train.amp = \"auto\" (bf16 where the "
                            "hardware has it) or \"none\"", file=sys.stderr)  # fmt: skip
-        training_workarounds(model, device=device, bf16=trains_in_bf16(cfg, device), channels_last=t.channels_last)
         criterion = Criterion(cfg.loss, cfg.model.aux, registry, num_classes=num_classes,
                               ignore_index=meta.ignore_index)  # fmt: skip
         _iters_per_epoch(cfg, len(train_set), dist.world)  # before anything is written
@@ -229,8 +229,12 @@ class Trainer:
         self.memory_format = torch.channels_last if t.channels_last else torch.preserve_format
         self.bf16 = trains_in_bf16(cfg, self.device)  # autocast in training and its evaluations (train.amp)
         self.model: SegModel = model.to(self.device, memory_format=self.memory_format)
-        if t.fast_resize:  # before the EMA copies the model
+        # before the EMA copies the model; the sub-grid convolutions before the work-arounds, which know them
+        if t.fast_dilated:
+            fast_dilated_convs(self.model)
+        if t.fast_resize:
             fast_resizes(self.model)
+        training_workarounds(self.model, device=self.device, bf16=self.bf16, channels_last=t.channels_last)
         self.criterion = criterion.to(self.device)
         self.augment = BatchAugment(cfg.data.augment, self.meta.ignore_index)
 

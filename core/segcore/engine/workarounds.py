@@ -4,14 +4,18 @@
   dilated MobileNets/EfficientNets, ...) comes out wrong, often as garbage of 1e30 and more (torch 2.14 and
   earlier; the input gradient, the forward and NCHW are right). Such convolutions run in float32 in training: on
   these CPUs the float32 channels_last depthwise kernel is as fast as the bf16 one (and 4x faster than bf16 NCHW).
+  Those that ``train.fast_dilated`` computes on sub-grids (`segcore.inference.dilated`) run in float32 too, so that
+  the key changes the speed, never the precision.
 """
 
 from __future__ import annotations
 
-__all__ = ["Float32Conv2d", "float32_dilated_grouped_convs", "training_workarounds"]
+__all__ = ["Float32Conv2d", "Float32SubgridDilatedConv2d", "float32_dilated_grouped_convs", "training_workarounds"]
 
 import torch
 from torch import Tensor, nn
+
+from segcore.inference.dilated import SubgridDilatedConv2d
 
 
 class Float32Conv2d(nn.Conv2d):
@@ -24,13 +28,21 @@ class Float32Conv2d(nn.Conv2d):
         return super().forward(x)
 
 
+class Float32SubgridDilatedConv2d(Float32Conv2d, SubgridDilatedConv2d):
+    """A `SubgridDilatedConv2d` computed in float32 when CPU autocast is on."""
+
+
+_FLOAT32 = {nn.Conv2d: Float32Conv2d, SubgridDilatedConv2d: Float32SubgridDilatedConv2d}
+
+
 def float32_dilated_grouped_convs(model: nn.Module) -> int:
-    """Make every plain ``nn.Conv2d`` of *model* with groups > 1 and a dilation > 1 a :class:`Float32Conv2d` (its
-    class is switched in place: parameters, hooks and state-dict keys stay). Returns how many were switched."""
+    """Make every plain ``nn.Conv2d`` of *model* with groups > 1 and a dilation > 1 a :class:`Float32Conv2d`, and
+    every such `SubgridDilatedConv2d` a :class:`Float32SubgridDilatedConv2d` (the class is switched in place:
+    parameters, hooks and state-dict keys stay). Returns how many were switched."""
     count = 0
     for module in model.modules():
-        if type(module) is nn.Conv2d and module.groups > 1 and max(module.dilation) > 1:
-            module.__class__ = Float32Conv2d
+        if type(module) in _FLOAT32 and module.groups > 1 and max(module.dilation) > 1:
+            module.__class__ = _FLOAT32[type(module)]
             count += 1
     return count
 

@@ -36,6 +36,7 @@ from segcore.contracts.stages import ModelOutput
 from segcore.errors import SegcoreError
 from segcore.inference.cpu import bf16_supported
 from segcore.inference.fold import fold_batchnorm
+from segcore.inference.dilated import fast_dilated_convs
 from segcore.inference.quant import quantize_int8, segmodel_to_bf16
 from segcore.inference.resize import MatmulResize, cubic_matrix, fast_resizes
 from segcore.model.build import SegModel, without_training_heads
@@ -146,7 +147,7 @@ def optimize_for_inference(
 ) -> FastModel:
     """The fast inference model of *model* (left unchanged): a copy without training-only heads, in eval mode,
     BatchNorm folded into the convolutions, bicubic upsampling places as banded matrix products (`MatmulResize`),
-    in channels_last, in bf16 where *device* has it natively (``precision = "auto"``; "bf16" forces it, "fp32"
+    dilated depthwise convolutions on CPUs computed on sub-grids (`segcore.inference.dilated`), in channels_last, in bf16 where *device* has it natively (``precision = "auto"``; "bf16" forces it, "fp32"
     keeps fp32), and optionally compiled for one size, or quantized to int8 (x86 CPUs; calibrated on
     *calibration*) and compiled for one size (see `FastModel`).
 
@@ -169,7 +170,8 @@ def optimize_for_inference(
     use_bf16 = precision == "bf16" or (precision == "auto" and bf16_supported(device))
     if channels_last:
         fast = fast.to(memory_format=torch.channels_last)
-    fp32 = copy.deepcopy(fast) if int8 else None
+    fp32 = copy.deepcopy(fast) if int8 else None  # what int8 quantizes: plain convolutions
+    fast_dilated_convs(fast)
     autocast = False
     if use_bf16 and isinstance(fast, SegModel):
         segmodel_to_bf16(fast)

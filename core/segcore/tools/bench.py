@@ -39,6 +39,7 @@ from segcore.config.schema import PipelineConfig
 from segcore.model.counting import count
 from segcore.data.datasets import dataset_meta
 from segcore.inference.fast import bf16_supported, optimize_for_inference
+from segcore.inference.dilated import fast_dilated_convs
 from segcore.inference.resize import fast_resizes
 from segcore.model.build import build_model, without_training_heads
 from segcore.model.memory import check_forward_fits
@@ -283,9 +284,11 @@ def _train_cases(cfg: PipelineConfig, registry: Registry, model: nn.Module, batc
             m = m.to(memory_format=torch.channels_last)
             inp = x.contiguous(memory_format=torch.channels_last)
         amp = mode == "bf16 autocast"
-        training_workarounds(m, device="cpu", bf16=amp, channels_last=mode != "fp32 eager")  # as the trainer does
-        if cfg.train.fast_resize:  # as the trainer does
+        if cfg.train.fast_dilated:  # as the trainer does
+            fast_dilated_convs(m)
+        if cfg.train.fast_resize:
             fast_resizes(m)
+        training_workarounds(m, device="cpu", bf16=amp, channels_last=mode != "fp32 eager")
         opt = torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
 
         def step(m: nn.Module = m, inp: Tensor = inp, opt: torch.optim.Optimizer = opt, amp: bool = amp) -> None:

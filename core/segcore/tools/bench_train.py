@@ -32,17 +32,23 @@ from segcore.model.build import build_model
 from segcore.inference.fast import bf16_supported
 from segcore.tools.bench import BF16_EMULATED, _forward_flops, _table, measure_peaks
 
-# name -> the [train] keys it sets over the pipeline's ("bf16": bf16 autocast + channels_last); the first is the
-# "before" every speed-up is taken against
+# name -> the [train] keys it sets over the pipeline's ("bf16": bf16 autocast + channels_last; "cl": channels_last;
+# "dilated": train.fast_dilated); the first is the "before" every speed-up is taken against. The "fp32+cl" variants
+# are what train.amp = "auto" trains with on a CPU without native bf16
+_PLAIN = {"amp": "none", "channels_last": False, "optimizer_impl": "loop", "compile": False, "fast_resize": False,
+          "fast_dilated": False}
 TRAINER_VARIANTS: dict[str, dict[str, Any]] = {
-    "fp32": {"amp": "none", "channels_last": False, "optimizer_impl": "loop", "compile": False, "fast_resize": False},
-    "bf16": {"amp": "bf16", "channels_last": True, "optimizer_impl": "loop", "compile": False, "fast_resize": False},
-    "bf16+fused": {"amp": "bf16", "channels_last": True, "optimizer_impl": "fused", "compile": False,
-                   "fast_resize": False},
-    "bf16+fused+resize": {"amp": "bf16", "channels_last": True, "optimizer_impl": "fused", "compile": False,
-                          "fast_resize": True},
-    "bf16+fused+compile": {"amp": "bf16", "channels_last": True, "optimizer_impl": "fused", "compile": True,
-                           "fast_resize": False},
+    "fp32": _PLAIN,
+    "bf16": _PLAIN | {"amp": "bf16", "channels_last": True},
+    "bf16+fused": _PLAIN | {"amp": "bf16", "channels_last": True, "optimizer_impl": "fused"},
+    "bf16+fused+resize": _PLAIN | {"amp": "bf16", "channels_last": True, "optimizer_impl": "fused",
+                                   "fast_resize": True},
+    "bf16+fused+resize+dilated": _PLAIN | {"amp": "bf16", "channels_last": True, "optimizer_impl": "fused",
+                                           "fast_resize": True, "fast_dilated": True},
+    "bf16+fused+compile": _PLAIN | {"amp": "bf16", "channels_last": True, "optimizer_impl": "fused", "compile": True},
+    "fp32+cl+fused+resize": _PLAIN | {"channels_last": True, "optimizer_impl": "fused", "fast_resize": True},
+    "fp32+cl+fused+resize+dilated": _PLAIN | {"channels_last": True, "optimizer_impl": "fused", "fast_resize": True,
+                                              "fast_dilated": True},
 }  # fmt: skip
 
 
