@@ -287,6 +287,27 @@ def test_seeds_trained_in_another_precision_are_evidence_and_the_card_says_which
         read_evidence(sweep / "table.json", made / "final" / "pipeline.toml", registry=registry)
 
 
+def test_seeds_trained_with_fast_dilated_are_evidence_for_a_model_without_it(made, registry, tmp_path):
+    """train.fast_dilated computes the same values another way: a recipe that gained it after its model trained
+    keeps that model's evidence. Any other key still makes another recipe (here train.fast_resize)."""
+    import shutil
+
+    from segcore.tools.publish import read_evidence
+
+    sweep = tmp_path / "sweep"
+    shutil.copytree(made / "sweep", sweep)
+    for s in range(3):
+        file = sweep / "train-only" / f"seed{s}" / "sweep_pipeline.toml"
+        text = file.read_text()
+        assert "\nfast_dilated = false\n" in text
+        file.write_text(text.replace("\nfast_dilated = false\n", "\nfast_dilated = true\n", 1))
+    evidence = read_evidence(sweep / "table.json", made / "final" / "pipeline.toml", registry=registry)
+    assert evidence["seeds"] == [0, 1, 2]
+    file.write_text(file.read_text().replace("\nfast_resize = false\n", "\nfast_resize = true\n", 1))
+    with pytest.raises(ConfigError, match=r"seed 2 is not this run's recipe \(train.fast_resize: True there, False"):
+        read_evidence(sweep / "table.json", made / "final" / "pipeline.toml", registry=registry)
+
+
 def test_a_model_trained_at_amp_auto_says_what_it_computed_in(made, registry, capsys, monkeypatch, tmp_path):
     """train.amp = "auto" is the machine's precision: the card gives the one the run's log records."""
     import shutil

@@ -96,8 +96,9 @@ def _eval_protocol(cfg: PipelineConfig, count: int) -> str:
 
 
 # what may differ between a run and the runs that are its evidence (the same recipe trained on fewer splits); the
-# precision too (train.amp "auto" is bf16 on one machine, fp32 on another): the evidence says what each seed used
-EVIDENCE_MAY_DIFFER = ("data.train_split", "train.seed", "run.out_dir", "train.amp")
+# precision too (train.amp "auto" is bf16 on one machine, fp32 on another): the evidence says what each seed used;
+# and train.fast_dilated, which computes the same values another way (a recipe that gained it after its model trained)
+EVIDENCE_MAY_DIFFER = ("data.train_split", "train.seed", "run.out_dir", "train.amp", "train.fast_dilated")
 _AMP_PRECISION = {"bf16": "bf16", "none": "fp32"}
 
 
