@@ -147,9 +147,10 @@ def optimize_for_inference(
 ) -> FastModel:
     """The fast inference model of *model* (left unchanged): a copy without training-only heads, in eval mode,
     BatchNorm folded into the convolutions, bicubic upsampling places as banded matrix products (`MatmulResize`),
-    dilated depthwise convolutions on CPUs computed on sub-grids (`segcore.inference.dilated`), in channels_last, in bf16 where *device* has it natively (``precision = "auto"``; "bf16" forces it, "fp32"
-    keeps fp32), and optionally compiled for one size, or quantized to int8 (x86 CPUs; calibrated on
-    *calibration*) and compiled for one size (see `FastModel`).
+    dilated depthwise convolutions on CPUs computed on sub-grids (`segcore.inference.dilated`), in channels_last, in
+    bf16 where *device* has it natively (``precision = "auto"``; "bf16" forces it, "fp32" keeps fp32), and
+    optionally compiled for one size, or quantized to int8 (x86 CPUs; calibrated on *calibration*; its convolutions
+    stay plain) and compiled for one size (see `FastModel`).
 
     A `SegModel` in bf16 keeps its input normalisation and final upsampling in fp32 (its backbone, enhancers,
     decoder and classifier hold bf16 weights: no per-op casts; the logits are made fp32 before the upsampling);
