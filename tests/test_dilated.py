@@ -16,6 +16,14 @@ from segcore.inference.fast import optimize_for_inference
 CL = torch.channels_last
 
 
+def _count_unshuffles(monkeypatch) -> list[int]:
+    """The calls of F.pixel_unshuffle from here on (the sub-grid path makes one per convolution)."""
+    calls: list[int] = []
+    real = F.pixel_unshuffle
+    monkeypatch.setattr(F, "pixel_unshuffle", lambda *a, **k: calls.append(1) or real(*a, **k))
+    return calls
+
+
 # sub-grids of unequal sizes, and a map smaller than the dilated kernel
 @pytest.mark.parametrize("size", [(19, 23), (9, 11)])
 @pytest.mark.parametrize("kernel, dilation, padding", [(7, 3, (9, 9)), (3, 2, (2, 2)), (5, 2, (0, 4)), (4, 2, (4, 2)),
@@ -68,17 +76,16 @@ def test_the_switched_module_computes_what_nn_conv2d_computes_and_uses_the_sub_g
     conv = nn.Conv2d(8, 8, 7, padding=9, dilation=3, groups=8)
     fast = copy.deepcopy(conv)
     fast_dilated_convs(nn.Sequential(fast))
-    calls = []
-    real = F.pixel_unshuffle
-    monkeypatch.setattr(F, "pixel_unshuffle", lambda *a, **k: calls.append(1) or real(*a, **k))
+    calls = _count_unshuffles(monkeypatch)
     x = torch.randn(2, 8, 20, 22)
     assert torch.allclose(fast(x), conv(x), atol=1e-5) and calls == [1]
     assert torch.allclose(fast(x[0]), conv(x[0]), atol=1e-5) and calls == [1]  # unbatched: nn.Conv2d's own
 
 
-def test_under_bf16_channels_last_the_sub_grid_convolution_runs_in_float32_as_the_dilated_one_did():
+def test_under_bf16_channels_last_the_sub_grid_convolution_runs_in_float32_as_the_dilated_one_did(monkeypatch):
     """The trainer's order: train.fast_dilated, then the bf16 + channels_last work-around, which keeps such
-    convolutions in float32 (the key changes the speed, never the precision)."""
+    convolutions in float32 (the key changes the speed, never the precision), still on sub-grids."""
+    torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(8, 8, 7, padding=9, dilation=3, groups=8),
                           nn.Conv2d(8, 8, 3, padding=2, dilation=2, groups=4))  # fmt: skip
     fast_dilated_convs(model)
@@ -86,9 +93,29 @@ def test_under_bf16_channels_last_the_sub_grid_convolution_runs_in_float32_as_th
     assert type(model[0]) is Float32SubgridDilatedConv2d and type(model[1]) is Float32Conv2d
     model = model.to(memory_format=CL)
     x = torch.randn(2, 8, 16, 16).contiguous(memory_format=CL)
+    calls = _count_unshuffles(monkeypatch)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         y = model[0](x)
-    assert y.dtype == torch.float32 and y.is_contiguous(memory_format=CL)
+    assert y.dtype == torch.float32 and y.is_contiguous(memory_format=CL) and calls == [1]
+    expected = F.conv2d(x, model[0].weight, model[0].bias, padding=9, dilation=3, groups=8)
+    assert torch.allclose(y, expected, atol=1e-5)
+
+
+def test_off_the_cpu_and_while_exported_it_is_nn_conv2d(monkeypatch):
+    """Another device (here meta, as CUDA would be) and torch.export run nn.Conv2d's own convolution: an exported
+    graph keeps one convolution, with height and width left free."""
+    conv = nn.Conv2d(4, 4, 7, padding=9, dilation=3, groups=4)
+    fast_dilated_convs(nn.Sequential(conv))
+    calls = _count_unshuffles(monkeypatch)
+    assert conv.to("meta")(torch.empty(1, 4, 20, 22, device="meta")).shape == (1, 4, 20, 22) and calls == []
+    conv = conv.to_empty(device="cpu")
+    torch.nn.init.normal_(conv.weight)
+    h, w = torch.export.Dim("h", min=8, max=512), torch.export.Dim("w", min=8, max=512)
+    program = torch.export.export(conv, (torch.rand(1, 4, 20, 22),), dynamic_shapes={"input": {2: h, 3: w}})
+    ops = [str(n.target) for n in program.graph.nodes if n.op == "call_function"]
+    assert ops == ["aten.conv2d.default"] and calls == []
+    x = torch.rand(1, 4, 33, 17)
+    assert torch.allclose(program.module()(x), conv(x), atol=1e-5) and calls == [1]
 
 
 def test_the_fast_path_computes_them_on_sub_grids_with_the_same_logits():

@@ -322,6 +322,23 @@ def test_a_run_from_before_a_key_was_added_resumes_with_the_key_at_its_default(r
     assert "fast_resize" in json.loads(marker.read_text())["identity"]["train"]  # recorded as today's
 
 
+def test_a_key_that_computes_the_same_values_another_way_is_not_a_run_s_identity(registry, tmp_path):
+    """train.fast_dilated (segcore.engine.rundir.SAME_VALUES_TRAIN_KEYS): a recipe that switches it on after its
+    runs started resumes them, and a sweep keeps their finished runs."""
+    from segcore.config import dump_pipeline
+    from segcore.tools.sweep import same_run
+
+    raw = tiny(tmp_path, train={"iters": 2})
+    fit(registry, raw)
+    changed = tiny(tmp_path, train={"iters": 2, "fast_dilated": True})
+    written = (tmp_path / "run" / "pipeline.toml").read_text()
+    assert "fast_dilated = false\n" in written
+    assert same_run(written, dump_pipeline(structure_pipeline(changed, registry=registry)), registry=registry)
+    trainer, _ = fit(registry, changed, resume=True)
+    assert [r["step"] for r in trainer.log.read() if r["kind"] == "train"][-1] == 2
+    assert "fast_dilated" not in json.loads((tmp_path / "run" / "run.json").read_text())["identity"]["train"]
+
+
 def test_tensorboard_switch(registry, tmp_path):
     raw = tiny(tmp_path, train={"iters": 1, "tensorboard": True})
     try:

@@ -26,6 +26,11 @@ from segcore.io import FolderLock, claim, lock_folder, record, remove_stale_temp
 # [train] keys that change what a run writes, not what it trains: never part of a run's identity (resume, a sweep's
 # finished runs, a card's evidence), so their defaults may change
 COSMETIC_TRAIN_KEYS = ("log_every", "tensorboard", "plots", "keep_last", "checkpoint_every", "checkpoint_every_iters")
+# [train] keys that change how a run computes, not what: the same values to float rounding, so a recipe may switch
+# one on after its runs started (a half-finished run resumes with it, finished ones and evidence stay). Not part of a
+# run's identity either. (train.fast_resize, older than this rule, still is.)
+SAME_VALUES_TRAIN_KEYS = ("fast_dilated",)
+NOT_IDENTITY_TRAIN_KEYS = COSMETIC_TRAIN_KEYS + SAME_VALUES_TRAIN_KEYS
 
 # what segcore writes in a run folder (for a folder: the names it writes inside)
 OURS: dict[str, tuple[str, ...] | None] = {
@@ -59,11 +64,11 @@ def check_flags(*, resume: bool, overwrite: bool) -> None:
 
 
 def run_identity(cfg: PipelineConfig) -> dict[str, Any]:
-    """What makes two runs the same run (the [run] table and cosmetic train keys do not)."""
+    """What makes two runs the same run (the [run] table and `NOT_IDENTITY_TRAIN_KEYS` do not)."""
     raw = unstructure(cfg)
     raw.pop("run", None)
     raw.pop("predict", None)
-    for key in COSMETIC_TRAIN_KEYS:
+    for key in NOT_IDENTITY_TRAIN_KEYS:
         raw.get("train", {}).pop(key, None)
     return json.loads(json.dumps(raw))
 

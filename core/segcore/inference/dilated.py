@@ -3,8 +3,8 @@ float rounding, several times faster on CPUs.
 
 oneDNN (PyTorch's CPU convolutions) has fast kernels for depthwise convolutions only without dilation; a dilated one
 (VAN's large-kernel attention: 7x7, dilation 3) falls back to im2col + GEMM in forward, input and weight gradient.
-On 2 AVX2 cores, float32, batch 8, 32 channels at 88x120, channels_last: 160 ms forward and 591 ms backward
-natively, 20 and 78 ms as below (`python bench/bench_dilated.py`).
+On 2 AVX2 cores, float32, batch 8, 32 channels at 88x120, channels_last: 127 ms forward and 594 ms backward
+natively, 21 and 77 ms as below (`python bench/bench_dilated.py`, docs/speed.md).
 
 With dilation d, stride 1 and a padding p that d divides, output pixel (y, x) reads only input pixels (y', x') with
 y' = y and x' = x modulo d: the d x d sub-grids ``x[..., i::d, j::d]`` never mix. So the map is cut into its sub-grids
@@ -55,11 +55,13 @@ def subgrid_conv2d(x: Tensor, weight: Tensor, bias: Tensor | None, *, dilation: 
 
 class SubgridDilatedConv2d(nn.Conv2d):
     """An ``nn.Conv2d`` (a dilated depthwise one, see `fast_dilated_convs`) computed by `subgrid_conv2d` on CPU
-    tensors; elsewhere (CUDA, whose kernels take dilation in their stride) and for unbatched input as nn.Conv2d.
-    Same parameters and state-dict keys."""
+    tensors; elsewhere (CUDA, whose kernels take dilation in their stride), for unbatched input and while exported
+    (torch.export, ONNX: the graph keeps one convolution, and sizes that stay free) as nn.Conv2d. Same parameters and
+    state-dict keys."""
 
     def _conv_forward(self, input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-        if input.device.type != "cpu" or input.dim() != 4 or not _fits(self):
+        if (input.device.type != "cpu" or input.dim() != 4 or not _fits(self) or torch.compiler.is_exporting()
+                or torch.jit.is_tracing()):  # fmt: skip
             return super()._conv_forward(input, weight, bias)
         return subgrid_conv2d(input, weight, bias, dilation=self.dilation[0], padding=tuple(self.padding))
 

@@ -25,7 +25,7 @@ from segcore.contracts.plugins import load_registry
 from segcore.contracts.registry import Registry
 from segcore.data.datasets import build_split, dataset_meta
 from segcore.engine.report import RunLog
-from segcore.engine.rundir import COSMETIC_TRAIN_KEYS
+from segcore.engine.rundir import NOT_IDENTITY_TRAIN_KEYS
 from segcore.engine.run import run_pipeline
 from segcore.errors import ConfigError, DamagedFileError, did_you_mean
 from segcore.hub.folder import _FOLDER_FILES, CARD, CONFIG, WEIGHTS, _read_config, _write_config_and_card, _write_folder
@@ -96,9 +96,9 @@ def _eval_protocol(cfg: PipelineConfig, count: int) -> str:
 
 
 # what may differ between a run and the runs that are its evidence (the same recipe trained on fewer splits); the
-# precision too (train.amp "auto" is bf16 on one machine, fp32 on another): the evidence says what each seed used;
-# and train.fast_dilated, which computes the same values another way (a recipe that gained it after its model trained)
-EVIDENCE_MAY_DIFFER = ("data.train_split", "train.seed", "run.out_dir", "train.amp", "train.fast_dilated")
+# precision too (train.amp "auto" is bf16 on one machine, fp32 on another): the evidence says what each seed used.
+# Keys that are never a run's identity (segcore.engine.rundir.NOT_IDENTITY_TRAIN_KEYS) do not count either
+EVIDENCE_MAY_DIFFER = ("data.train_split", "train.seed", "run.out_dir", "train.amp")
 _AMP_PRECISION = {"bf16": "bf16", "none": "fp32"}
 
 
@@ -207,7 +207,7 @@ def read_evidence(table_json: str | Path, run_pipeline_toml: Path, *, row: str |
             raise ConfigError(f"{where}: row {name!r} seed {seed}: {their_file} is not a pipeline this segcore reads "
                               f"({str(exc).splitlines()[0]}); evidence must be the same pipeline as the run") from None
         differ = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k) and k not in EVIDENCE_MAY_DIFFER
-                        and k.removeprefix("train.") not in COSMETIC_TRAIN_KEYS)  # fmt: skip
+                        and k.removeprefix("train.") not in NOT_IDENTITY_TRAIN_KEYS)  # fmt: skip
         if differ:
             shown = "; ".join(f"{k}: {theirs.get(k, '(unset)')!r} there, {mine.get(k, '(unset)')!r} here" for k in differ[:6])
             raise ConfigError(f"{where}: row {name!r} seed {seed} is not this run's recipe ({shown}"

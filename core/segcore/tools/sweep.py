@@ -63,7 +63,7 @@ from attrs import frozen
 from segcore.config import dump_pipeline, pipeline_as_today, resolve_bases, structure_pipeline
 from segcore.config.schema import PipelineConfig
 from segcore.contracts.registry import Registry
-from segcore.engine.rundir import COSMETIC_TRAIN_KEYS
+from segcore.engine.rundir import NOT_IDENTITY_TRAIN_KEYS
 from segcore.errors import ConfigError, SegcoreError, did_you_mean
 from segcore.io import LOCK, atomic_dir, write_text
 from segcore.model.check import check_pipeline, totals
@@ -480,8 +480,10 @@ def same_run(written: str, wanted: str, *, registry: Registry | None = None) -> 
     With *registry*, *written* is validated again by today's schema first, so that a key added to segcore since the
     run was trained counts at its default (a run that predates ``train.fast_resize`` trained without it); a key
     that was removed or renamed makes it another run; keys that change only what a run writes
-    (`segcore.engine.rundir.COSMETIC_TRAIN_KEYS`: checkpoints, logs, plots) do not count. A row whose ``train.amp`` is ``"auto"`` (bf16 where the
-    machine computes it natively, fp32 elsewhere) keeps a run trained with ``"bf16"`` or ``"none"``."""
+    (`segcore.engine.rundir.COSMETIC_TRAIN_KEYS`: checkpoints, logs, plots) and keys that compute the same values
+    another way (`SAME_VALUES_TRAIN_KEYS`: train.fast_dilated) do not count. A row whose ``train.amp`` is
+    ``"auto"`` (bf16 where the machine computes it natively, fp32 elsewhere) keeps a run trained with ``"bf16"`` or
+    ``"none"``."""
     try:
         a, b = tomllib.loads(written), tomllib.loads(wanted)
     except tomllib.TOMLDecodeError:
@@ -493,7 +495,7 @@ def same_run(written: str, wanted: str, *, registry: Registry | None = None) -> 
             return False
     for table in (a, b):
         table.get("run", {}).pop("out_dir", None)
-        for key in COSMETIC_TRAIN_KEYS:  # what a run writes, not what it trains (a run from before a default changed)
+        for key in NOT_IDENTITY_TRAIN_KEYS:  # what a run writes or how it computes, not what it trains
             table.get("train", {}).pop(key, None)
     if b.get("train", {}).get("amp") == "auto" and isinstance(a.get("train"), dict) and "amp" in a["train"]:
         a["train"]["amp"] = "auto"  # "auto" is the machine's precision: a run trained in bf16 or fp32 is one of it
