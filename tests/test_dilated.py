@@ -82,6 +82,22 @@ def test_the_switched_module_computes_what_nn_conv2d_computes_and_uses_the_sub_g
     assert torch.allclose(fast(x[0]), conv(x[0]), atol=1e-5) and calls == [1]  # unbatched: nn.Conv2d's own
 
 
+@pytest.mark.parametrize("weights_cl, input_cl", [(False, False), (False, True), (True, False), (True, True)])
+def test_the_output_has_nn_conv2ds_memory_format(weights_cl, input_cl):
+    """channels_last when the input or the weights are (``model.to(memory_format=channels_last)``: a depthwise
+    weight is contiguous in both formats, its strides tell), as nn.Conv2d's output."""
+    conv = nn.Conv2d(8, 8, 7, padding=9, dilation=3, groups=8)
+    if weights_cl:
+        conv = conv.to(memory_format=CL)
+    fast = copy.deepcopy(conv)
+    fast_dilated_convs(nn.Sequential(fast))
+    x = torch.randn(2, 8, 20, 22)
+    x = x.contiguous(memory_format=CL) if input_cl else x
+    expected, got = conv(x), fast(x)
+    assert expected.is_contiguous(memory_format=CL) is (weights_cl or input_cl)
+    assert got.stride() == expected.stride() and torch.allclose(got, expected, atol=1e-5)
+
+
 def test_under_bf16_channels_last_the_sub_grid_convolution_runs_in_float32_as_the_dilated_one_did(monkeypatch):
     """The trainer's order: train.fast_dilated, then the bf16 + channels_last work-around, which keeps such
     convolutions in float32 (the key changes the speed, never the precision), still on sub-grids."""

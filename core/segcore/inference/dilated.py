@@ -39,7 +39,8 @@ def subgrid_conv2d(x: Tensor, weight: Tensor, bias: Tensor | None, *, dilation: 
                    padding: tuple[int, int]) -> Tensor:  # fmt: skip
     """``F.conv2d(x, weight, bias, padding=padding, dilation=dilation, groups=C)`` for a depthwise *weight* (C, 1,
     kh, kw) and x (B, C, H, W), computed on x's dilation x dilation sub-grids without dilation (module docstring);
-    *padding* must be multiples of *dilation*. The output keeps x's memory format."""
+    *padding* must be multiples of *dilation*. The output's memory format is F.conv2d's (channels_last when x or
+    *weight* is)."""
     d = dilation
     _, c, h, w = x.shape
     kh, kw = weight.shape[-2:]
@@ -49,8 +50,18 @@ def subgrid_conv2d(x: Tensor, weight: Tensor, bias: Tensor | None, *, dilation: 
     y = F.conv2d(grids, weight.repeat_interleave(d * d, dim=0), None if bias is None else bias.repeat_interleave(d * d),
                  padding=(padding[0] // d, padding[1] // d), groups=c * d * d)  # fmt: skip
     y = F.pixel_shuffle(y, d)[:, :, :out_h, :out_w]
-    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    channels_last = _strided_channels_last(x) or _strided_channels_last(weight)
     return y.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+def _strided_channels_last(t: Tensor) -> bool:
+    """Whether F.conv2d takes 4-d *t* for channels_last, which makes its output channels_last: by the strides, as
+    ATen's suggest_memory_format does. ``is_contiguous`` cannot tell for a depthwise weight (C, 1, kh, kw), whose
+    size-1 dimension makes it contiguous in both formats; its channels_last strides (``model.to(memory_format=
+    torch.channels_last)``) are the ones with stride 1 there."""
+    if not t.is_contiguous(memory_format=torch.channels_last):
+        return False
+    return not t.is_contiguous() or (t.shape[1] == 1 and t.stride(1) == 1 and t.stride(0) > 1)
 
 
 class SubgridDilatedConv2d(nn.Conv2d):
