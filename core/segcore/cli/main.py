@@ -42,9 +42,9 @@ def _format_warning(message: Warning | str, category: type[Warning], filename: s
 def main(argv: Sequence[str] | None = None) -> int:
     from segcore.cli import _interrupts
 
-    _interrupts.restore()  # the imports are done: Ctrl-C is a KeyboardInterrupt again, handled below
-    args = make_parser().parse_args(argv)
     try:
+        _interrupts.restore()  # the imports are done: Ctrl-C is a KeyboardInterrupt again, handled below
+        args = make_parser().parse_args(argv)
         with warnings.catch_warnings():
             warnings.formatwarning = _format_warning  # how a warning is printed; recording (pytest.warns) is untouched
             return args.func(args)
