@@ -33,6 +33,19 @@ def registry() -> Registry:
     return reg
 
 
+@pytest.fixture(autouse=True)
+def _torch_state():
+    """Each test, core's and the plugins', starts from torch's seed 0 and leaves torch's thread count as it found it (a
+    bench script a test runs in-process sets its own), so no outcome depends on which tests ran before in the worker."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.manual_seed(0)
+    yield
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
 # -- modules that run in a process of their own ------------------------------------------------------------------------
 # A test module with ``pytestmark = pytest.mark.isolated`` runs in one child pytest process (its selected tests, in one
 # go, module fixtures shared); the results are reported here test by test. For libraries whose threads outlive their

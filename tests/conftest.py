@@ -123,8 +123,3 @@ def export_model():
         return model
 
     return make
-
-
-@pytest.fixture(autouse=True)
-def _seed() -> None:
-    torch.manual_seed(0)

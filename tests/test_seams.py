@@ -565,7 +565,7 @@ def test_a_warning_on_the_command_line_is_one_line_and_pytest_still_records_it(m
         cli.make_parser = lambda: parser
         raise SystemExit(cli.main([]))
     """)
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert done.stderr == "warning: the zoo entry is used, not ./x\nwarning (RuntimeWarning): a kernel is slow\n"
 
@@ -573,5 +573,7 @@ def test_a_warning_on_the_command_line_is_one_line_and_pytest_still_records_it(m
     parser = argparse.ArgumentParser()
     parser.set_defaults(func=lambda args: warnings.warn("the zoo entry is used", UserWarning, stacklevel=2) or 0)
     monkeypatch.setattr(cli, "make_parser", lambda: parser)
+    before = warnings.formatwarning
     with pytest.warns(UserWarning, match="zoo entry"):  # a test recording warnings still sees them
         assert cli.main([]) == 0
+    assert warnings.formatwarning is before  # and the caller's printing of warnings is left as it was

@@ -45,9 +45,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         _interrupts.restore()  # the imports are done: Ctrl-C is a KeyboardInterrupt again, handled below
         args = make_parser().parse_args(argv)
+        formatwarning = warnings.formatwarning
         with warnings.catch_warnings():
             warnings.formatwarning = _format_warning  # how a warning is printed; recording (pytest.warns) is untouched
-            return args.func(args)
+            try:
+                return args.func(args)
+            finally:  # catch_warnings does not restore it: main() called in-process leaves it as it was
+                warnings.formatwarning = formatwarning
     except SegcoreError as exc:
         print(f"error: {_strip_worker_traceback(str(exc))}", file=sys.stderr)
         return 2
