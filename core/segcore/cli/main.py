@@ -42,22 +42,21 @@ def _format_warning(message: Warning | str, category: type[Warning], filename: s
 def main(argv: Sequence[str] | None = None) -> int:
     from segcore.cli import _interrupts
 
+    formatwarning = warnings.formatwarning  # catch_warnings does not restore it: put back below
     try:
         _interrupts.restore()  # the imports are done: Ctrl-C is a KeyboardInterrupt again, handled below
         args = make_parser().parse_args(argv)
-        formatwarning = warnings.formatwarning
         with warnings.catch_warnings():
             warnings.formatwarning = _format_warning  # how a warning is printed; recording (pytest.warns) is untouched
-            try:
-                return args.func(args)
-            finally:  # catch_warnings does not restore it: main() called in-process leaves it as it was
-                warnings.formatwarning = formatwarning
+            return args.func(args)
     except SegcoreError as exc:
         print(f"error: {_strip_worker_traceback(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:  # main() called in-process leaves the caller's printing of warnings as it was
+        warnings.formatwarning = formatwarning
 
 
 if __name__ == "__main__":
