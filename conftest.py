@@ -46,6 +46,18 @@ def _torch_state():
         torch.set_num_threads(threads)
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(fixturedef: pytest.FixtureDef, request: pytest.FixtureRequest):
+    """A module- or session-scoped fixture (a model with random weights, a short training run) starts from torch's
+    seed 0 too: it is built before the first test that asks for it, whichever test that is in the worker, so without
+    this it would draw from wherever the tests before it left torch's generator."""
+    if fixturedef.scope != "function":
+        import torch
+
+        torch.manual_seed(0)
+    return (yield)
+
+
 # -- modules that run in a process of their own ------------------------------------------------------------------------
 # A test module with ``pytestmark = pytest.mark.isolated`` runs in one child pytest process (its selected tests, in one
 # go, module fixtures shared); the results are reported here test by test. For libraries whose threads outlive their
