@@ -503,6 +503,27 @@ def test_accumulation_clipping_ema_bf16_channels_last(registry, tmp_path):
     assert reported["mIoU"] == result.metrics["mIoU"] and reported["IoU"] == result.metrics["IoU"]
 
 
+def test_the_gradient_norm_is_logged_at_every_logged_step(registry, tmp_path):
+    """The gradients' global norm (before clipping, when there is clipping) is in every train record of log.jsonl, so
+    that a step that goes astray shows; without clipping it is computed for the logged steps only."""
+    cfg = structure_pipeline(tiny(tmp_path, train={"iters": 5, "log_every": 2}), registry=registry)
+    trainer = Trainer.from_config(cfg, registry, progress=False)
+    norms = []
+    step = trainer.optimizer.step
+
+    def measured_step(*a, **k):
+        grads = [p.grad for g in trainer.optimizer.param_groups for p in g["params"] if p.grad is not None]
+        norms.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))))
+        return step(*a, **k)
+
+    trainer.optimizer.step = measured_step
+    trainer.fit()
+    log = [r for r in trainer.log.read() if r["kind"] == "train"]
+    assert [r["step"] for r in log] == [2, 4, 5]  # every log_every steps, and the last
+    assert [r["grad_norm"] for r in log] == pytest.approx([norms[1], norms[3], norms[4]], rel=1e-5)
+    assert len(set(norms)) == 5
+
+
 def test_aux_head_loss_terms_are_logged(registry, tmp_path):
     raw = tiny(tmp_path, train={"iters": 2})
     raw["model"]["aux"] = {"fcn": {"decoder": {"name": "fcn", "channels": 16}, "in_index": [2], "weight": 0.4}}
