@@ -524,6 +524,24 @@ def test_the_gradient_norm_is_logged_at_every_logged_step(registry, tmp_path):
     assert len(set(norms)) == 5
 
 
+def test_a_loss_counts_from_its_start_iter_and_is_logged_before(registry, tmp_path):
+    """[[loss]] start_iter = 3: the first 3 steps train without it (weight 0; still computed and logged), the others
+    with it; a start_iter the run never reaches is refused, naming the key."""
+    raw = tiny(tmp_path, train={"iters": 5})
+    raw["model"]["aux"] = {"fcn": {"decoder": {"name": "fcn", "channels": 16}, "in_index": [2], "weight": 0.4}}
+    raw["loss"] = [{"name": "ce", "heads": ["main"]}, {"name": "ce", "heads": ["fcn"], "start_iter": 3}]
+    trainer, _ = fit(registry, raw)
+    log = [r for r in trainer.log.read() if r["kind"] == "train"]
+    assert [r["step"] for r in log] == [1, 2, 3, 4, 5] and all(r["loss.aux.fcn.ce"] > 0.1 for r in log)
+    for r in log:  # a record's step is the count of steps done: step k + 1 trained at criterion step k
+        expected = r["loss.ce"] + (0.4 * r["loss.aux.fcn.ce"] if r["step"] > 3 else 0.0)
+        assert r["loss"] == pytest.approx(expected, rel=1e-5), r
+    raw["loss"][1]["start_iter"] = 5
+    raw["run"]["out_dir"] = str(tmp_path / "never")
+    with pytest.raises(ConfigError, match=r"loss\[1\]\.start_iter = 5: the run trains 5 steps"):
+        fit(registry, raw)
+
+
 def test_aux_head_loss_terms_are_logged(registry, tmp_path):
     raw = tiny(tmp_path, train={"iters": 2})
     raw["model"]["aux"] = {"fcn": {"decoder": {"name": "fcn", "channels": 16}, "in_index": [2], "weight": 0.4}}

@@ -32,11 +32,13 @@ class Criterion(nn.Module):
             registry.get(Loss, s.name, s.plugin).build(s.config, num_classes=num_classes, ignore_index=ignore_index) for s in self.specs
         )
 
-    def forward(self, output: ModelOutput, target: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """-> total loss (scalar) and every named term (detached) for logging."""
+    def forward(self, output: ModelOutput, target: Tensor, *, step: int | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        """-> total loss (scalar) and every named term (detached) for logging. *step*: the training step (0 for the
+        first), for the losses' ``start_iter``; None: every loss counts."""
         total = output.logits.new_zeros((), dtype=torch.float32)
         terms: dict[str, Tensor] = {}
         for spec, loss, (heads, extras) in zip(self.specs, self.losses, self.routes):
+            weight = spec.weight if step is None or step >= spec.start_iter else 0.0
             seen = ModelOutput(output.logits, output.aux, {need: output.extras[head] for need, head in extras.items()
                                                            if head in output.extras})  # fmt: skip
             for head in heads:
@@ -47,5 +49,5 @@ class Criterion(nn.Module):
                 prefix = "" if head == MAIN else f"aux.{head}."
                 for part, v in (value if isinstance(value, dict) else {"": value}).items():
                     terms[f"loss.{prefix}{spec.name}" + (f".{part}" if part else "")] = v.detach()
-                    total = total + self.head_weights[head] * spec.weight * v
+                    total = total + self.head_weights[head] * weight * v
         return total, terms

@@ -241,6 +241,10 @@ class Trainer:
         self.per_rank, self.iters_per_epoch = _iters_per_epoch(cfg, len(train_set), self.dist.world)
         self.total = t.iters or t.epochs * self.iters_per_epoch
         self.freeze_iters = t.freeze_backbone * (self.iters_per_epoch if t.epochs else 1)
+        for i, spec in enumerate(cfg.loss):
+            if spec.start_iter >= self.total:
+                raise ConfigError(f"loss[{i}].start_iter = {spec.start_iter}: the run trains {self.total} steps, so the "
+                                  f"{spec.name!r} loss would never count; set it below {self.total}, or remove it")
 
         self.ema = None
         if t.ema_decay is not None:
@@ -377,7 +381,7 @@ class Trainer:
             with ctx:
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
                     output = self.ddp(image)
-                loss, terms = self.criterion(output, mask)
+                loss, terms = self.criterion(output, mask, step=self.step)
                 if not torch.isfinite(loss):
                     self._fail(loss, terms)
                 self.clock.lap("forward")
