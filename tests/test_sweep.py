@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import shlex
 import signal
 import textwrap
 from pathlib import Path
@@ -199,8 +200,9 @@ def test_ctrl_c_mid_run_then_resume(tmp_path, capsys, counted, monkeypatch):
 
     monkeypatch.setattr(segcore.engine.report.RunLog, "write", write)
     code, _, err = sweep(capsys, path, "-q")
-    assert code == 130 and "--resume" in err and "+wide seed 0" in err
     root = tmp_path / "out"
+    again = shlex.join(["segcore", "sweep", str(path), "--out-dir", str(root), "--resume"])
+    assert code == 130 and f"Continue with: {again}" in err and "+wide seed 0" in err
     third = root / "plus-wide/seed0"
     assert not (third / "metrics.json").exists() and any((third / "checkpoints").iterdir())
     assert json.loads((third / "sweep_run.json").read_text())["status"] == "interrupted"
@@ -256,6 +258,11 @@ def test_failing_run_is_reported_and_the_others_finish(tmp_path, capsys, counted
         ("fcn16", 1, []), ("+wide", 1, []), ("broken", 0, [0])]
     assert "1 failed" in (root / "table.md").read_text()
     assert len(counted) == 2
+    assert f"fixing the cause, {shlex.join(['segcore', 'sweep', str(path), '--out-dir', str(root), '--resume'])} runs" in err
+    # the command to run again names the rows when a run was given some
+    code, _, err = sweep(capsys, path, "-q", "--resume", "--rows", "broken")
+    again = shlex.join(["segcore", "sweep", str(path), "--out-dir", str(root), "--rows", "broken", "--resume"])
+    assert code == 1 and f"fixing the cause, {again} runs" in err, err
 
     # the cause fixed, --resume (here of that row alone) runs the failed run again; the table still lists every row
     monkeypatch.setattr(segcore.engine.run, "run_pipeline", counting)

@@ -17,6 +17,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         collect_table,
         format_counts,
         load_sweep,
+        resume_command,
         run_sweep,
         select_rows,  # fmt: skip
         write_record,
@@ -54,7 +55,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
           f"{', '.join(p.name for p in paths)} to {sweep.out_dir}/")  # fmt: skip
     if result.failed:
         print(f"error: {len(result.failed)} run(s) failed (error text in each run folder's sweep_error.txt); after "
-              f"fixing the cause, segcore sweep {args.file} --resume runs them again:", file=sys.stderr)  # fmt: skip
+              f"fixing the cause, {resume_command(sweep, rows)} runs them again:", file=sys.stderr)  # fmt: skip
         for label, message in result.failed.items():
             print(f"  - {label}: {message}", file=sys.stderr)
         return 1

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 __all__ = [
     "RunSpec", "Sweep", "SweepInterrupted", "SweepResult", "collect_table", "format_counts", "load_sweep",
-    "is_finished", "run_sweep", "same_run", "write_record", "write_table",
+    "is_finished", "resume_command", "run_sweep", "same_run", "write_record", "write_table",
 ]  # fmt: skip
 
 import collections
@@ -46,6 +46,7 @@ import io
 import json
 import os
 import re
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -417,6 +418,15 @@ def select_rows(sweep: Sweep, names: Sequence[str] | None) -> list[Row]:
     return [r for r in sweep.rows if r.name in names]
 
 
+def resume_command(sweep: Sweep, rows: Sequence[Row] | None = None) -> str:
+    """The command that continues *sweep* where it is: its folder (``--out-dir``, which may not be the file's) and
+    the rows run (``--rows``, when not all), quoted for a shell."""
+    words = ["segcore", "sweep", str(sweep.path), "--out-dir", str(sweep.out_dir)]
+    if rows is not None and len(rows) < len(sweep.rows):
+        words += ["--rows", *(r.name for r in rows)]
+    return shlex.join([*words, "--resume"])
+
+
 # -- counting ------------------------------------------------------------------------------------------------------
 
 
@@ -613,7 +623,7 @@ def run_sweep(sweep: Sweep, registry: Registry, *, rows: Sequence[Row] | None = 
                 _record(folder, status="interrupted")
                 raise SweepInterrupted(
                     f"interrupted during {spec.label} ({folder}); finished runs are kept. Continue with: "
-                    f"segcore sweep {sweep.path} --resume"
+                    f"{resume_command(sweep, rows)}"
                 ) from None
             except Exception as exc:
                 message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
