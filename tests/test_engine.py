@@ -598,6 +598,26 @@ def test_segcore_plot_compares_runs(registry, tmp_path, capsys):
     assert main(["plot", str(old), "--x", "hours", "--out", str(out)]) == 2
     assert "no elapsed_s" in capsys.readouterr().err
     assert main(["plot", str(old), "--out", str(out)]) == 0
+    # another logged value, smoothed
+    assert main(["plot", str(run), "--y", "grad_norm", "--smooth", "2", "--out", str(out)]) == 0
+    assert main(["plot", str(run), "--y", "loss.dice", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "run: its log has no training records with 'loss.dice'; it logs " in err and "loss.ce" in err, err
+    with pytest.raises(SystemExit) as exited:  # argparse's own usage error
+        main(["plot", str(run), "--smooth", "0", "--out", str(out)])
+    assert exited.value.code == 2 and "--smooth: expected a whole number > 0" in capsys.readouterr().err
+
+
+def test_plot_compare_draws_the_value_asked_for_as_means_of_consecutive_records(tmp_path):
+    from segcore.engine.report import plot_compare
+
+    records = [{"kind": "train", "step": 10 * i, "loss": 9.0, "loss.ce": float(i), "elapsed_s": 36.0 * i}
+               for i in range(1, 6)] + [{"kind": "eval", "step": 50, "mIoU": 0.5}]  # fmt: skip
+    drawn = plot_compare([("a", records)], tmp_path / "a.png", y="loss.ce", smooth=2)
+    assert drawn == {"a": ([20, 30, 40, 50], [1.5, 2.5, 3.5, 4.5])}
+    assert plot_compare([("a", records)], tmp_path / "b.png", x="hours")["a"] == ([0.01, 0.02, 0.03, 0.04, 0.05], [9.0] * 5)
+    with Image.open(tmp_path / "a.png") as im:
+        assert im.format == "PNG"
 
 
 @pytest.mark.parametrize("optimizer, nesterov", [("sgd", True), ("sgd", False), ("adamw", False)])

@@ -1,4 +1,4 @@
-"""``segcore plot RUN ...``: several runs' loss and val mIoU on one PNG."""
+"""``segcore plot RUN ...``: several runs' training loss (or another logged value) and val mIoU on one PNG."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ __all__ = ["add_parser", "cmd_plot"]
 import argparse
 from pathlib import Path
 
+from segcore.cli import _common
 from segcore.errors import SegcoreError
 
 
@@ -23,7 +24,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
         if not records:
             raise SegcoreError(f"{folder}: no log.jsonl with records; pass run folders (run.out_dir of segcore run)")
         runs.append((args.label[i] if args.label else Path(folder).name, records))
-    plot_compare(runs, Path(args.out), x=args.x)
+    plot_compare(runs, Path(args.out), x=args.x, y=args.y, smooth=args.smooth)
     for label, records in runs:
         evals = [r for r in records if r["kind"] == "eval" and "mIoU" in r]
         best = max(evals, key=lambda r: r["mIoU"]) if evals else None
@@ -40,4 +41,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="the PNG to write")
     p.add_argument("--label", nargs="+", help="a label per run (default: the folders' names)")
     p.add_argument("--x", choices=("step", "hours"), default="step", help="x axis: the step, or the logged wall-clock hours")
+    p.add_argument("--y", default="loss", metavar="NAME", help="the training value to draw: loss (the total, default), "
+                   "a term (loss.ce, ...), grad_norm, lr: any number the runs' log.jsonl train records hold")  # fmt: skip
+    p.add_argument("--smooth", type=_common.positive, default=1, metavar="N",
+                   help="draw the mean of every N consecutive logged records (default 1: each record)")
     p.set_defaults(func=cmd_plot)

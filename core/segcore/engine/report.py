@@ -140,18 +140,28 @@ def plot_curves(records: Sequence[dict[str, Any]], path: Path) -> None:
     _save(fig, path)
 
 
-def plot_compare(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]], path: Path, *, x: str = "step") -> None:
-    """Several runs on one figure: the total training loss and val mIoU of each (``segcore plot``).
+def plot_compare(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]], path: Path, *, x: str = "step",
+                 y: str = "loss", smooth: int = 1) -> dict[str, tuple[list[float], list[float]]]:
+    """Several runs on one figure: a logged training value of each (*y*: the total ``"loss"``, a term such as
+    ``"loss.ce"``, ``"grad_norm"``, ``"lr"``) and their val mIoU (``segcore plot``); -> label: the (x, y) drawn.
 
     *x* is ``"step"``, or ``"hours"`` (the logged wall-clock ``elapsed_s``; an evaluation is placed at the time of
-    the last training record before it), to compare runs by what they reach per hour.
+    the last training record before it), to compare runs by what they reach per hour. *smooth* > 1 draws the mean of
+    every *smooth* consecutive records (placed at the last of them) instead of each record.
     """
     if x not in ("step", "hours"):
         raise ValueError(f"x must be 'step' or 'hours', not {x!r}")
+    if smooth < 1:
+        raise ValueError(f"smooth must be 1 or more, not {smooth}")
     plt = _pyplot()
     fig, (ax_loss, ax_iou) = plt.subplots(1, 2, figsize=(11, 4))
+    drawn: dict[str, tuple[list[float], list[float]]] = {}
     for label, records in runs:
-        train = [r for r in records if r["kind"] == "train" and "loss" in r]
+        train = [r for r in records if r["kind"] == "train" and y in r]
+        if not train:
+            logged = sorted({k for r in records if r["kind"] == "train" for k, v in r.items()
+                             if isinstance(v, (int, float)) and k not in ("step", "epoch")})  # fmt: skip
+            raise ConfigError(f"{label}: its log has no training records with {y!r}; it logs {', '.join(logged) or 'none'}")
         clock = sorted((r["step"], r["elapsed_s"] / 3600) for r in train if "elapsed_s" in r)
         if x == "hours" and not clock:
             raise ConfigError(f"{label}: its log has no elapsed_s (the wall-clock time, logged by newer trainers); "
@@ -163,17 +173,24 @@ def plot_compare(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]], path: Pat
             i = bisect.bisect_right(clock, (step, math.inf))
             return clock[i - 1][1] if i else 0.0
 
-        (line,) = ax_loss.plot([at(r["step"]) for r in train], [r["loss"] for r in train], label=label, alpha=0.8)
+        values = [float(r[y]) for r in train]
+        means = np.convolve(values, np.full(smooth, 1.0 / smooth), mode="valid").tolist() if smooth > 1 else values
+        xs = [at(r["step"]) for r in train[smooth - 1:]]
+        drawn[label] = (xs, means)
+        (line,) = ax_loss.plot(xs, means, label=label, alpha=0.8)
         evals = [(at(r["step"]), 100 * r["mIoU"]) for r in records if r["kind"] == "eval" and "mIoU" in r]
         if evals:
             ax_iou.plot(*zip(*evals), marker="o", color=line.get_color(), label=f"{label} ({evals[-1][1]:.1f})")
     xlabel = "wall-clock hours" if x == "hours" else "step"
-    ax_loss.set(xlabel=xlabel, ylabel="loss", title="training loss", yscale="log")
+    positive = all(v > 0 for _, ys in drawn.values() for v in ys)
+    title = f"training {y}" + (f" (mean of {smooth} records)" if smooth > 1 else "")
+    ax_loss.set(xlabel=xlabel, ylabel=y, title=title, yscale="log" if positive else "linear")
     ax_iou.set(xlabel=xlabel, ylabel="mIoU (%)", title="validation mIoU (last in brackets)")
     for ax in (ax_loss, ax_iou):
         ax.grid(alpha=0.3)
         ax.legend()
     _save(fig, path)
+    return drawn
 
 
 def plot_iou(class_names: Sequence[str], iou: Sequence[float], miou: float, path: Path) -> None:
