@@ -138,7 +138,7 @@ class LossSpec(ComponentSpec):
 
     stage = Loss
     weight: float = field(default=1.0, validator=ge(0.0))
-    start_iter: int = field(default=0, validator=ge(0))
+    start_iter: int = field(default=0, validator=ge(0))  # the training step it counts from (weight 0 before it)
     heads: tuple[str, ...] | None = None
     extras: Mapping[str, str] = field(factory=dict)
 
