@@ -602,7 +602,9 @@ def test_segcore_plot_compares_runs(registry, tmp_path, capsys):
     assert main(["plot", str(run), "--y", "grad_norm", "--smooth", "2", "--out", str(out)]) == 0
     assert main(["plot", str(run), "--y", "loss.dice", "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert "run: its log has no training records with 'loss.dice'; it logs " in err and "loss.ce" in err, err
+    assert "run: its log has no training records with a number 'loss.dice'; it logs " in err and "loss.ce" in err, err
+    assert main(["plot", str(run), "--y", "kind", "--out", str(out)]) == 2  # a key that is not a number
+    assert "no training records with a number 'kind'" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exited:  # argparse's own usage error
         main(["plot", str(run), "--smooth", "0", "--out", str(out)])
     assert exited.value.code == 2 and "--smooth: expected a whole number > 0" in capsys.readouterr().err
