@@ -47,7 +47,7 @@ def _torch_state():
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_fixture_setup(fixturedef: pytest.FixtureDef, request: pytest.FixtureRequest):
+def pytest_fixture_setup(fixturedef: pytest.FixtureDef):
     """A module- or session-scoped fixture (a model with random weights, a short training run) starts from torch's
     seed 0 too: it is built before the first test that asks for it, whichever test that is in the worker, so without
     this it would draw from wherever the tests before it left torch's generator."""

@@ -22,4 +22,3 @@ def test_a_test_starts_from_seed_0():
 def test_a_module_fixture_starts_from_seed_0_wherever_the_generator_was(request):
     torch.rand(5)  # the generator moves on, as an earlier test in the worker would have moved it
     assert torch.equal(request.getfixturevalue("drawn_at_setup"), _seed_0_draw(3))
-

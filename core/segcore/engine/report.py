@@ -175,7 +175,7 @@ def plot_compare(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]], path: Pat
             return clock[i - 1][1] if i else 0.0
 
         values = [float(r[y]) for r in train]
-        means = np.convolve(values, np.full(smooth, 1.0 / smooth), mode="valid").tolist() if smooth > 1 else values
+        means = np.convolve(values, np.full(smooth, 1.0 / smooth), mode="valid").tolist()  # smooth 1: the values
         xs = [at(r["step"]) for r in train[smooth - 1:]]
         drawn[label] = (xs, means)
         (line,) = ax_loss.plot(xs, means, label=label, alpha=0.8)

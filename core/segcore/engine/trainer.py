@@ -390,11 +390,12 @@ class Trainer:
             for k, v in terms.items():
                 terms_sum[k] = terms_sum.get(k, 0.0) + float(v) / len(micro_batches)
             self.clock.lap("backward")
-        params = [p for g in self.optimizer.param_groups for p in g["params"]]
         if t.clip_grad_norm is not None:
+            params = [p for g in self.optimizer.param_groups for p in g["params"]]
             terms_sum["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, t.clip_grad_norm))  # before clipping
         elif (self.step + 1) % t.log_every == 0 or self.step + 1 == self.total:  # logged: a step that goes astray shows
-            terms_sum["grad_norm"] = float(torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None]))
+            grads = [p.grad for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
+            terms_sum["grad_norm"] = float(torch.nn.utils.get_total_norm(grads))
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         if self.ema is not None:
