@@ -605,6 +605,10 @@ def test_segcore_plot_compares_runs(registry, tmp_path, capsys):
     assert "run: its log has no training records with a number 'loss.dice'; it logs " in err and "loss.ce" in err, err
     assert main(["plot", str(run), "--y", "kind", "--out", str(out)]) == 2  # a key that is not a number
     assert "no training records with a number 'kind'" in capsys.readouterr().err
+    for position in ("step", "epoch"):  # where a record is: the x axis, not a value to draw
+        assert main(["plot", str(run), "--y", position, "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert f"a number {position!r}; it logs " in err and "grad_norm" in err and "epoch," not in err, err
     with pytest.raises(SystemExit) as exited:  # argparse's own usage error
         main(["plot", str(run), "--smooth", "0", "--out", str(out)])
     assert exited.value.code == 2 and "--smooth: expected a whole number > 0" in capsys.readouterr().err

@@ -140,6 +140,9 @@ def plot_curves(records: Sequence[dict[str, Any]], path: Path) -> None:
     _save(fig, path)
 
 
+_POSITION = ("step", "epoch")  # where a record is, not a value it logs: plot_compare draws against the step
+
+
 def plot_compare(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]], path: Path, *, x: str = "step",
                  y: str = "loss", smooth: int = 1) -> dict[str, tuple[list[float], list[float]]]:
     """Several runs on one figure: a logged training value of each (*y*: the total ``"loss"``, a term such as
@@ -157,10 +160,11 @@ def plot_compare(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]], path: Pat
     fig, (ax_loss, ax_iou) = plt.subplots(1, 2, figsize=(11, 4))
     drawn: dict[str, tuple[list[float], list[float]]] = {}
     for label, records in runs:
-        train = [r for r in records if r["kind"] == "train" and isinstance(r.get(y), (int, float)) and y != "step"]
+        train = [r for r in records if r["kind"] == "train" and isinstance(r.get(y), (int, float))
+                 and y not in _POSITION]  # fmt: skip
         if not train:
             logged = sorted({k for r in records if r["kind"] == "train" for k, v in r.items()
-                             if isinstance(v, (int, float)) and k not in ("step", "epoch")})  # fmt: skip
+                             if isinstance(v, (int, float)) and k not in _POSITION})  # fmt: skip
             raise ConfigError(f"{label}: its log has no training records with a number {y!r}; it logs "
                               f"{', '.join(logged) or 'none'}")  # fmt: skip
         clock = sorted((r["step"], r["elapsed_s"] / 3600) for r in train if "elapsed_s" in r)
