@@ -609,6 +609,10 @@ def test_segcore_plot_compares_runs(registry, tmp_path, capsys):
         assert main(["plot", str(run), "--y", position, "--out", str(out)]) == 2
         err = capsys.readouterr().err
         assert f"a number {position!r}; it logs " in err and "grad_norm" in err and "epoch," not in err, err
+    n = sum(1 for r in map(json.loads, (run / "log.jsonl").read_text().splitlines()) if r["kind"] == "train")
+    assert main(["plot", str(run), "--smooth", str(n), "--out", str(out)]) == 0  # one mean of every record
+    assert main(["plot", str(run), "--smooth", str(n + 1), "--out", str(out)]) == 2  # a run shorter than one mean
+    assert f"run: its log has {n} training records with 'loss', fewer than the {n + 1} " in capsys.readouterr().err
     with pytest.raises(SystemExit) as exited:  # argparse's own usage error
         main(["plot", str(run), "--smooth", "0", "--out", str(out)])
     assert exited.value.code == 2 and "--smooth: expected a whole number > 0" in capsys.readouterr().err

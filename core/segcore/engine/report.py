@@ -167,6 +167,9 @@ def plot_compare(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]], path: Pat
                              if isinstance(v, (int, float)) and k not in _POSITION})  # fmt: skip
             raise ConfigError(f"{label}: its log has no training records with a number {y!r}; it logs "
                               f"{', '.join(logged) or 'none'}")  # fmt: skip
+        if len(train) < smooth:
+            raise ConfigError(f"{label}: its log has {len(train)} training records with {y!r}, fewer than the {smooth} "
+                              f"that one mean of --smooth {smooth} takes; smooth over {len(train)} or fewer")  # fmt: skip
         clock = sorted((r["step"], r["elapsed_s"] / 3600) for r in train if "elapsed_s" in r)
         if x == "hours" and not clock:
             raise ConfigError(f"{label}: its log has no elapsed_s (the wall-clock time, logged by newer trainers); "

@@ -395,7 +395,8 @@ class Trainer:
             terms_sum["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, t.clip_grad_norm))  # before clipping
         elif (self.step + 1) % t.log_every == 0 or self.step + 1 == self.total:  # logged: a step that goes astray shows
             grads = [p.grad for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
-            terms_sum["grad_norm"] = float(torch.nn.utils.get_total_norm(grads))
+            norms = [torch.linalg.vector_norm(g) for g in grads]  # clip_grad_norm_'s norm (torch >= 2.4, no clipping)
+            terms_sum["grad_norm"] = float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         if self.ema is not None:
