@@ -353,6 +353,18 @@ def test_rows_that_share_a_model_are_checked_on_the_meta_device_once(tmp_path, r
         load_sweep(sweep_file(tmp_path, rows=bad), registry=registry)
 
 
+def test_the_command_to_continue_names_the_folder_rows_and_processes(tmp_path, registry):
+    """A sweep trained with --nproc-per-node 2 continues with 2 processes: the printed command says so (a run
+    continued in one process would take other batches per step)."""
+    from segcore.tools.sweep import load_sweep, resume_command
+
+    sweep = load_sweep(sweep_file(tmp_path), registry=registry, out_dir=str(tmp_path / "elsewhere"))
+    head = ["segcore", "sweep", str(sweep.path), "--out-dir", str(tmp_path / "elsewhere")]
+    assert resume_command(sweep) == shlex.join([*head, "--resume"])
+    assert resume_command(sweep, sweep.rows[:1], nproc=2) == shlex.join(
+        [*head, "--rows", sweep.rows[0].name, "--nproc-per-node", "2", "--resume"])
+
+
 def test_a_set_may_add_a_key_and_unset_removes_one(tmp_path, capsys):
     rows = """
     [[row]]

@@ -55,7 +55,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
           f"{', '.join(p.name for p in paths)} to {sweep.out_dir}/")  # fmt: skip
     if result.failed:
         print(f"error: {len(result.failed)} run(s) failed (error text in each run folder's sweep_error.txt); after "
-              f"fixing the cause, {resume_command(sweep, rows)} runs them again:", file=sys.stderr)  # fmt: skip
+              f"fixing the cause, {resume_command(sweep, rows, args.nproc_per_node)} runs them again:", file=sys.stderr)  # fmt: skip
         for label, message in result.failed.items():
             print(f"  - {label}: {message}", file=sys.stderr)
         return 1

@@ -132,9 +132,9 @@ class LossSpec(ComponentSpec):
     """A ``[[loss]]`` table: ``weight`` scales it in the total; ``heads`` lists the logits it applies to ("main" and
     names of ``[model.aux]`` logits heads; default all of them); ``extras`` maps the extra tensors the loss reads
     (its class's ``extras``) to the ``[model.aux]`` heads with ``output = "extra"`` that make them (default: the
-    same name). ``start_iter``: the training step from which it counts (before it its weight is 0 and it is still
-    computed and logged, which keeps every head in the graph for DDP): a term that needs a trained model first, as
-    ContrastiveSeg's contrastive loss after its warm-up."""
+    same name). ``start_iter``: the training step from which the table counts (before it its weight is 0, for every
+    term the loss returns, and it is still computed and logged, which keeps every head in the graph for DDP): a term
+    that needs a trained model first, as ContrastiveSeg's contrastive loss after its warm-up."""
 
     stage = Loss
     weight: float = field(default=1.0, validator=ge(0.0))

@@ -418,12 +418,15 @@ def select_rows(sweep: Sweep, names: Sequence[str] | None) -> list[Row]:
     return [r for r in sweep.rows if r.name in names]
 
 
-def resume_command(sweep: Sweep, rows: Sequence[Row] | None = None) -> str:
-    """The command that continues *sweep* where it is: its folder (``--out-dir``, which may not be the file's) and
-    the rows run (``--rows``, when not all), quoted for a shell."""
+def resume_command(sweep: Sweep, rows: Sequence[Row] | None = None, nproc: int = 1) -> str:
+    """The command that continues *sweep* where it is: its folder (``--out-dir``, which may not be the file's), the
+    rows run (``--rows``, when not all) and the processes a run trains with (``--nproc-per-node``, when more than
+    one: a run continued in another number would take other batches per process), quoted for a shell."""
     words = ["segcore", "sweep", str(sweep.path), "--out-dir", str(sweep.out_dir)]
     if rows is not None and len(rows) < len(sweep.rows):
         words += ["--rows", *(r.name for r in rows)]
+    if nproc > 1:
+        words += ["--nproc-per-node", str(nproc)]
     return shlex.join([*words, "--resume"])
 
 
@@ -623,7 +626,7 @@ def run_sweep(sweep: Sweep, registry: Registry, *, rows: Sequence[Row] | None = 
                 _record(folder, status="interrupted")
                 raise SweepInterrupted(
                     f"interrupted during {spec.label} ({folder}); finished runs are kept. Continue with: "
-                    f"{resume_command(sweep, rows)}"
+                    f"{resume_command(sweep, rows, nproc)}"
                 ) from None
             except Exception as exc:
                 message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
