@@ -50,12 +50,15 @@ def _torch_state():
 def pytest_fixture_setup(fixturedef: pytest.FixtureDef):
     """A module- or session-scoped fixture (a model with random weights, a short training run) starts from torch's
     seed 0 too: it is built before the first test that asks for it, whichever test that is in the worker, so without
-    this it would draw from wherever the tests before it left torch's generator."""
-    if fixturedef.scope != "function":
-        import torch
+    this it would draw from wherever the tests before it left torch's generator. The generator is the test's again
+    afterwards (a fixture fetched inside a test, ``request.getfixturevalue``, leaves the test's draws alone)."""
+    if fixturedef.scope == "function":
+        return (yield)
+    import torch
 
+    with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-    return (yield)
+        return (yield)
 
 
 # -- modules that run in a process of their own ------------------------------------------------------------------------

@@ -21,4 +21,6 @@ def test_a_test_starts_from_seed_0():
 
 def test_a_module_fixture_starts_from_seed_0_wherever_the_generator_was(request):
     torch.rand(5)  # the generator moves on, as an earlier test in the worker would have moved it
+    state = torch.get_rng_state()
     assert torch.equal(request.getfixturevalue("drawn_at_setup"), _seed_0_draw(3))
+    assert torch.equal(torch.get_rng_state(), state)  # building it left this test's generator where it was
