@@ -200,13 +200,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "bicubic upsampling matrices); kept fp32 by default")  # fmt: skip
     q.add_argument("--transformer", action="store_true", help="NNCF's transformer model type (softmax and "
                    "attention blocks handled as such)")
-    p.add_argument("--out", type=Path, help="output file (default: beside the source, .onnx)")
+    p.add_argument("--out", type=Path, help="output file (default: a pipeline's or .safetensors file's name with "
+                   ".onnx, or .xml with --format openvino; model.onnx in a run or model folder; <name>.onnx in the "
+                   "working folder for a pretrained name or Hub repo id; -int8 before the suffix with --int8)")
     p.add_argument("--weights", help="other weights for the model: a .safetensors file, a run or checkpoint folder, a "
                    "model folder, a pretrained name or a Hub repo id (overrides run.checkpoint)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an earlier export even with random weights (never a file segcore did not write)")
     p.add_argument("--opset", type=int, help="ONNX opset (default: torch's)")
-    p.add_argument("--no-check", action="store_true", help="skip the parity check and the onnxruntime timing")
+    p.add_argument("--no-check", action="store_true", help="skip the parity check and the runtime's timing (onnxruntime or OpenVINO)")
     p.add_argument("--check-images", type=_common.positive, default=8, help="validation images to check on (default 8)")
     p.add_argument("--images", type=Path, help="a folder of images to check on (default: the pipeline's val split)")
     p.add_argument("--scales", type=float, nargs="+", default=[1.0, 0.75],
