@@ -117,8 +117,8 @@ def cmd_data_push(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    data = sub.add_parser("data", help="datasets: check one as stored (verify), convert it to parquet + dataset card, push "
-                          "that to the Hub")
+    data = sub.add_parser("data", help="datasets: check one as stored (verify), convert it to parquet + dataset "
+                          "card, push that to the Hub")
     dsub = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
     p = dsub.add_parser(
         "verify", help="check a dataset as stored: sizes, label values, ignore share, class pixels and weights, repeats",

@@ -208,7 +208,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="replace an earlier export even with random weights (never a file segcore did not write)")
     p.add_argument("--opset", type=int, help="ONNX opset (default: torch's)")
-    p.add_argument("--no-check", action="store_true", help="skip the parity check and the runtime's timing (onnxruntime or OpenVINO)")
+    p.add_argument("--no-check", action="store_true",
+                   help="skip the parity check and the runtime's timing (onnxruntime or OpenVINO)")
     p.add_argument("--check-images", type=_common.positive, default=8, help="validation images to check on (default 8)")
     p.add_argument("--images", type=Path, help="a folder of images to check on (default: the pipeline's val split)")
     p.add_argument("--scales", type=float, nargs="+", default=[1.0, 0.75],

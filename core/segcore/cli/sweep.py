@@ -54,8 +54,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     print(f"ran {len(result.ran)}, kept {len(result.skipped)} finished, {len(result.failed)} failed; wrote "
           f"{', '.join(p.name for p in paths)} to {sweep.out_dir}/")  # fmt: skip
     if result.failed:
+        again = resume_command(sweep, rows, args.nproc_per_node)
         print(f"error: {len(result.failed)} run(s) failed (error text in each run folder's sweep_error.txt); after "
-              f"fixing the cause, {resume_command(sweep, rows, args.nproc_per_node)} runs them again:", file=sys.stderr)  # fmt: skip
+              f"fixing the cause, {again} runs them again:", file=sys.stderr)  # fmt: skip
         for label, message in result.failed.items():
             print(f"  - {label}: {message}", file=sys.stderr)
         return 1

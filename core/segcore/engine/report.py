@@ -160,16 +160,16 @@ def plot_compare(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]], path: Pat
     fig, (ax_loss, ax_iou) = plt.subplots(1, 2, figsize=(11, 4))
     drawn: dict[str, tuple[list[float], list[float]]] = {}
     for label, records in runs:
-        train = [r for r in records if r["kind"] == "train" and isinstance(r.get(y), (int, float))
-                 and y not in _POSITION]  # fmt: skip
+        train = [] if y in _POSITION else [r for r in records
+                                           if r["kind"] == "train" and isinstance(r.get(y), (int, float))]
         if not train:
             logged = sorted({k for r in records if r["kind"] == "train" for k, v in r.items()
                              if isinstance(v, (int, float)) and k not in _POSITION})  # fmt: skip
             raise ConfigError(f"{label}: its log has no training records with a number {y!r}; it logs "
                               f"{', '.join(logged) or 'none'}")  # fmt: skip
         if len(train) < smooth:
-            raise ConfigError(f"{label}: its log has {len(train)} training records with {y!r}, fewer than the {smooth} "
-                              f"that one mean of --smooth {smooth} takes; smooth over {len(train)} or fewer")  # fmt: skip
+            raise ConfigError(f"{label}: its log has {len(train)} training records with {y!r}, fewer than the "
+                              f"{smooth} that one mean of --smooth {smooth} takes; smooth over {len(train)} or fewer")
         clock = sorted((r["step"], r["elapsed_s"] / 3600) for r in train if "elapsed_s" in r)
         if x == "hours" and not clock:
             raise ConfigError(f"{label}: its log has no elapsed_s (the wall-clock time, logged by newer trainers); "

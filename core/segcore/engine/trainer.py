@@ -394,8 +394,8 @@ class Trainer:
             params = [p for g in self.optimizer.param_groups for p in g["params"]]
             terms_sum["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, t.clip_grad_norm))  # before clipping
         elif (self.step + 1) % t.log_every == 0 or self.step + 1 == self.total:  # logged: a step that goes astray shows
-            grads = [p.grad for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
-            norms = [torch.linalg.vector_norm(g) for g in grads]  # clip_grad_norm_'s norm (torch >= 2.4, no clipping)
+            norms = [torch.linalg.vector_norm(p.grad) for g in self.optimizer.param_groups for p in g["params"]
+                     if p.grad is not None]  # clip_grad_norm_'s norm, without clipping (get_total_norm needs torch 2.6)
             terms_sum["grad_norm"] = float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
