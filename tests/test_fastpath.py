@@ -4,6 +4,7 @@ any number of sizes, int8, the per-model cache, and segcore run / segcore.predic
 from __future__ import annotations
 
 import copy
+import re
 
 import numpy as np
 import pytest
@@ -322,3 +323,35 @@ def test_inductor_compile_and_int8_on_a_small_model(registry):
                 ref, out = model(x).logits, fast(x).logits
             assert (ref.argmax(1) == out.argmax(1)).float().mean() > 0.95
         assert fast.compiles == 1 and fast.compile_error is None
+
+
+def test_int8_without_torchao_or_with_one_made_for_another_torch_says_which(monkeypatch):
+    """torchao absent: install it; torchao present but failing on a torch name (a release built for another torch):
+    the message names both versions and says to pair them, not to install what is installed."""
+    import builtins
+
+    from segcore.errors import SegcoreError
+    from segcore.inference.quant import quantize_int8
+
+    args = (nn.Conv2d(3, 3, 1).eval(), torch.rand(1, 3, 8, 8), [torch.rand(3, 8, 8)])
+    real_import = builtins.__import__
+
+    def importing(error):
+        def fake(name, *rest, **kw):
+            if name.startswith("torchao"):
+                raise error
+            return real_import(name, *rest, **kw)
+        return fake
+
+    # what Python raises for a package not installed
+    monkeypatch.setattr(builtins, "__import__", importing(ModuleNotFoundError("No module named 'torchao'",
+                                                                              name="torchao")))  # fmt: skip
+    with pytest.raises(SegcoreError, match=r'needs torchao .*pip install "segcore\[int8\]"'):
+        quantize_int8(*args)
+    # what torchao 0.18 raises with torch 2.9
+    monkeypatch.setattr(builtins, "__import__", importing(ImportError(
+        "cannot import name 'ScalingType' from 'torch.nn.functional'", name="torch.nn.functional")))
+    with pytest.raises(SegcoreError, match=rf"does not import with torch {re.escape(torch.__version__)} "
+                                           r"\(cannot import name 'ScalingType'.*made for this torch") as err:
+        quantize_int8(*args)
+    assert "pip install \"segcore[int8]\"" not in str(err.value)

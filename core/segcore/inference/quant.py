@@ -5,6 +5,7 @@ from __future__ import annotations
 
 __all__ = ["conv_names", "quantize_int8", "segmodel_to_bf16"]
 
+import importlib.metadata
 from collections.abc import Sequence
 from typing import Any
 
@@ -52,6 +53,20 @@ def conv_names(module: nn.Module) -> list[str]:
     return [name for name, m in module.named_modules() if isinstance(m, nn.Conv2d)]
 
 
+def _torchao_missing(exc: ImportError) -> str:
+    """What to do when torchao's PT2E modules do not import: torchao absent, or a release made for another torch (each
+    torchao release builds against one torch minor; a mismatched pair fails on a torch name, e.g. ScalingType)."""
+    if isinstance(exc, ModuleNotFoundError) and exc.name == "torchao":
+        return 'int8 inference needs torchao (PT2E quantization): pip install "segcore[int8]"'
+    try:
+        have = f"torchao {importlib.metadata.version('torchao')}"
+    except importlib.metadata.PackageNotFoundError:
+        have = "torchao"
+    return (f"int8 inference: {have} does not import with torch {torch.__version__} ({exc}): each torchao release is "
+            "built for one torch release; install the one made for this torch (torchao's README pairs them; torch "
+            "2.10, segcore's oldest, takes torchao 0.15)")
+
+
 def quantize_int8(module: nn.Module, example: Tensor, calibration: Sequence[Tensor], *, skip: Sequence[str] = (),
                   skip_first_last: bool = False) -> Any:  # fmt: skip
     """*module* (fp32, eval) quantized to int8 for *example*'s shape: torch.export, PT2E with torchao's
@@ -65,8 +80,8 @@ def quantize_int8(module: nn.Module, example: Tensor, calibration: Sequence[Tens
     try:
         import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-    except ImportError:
-        raise SegcoreError("int8 inference needs torchao (PT2E quantization): pip install torchao") from None
+    except ImportError as exc:
+        raise SegcoreError(_torchao_missing(exc)) from None
     if not calibration:
         raise SegcoreError("int8 inference needs calibration images (the training split's first few are used by "
                            "segcore run; give calibration=[...] in Python)")  # fmt: skip
