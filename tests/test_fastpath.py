@@ -326,32 +326,42 @@ def test_inductor_compile_and_int8_on_a_small_model(registry):
 
 
 def test_int8_without_torchao_or_with_one_made_for_another_torch_says_which(monkeypatch):
-    """torchao absent: install it; torchao present but failing on a torch name (a release built for another torch):
-    the message names both versions and says to pair them, not to install what is installed."""
+    """torchao absent: install it; a torchao module missing: upgrade torchao; a torch name missing (ImportError from
+    torch, or AttributeError: a torchao built for another torch): name both versions and where the pairs are, never
+    'install' what is installed."""
     import builtins
+    import importlib.metadata
 
     from segcore.errors import SegcoreError
     from segcore.inference.quant import quantize_int8
 
     args = (nn.Conv2d(3, 3, 1).eval(), torch.rand(1, 3, 8, 8), [torch.rand(3, 8, 8)])
-    real_import = builtins.__import__
+    real_import, real_version = builtins.__import__, importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version", lambda d: "0.18.0" if d == "torchao" else real_version(d))
 
-    def importing(error):
+    def message(error: Exception) -> str:
         def fake(name, *rest, **kw):
             if name.startswith("torchao"):
                 raise error
             return real_import(name, *rest, **kw)
-        return fake
 
-    # what Python raises for a package not installed
-    monkeypatch.setattr(builtins, "__import__", importing(ModuleNotFoundError("No module named 'torchao'",
-                                                                              name="torchao")))  # fmt: skip
-    with pytest.raises(SegcoreError, match=r'needs torchao .*pip install "segcore\[int8\]"'):
-        quantize_int8(*args)
-    # what torchao 0.18 raises with torch 2.9
-    monkeypatch.setattr(builtins, "__import__", importing(ImportError(
-        "cannot import name 'ScalingType' from 'torch.nn.functional'", name="torch.nn.functional")))
-    with pytest.raises(SegcoreError, match=rf"does not import with torch {re.escape(torch.__version__)} "
-                                           r"\(cannot import name 'ScalingType'.*made for this torch") as err:
-        quantize_int8(*args)
-    assert "pip install \"segcore[int8]\"" not in str(err.value)
+        with monkeypatch.context() as m:
+            m.setattr(builtins, "__import__", fake)
+            with pytest.raises(SegcoreError) as err:
+                quantize_int8(*args)
+        return str(err.value)
+
+    # Python's errors for: torchao not installed; an older torchao; torchao 0.18 on torch 2.9; a torch attribute
+    absent = message(ModuleNotFoundError("No module named 'torchao'", name="torchao"))
+    assert re.search(r'needs torchao .*pip install "segcore\[int8\]"', absent) and "0.18.0" not in absent
+    old = message(ModuleNotFoundError("No module named 'torchao.quantization.pt2e'", name="torchao.quantization.pt2e"))
+    assert "torchao 0.18.0 has no torchao.quantization.pt2e" in old and 'pip install -U "segcore[int8]"' in old
+    torch_version = re.escape(torch.__version__)
+    mismatches = (ImportError("cannot import name 'ScalingType' from 'torch.nn.functional'",
+                              name="torch.nn.functional"),
+                  AttributeError("module 'torch._inductor' has no attribute 'config'"))  # fmt: skip
+    for error in mismatches:
+        mismatch = message(error)
+        assert re.search(rf"torchao 0\.18\.0 does not import with torch {torch_version} \({re.escape(str(error))}\)",
+                         mismatch), mismatch  # fmt: skip
+        assert "pytorch/ao/issues/2919" in mismatch and "pip install" not in mismatch

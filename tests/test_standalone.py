@@ -40,29 +40,3 @@ def test_segcore_alone_trains_and_evaluates_in_a_fresh_venv(tmp_path):
                          capture_output=True, text=True, check=True).stdout  # fmt: skip
     assert "hrnet_l-camvid" in zoo, zoo  # the manifest is package data, not found through a clone
 
-
-def _pins(text: str) -> dict[str, str]:
-    return dict(line.split("==") for line in text.splitlines() if "==" in line and not line.startswith("#"))
-
-
-def test_the_torch_floor_pyproject_states_is_the_one_ci_tests():
-    """pyproject's `torch>=X` (and [int8]'s `torchao>=Y`) are what .ci/floor.txt pins, and .ci/run runs the default
-    tests under those pins: the oldest torch segcore claims is one the suite ran on."""
-    import tomllib
-
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-
-    def floor(requirements: list[str], name: str) -> tuple[int, ...]:
-        (spec,) = [r for r in requirements if re.match(rf"{name}\s*>=", r)]
-        return tuple(int(p) for p in spec.split(">=")[1].split("."))
-
-    def release(version: str) -> tuple[int, ...]:
-        parts = tuple(int(p) for p in version.split("."))
-        return parts[:2] if parts[2:] == (0,) else parts  # 2.10.0 is the floor 2.10
-
-    pins = _pins((REPO / ".ci" / "floor.txt").read_text())
-    assert release(pins["torch"]) == floor(project["dependencies"], "torch")
-    assert release(pins["torchao"]) == floor(project["optional-dependencies"]["int8"], "torchao")
-    assert "torchvision" in pins  # timm imports it; PyPI's newest would not load beside an old torch
-    ci = (REPO / ".ci" / "run").read_text()
-    assert re.search(r"pip install .*-c \.ci/floor\.txt", ci) and ".venv-floor" in ci

@@ -394,9 +394,8 @@ class Trainer:
             params = [p for g in self.optimizer.param_groups for p in g["params"]]
             terms_sum["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, t.clip_grad_norm))  # before clipping
         elif (self.step + 1) % t.log_every == 0 or self.step + 1 == self.total:  # logged: a step that goes astray shows
-            norms = [torch.linalg.vector_norm(p.grad) for g in self.optimizer.param_groups for p in g["params"]
-                     if p.grad is not None]  # clip_grad_norm_'s norm, without clipping (get_total_norm needs torch 2.6)
-            terms_sum["grad_norm"] = float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
+            grads = [p.grad for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
+            terms_sum["grad_norm"] = float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0  # clip_grad_norm_'s
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         if self.ema is not None:

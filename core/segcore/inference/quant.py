@@ -53,26 +53,33 @@ def conv_names(module: nn.Module) -> list[str]:
     return [name for name, m in module.named_modules() if isinstance(m, nn.Conv2d)]
 
 
-def _torchao_missing(exc: ImportError) -> str:
-    """What to do when torchao's PT2E modules do not import: torchao absent, or a release made for another torch (each
-    torchao release builds against one torch minor; a mismatched pair fails on a torch name, e.g. ScalingType)."""
-    if isinstance(exc, ModuleNotFoundError) and exc.name == "torchao":
+def _torchao_missing(exc: ImportError | AttributeError) -> str:
+    """What to do when torchao's PT2E modules do not import. torchao absent: install it. A torchao module missing: a
+    torchao older (or newer) than segcore's code. A torch name missing (ImportError from torch, or an AttributeError on
+    a torch module): a torchao built for another torch, since each torchao release builds against one torch release."""
+    name = getattr(exc, "name", None) or ""
+    if isinstance(exc, ModuleNotFoundError) and name == "torchao":
         return 'int8 inference needs torchao (PT2E quantization): pip install "segcore[int8]"'
     try:
         have = f"torchao {importlib.metadata.version('torchao')}"
     except importlib.metadata.PackageNotFoundError:
         have = "torchao"
-    return (f"int8 inference: {have} does not import with torch {torch.__version__} ({exc}): each torchao release is "
-            "built for one torch release; install the one made for this torch (torchao's README pairs them; torch "
-            "2.10, segcore's oldest, takes torchao 0.15)")
+    if name.startswith("torchao."):
+        return (f"int8 inference: {have} has no {name} ({exc}): segcore uses torchao's PT2E quantizer (torchao 0.16 "
+                'and newer): pip install -U "segcore[int8]"')  # fmt: skip
+    if isinstance(exc, AttributeError) or name == "torch" or name.startswith("torch."):
+        return (f"int8 inference: {have} does not import with torch {torch.__version__} ({exc}): each torchao "
+                "release is built for one torch release; install the one for this torch (the pairs: "
+                "https://github.com/pytorch/ao/issues/2919; torch 2.10, segcore's oldest, takes torchao 0.16)")
+    return f"int8 inference: {have} does not import ({type(exc).__name__}: {exc})"
 
 
 def quantize_int8(module: nn.Module, example: Tensor, calibration: Sequence[Tensor], *, skip: Sequence[str] = (),
                   skip_first_last: bool = False) -> Any:  # fmt: skip
     """*module* (fp32, eval) quantized to int8 for *example*'s shape: torch.export, PT2E with torchao's
     X86InductorQuantizer (its default static per-tensor activation / per-channel weight config), observers run on
-    the *calibration* images (each (C, H, W) in [0, 1], or uint8/uint16 scaled by the model's max_value, resized to the shape), then torch.compile
-    (inductor, freezing), which lowers the int8 convolutions to oneDNN's with fused post-ops.
+    the *calibration* images (each (C, H, W) in [0, 1], or uint8/uint16 scaled by the model's max_value, resized to the
+    shape), then torch.compile (inductor, freezing), which lowers the int8 convolutions to oneDNN's with fused post-ops.
 
     The accuracy knobs (the weights are always per channel, the only kind the x86 quantizer's oneDNN convolutions
     take): *skip* (module names, as `conv_names` gives them, left in fp32), *skip_first_last* (the first and last
@@ -80,7 +87,7 @@ def quantize_int8(module: nn.Module, example: Tensor, calibration: Sequence[Tens
     try:
         import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-    except ImportError as exc:
+    except (ImportError, AttributeError) as exc:  # AttributeError: torchao reaching for a torch name it lacks
         raise SegcoreError(_torchao_missing(exc)) from None
     if not calibration:
         raise SegcoreError("int8 inference needs calibration images (the training split's first few are used by "
