@@ -39,4 +39,3 @@ def test_segcore_alone_trains_and_evaluates_in_a_fresh_venv(tmp_path):
     zoo = subprocess.run([str(py), "-c", "import segcore; print(segcore.list_pretrained())"], env=env, cwd=tmp_path,
                          capture_output=True, text=True, check=True).stdout  # fmt: skip
     assert "hrnet_l-camvid" in zoo, zoo  # the manifest is package data, not found through a clone
-

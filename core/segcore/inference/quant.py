@@ -57,7 +57,7 @@ def _torchao_missing(exc: ImportError | AttributeError) -> str:
     """What to do when torchao's PT2E modules do not import. torchao absent: install it. A torchao module missing: a
     torchao older (or newer) than segcore's code. A torch name missing (ImportError from torch, or an AttributeError on
     a torch module): a torchao built for another torch, since each torchao release builds against one torch release."""
-    name = getattr(exc, "name", None) or ""
+    name = (exc.name or "") if isinstance(exc, ImportError) else ""  # the module that failed; AttributeError's: none
     if isinstance(exc, ModuleNotFoundError) and name == "torchao":
         return 'int8 inference needs torchao (PT2E quantization): pip install "segcore[int8]"'
     try:
