@@ -277,6 +277,30 @@ def test_failing_run_is_reported_and_the_others_finish(tmp_path, capsys, counted
         ("fcn16", 1, []), ("+wide", 1, []), ("broken", 1, [])]
 
 
+def test_seeds_runs_some_of_the_file_s_seeds_and_the_table_lists_all(tmp_path, capsys, monkeypatch):
+    """--seeds trains only the seeds named (a sweep spread over sessions or machines), every row of them; the table
+    still lists the others as missing, and the command to run again names the seeds."""
+    path = sweep_file(tmp_path, seeds="[0, 1, 2]")
+    calls = []
+
+    def failing(cfg, registry, **kw):
+        calls.append(cfg.run.out_dir)
+        raise RuntimeError("no training in this test")
+
+    monkeypatch.setattr(segcore.engine.run, "run_pipeline", failing)
+    root = tmp_path / "out"
+    code, _, err = sweep(capsys, path, "-q", "--seeds", "2", "0")
+    assert code == 1 and calls == [str(root / f) for f in ("fcn16/seed0", "fcn16/seed2", "plus-wide/seed0",
+                                                            "plus-wide/seed2")], err  # fmt: skip
+    again = shlex.join(["segcore", "sweep", str(path), "--out-dir", str(root), "--seeds", "0", "2", "--resume"])
+    assert f"fixing the cause, {again} runs" in err, err
+    table = json.loads((root / "table.json").read_text())
+    assert [(r["failed_seeds"], r["missing_seeds"]) for r in table["rows"]] == [([0, 2], [1]), ([0, 2], [1])]
+    code, _, err = sweep(capsys, path, "-q", "--resume", "--seeds", "3")
+    assert code == 2 and "--seeds: " in err and "has no seed 3 ([sweep] seeds = [0, 1, 2])" in err
+    assert len(calls) == 4
+
+
 MALFORMED = {
     "unknown key": ('[[row]]\nname = "a"\n[[row]]\nname = "b"\nsett = { "train.lr" = 0.1 }\n',
                     "row 'b': unknown key 'sett' (did you mean 'set'?)"),
@@ -363,6 +387,8 @@ def test_the_command_to_continue_names_the_folder_rows_and_processes(tmp_path, r
     assert resume_command(sweep) == shlex.join([*head, "--resume"])
     assert resume_command(sweep, sweep.rows[:1], nproc=2) == shlex.join(
         [*head, "--rows", sweep.rows[0].name, "--nproc-per-node", "2", "--resume"])
+    assert resume_command(sweep, seeds=[1]) == shlex.join([*head, "--seeds", "1", "--resume"])
+    assert resume_command(sweep, seeds=[0, 1]) == resume_command(sweep)  # all the file's seeds: none named
 
 
 def test_a_set_may_add_a_key_and_unset_removes_one(tmp_path, capsys):

@@ -20,6 +20,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         resume_command,
         run_sweep,
         select_rows,  # fmt: skip
+        select_seeds,
         write_record,
         write_table,
     )
@@ -27,6 +28,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     registry = _common.registry()
     sweep = load_sweep(args.file, registry=registry, out_dir=args.out_dir)
     rows = select_rows(sweep, args.rows)
+    seeds = select_seeds(sweep, args.seeds)
     if args.table:
         paths = write_table(collect_table(sweep, registry), sweep.out_dir)
         print(paths[0].read_text(encoding="utf-8"))
@@ -45,7 +47,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     sys.stdout.flush()
     try:
         result = run_sweep(sweep, registry, rows=rows, resume=args.resume, nproc=args.nproc_per_node,
-                           progress=not args.quiet, say=lambda m: print(m, file=sys.stderr))  # fmt: skip
+                           progress=not args.quiet, say=lambda m: print(m, file=sys.stderr), seeds=seeds)  # fmt: skip
     except SweepInterrupted as exc:
         print(str(exc), file=sys.stderr)
         return 130
@@ -54,7 +56,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     print(f"ran {len(result.ran)}, kept {len(result.skipped)} finished, {len(result.failed)} failed; wrote "
           f"{', '.join(p.name for p in paths)} to {sweep.out_dir}/")  # fmt: skip
     if result.failed:
-        again = resume_command(sweep, rows, args.nproc_per_node)
+        again = resume_command(sweep, rows, args.nproc_per_node, seeds)
         print(f"error: {len(result.failed)} run(s) failed (error text in each run folder's sweep_error.txt); after "
               f"fixing the cause, {again} runs them again:", file=sys.stderr)  # fmt: skip
         for label, message in result.failed.items():
@@ -73,6 +75,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue a sweep: keep finished runs, continue half-finished "
                    "ones from their newest checkpoint, retry failed ones")  # fmt: skip
     p.add_argument("--rows", nargs="+", metavar="NAME", help="run these rows only (the table still lists every row)")
+    p.add_argument("--seeds", nargs="+", type=int, metavar="SEED", help="run these of [sweep] seeds only (a sweep "
+                   "spread over sessions or machines; the table still lists every seed)")  # fmt: skip
     p.add_argument("--nproc-per-node", type=_common.positive, default=1, metavar="N",
                    help="train each run with N processes through torchrun (segcore run on the run's resolved pipeline)")
     p.add_argument("--out-dir", metavar="DIR", help="override [sweep] out_dir (e.g. a folder outside the work tree for "

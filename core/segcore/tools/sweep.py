@@ -37,7 +37,8 @@ from __future__ import annotations
 
 __all__ = [
     "RunSpec", "Sweep", "SweepInterrupted", "SweepResult", "collect_table", "format_counts", "load_sweep",
-    "is_finished", "resume_command", "run_sweep", "same_run", "write_record", "write_table",
+    "is_finished", "resume_command", "run_sweep", "same_run", "select_rows", "select_seeds", "write_record",
+    "write_table",
 ]  # fmt: skip
 
 import collections
@@ -418,13 +419,28 @@ def select_rows(sweep: Sweep, names: Sequence[str] | None) -> list[Row]:
     return [r for r in sweep.rows if r.name in names]
 
 
-def resume_command(sweep: Sweep, rows: Sequence[Row] | None = None, nproc: int = 1) -> str:
+def select_seeds(sweep: Sweep, seeds: Sequence[int] | None) -> list[int] | None:
+    """The seeds ``--seeds`` names (None: all the file's); a ConfigError for a seed ``[sweep] seeds`` does not list
+    (a seed outside the file would be a run its table never shows)."""
+    if not seeds:
+        return None
+    bad = [s for s in seeds if s not in sweep.seeds]
+    if bad:
+        raise ConfigError(f"--seeds: {sweep.path} has no seed {bad[0]} ([sweep] seeds = {list(sweep.seeds)}); add it "
+                          "there to train it, or pick among those")  # fmt: skip
+    return [s for s in sweep.seeds if s in seeds]
+
+
+def resume_command(sweep: Sweep, rows: Sequence[Row] | None = None, nproc: int = 1,
+                   seeds: Sequence[int] | None = None) -> str:
     """The command that continues *sweep* where it is: its folder (``--out-dir``, which may not be the file's), the
     rows run (``--rows``, when not all) and the processes a run trains with (``--nproc-per-node``, when more than
     one: a run continued in another number would take other batches per process), quoted for a shell."""
     words = ["segcore", "sweep", str(sweep.path), "--out-dir", str(sweep.out_dir)]
     if rows is not None and len(rows) < len(sweep.rows):
         words += ["--rows", *(r.name for r in rows)]
+    if seeds is not None and len(seeds) < len(sweep.seeds):
+        words += ["--seeds", *map(str, seeds)]
     if nproc > 1:
         words += ["--nproc-per-node", str(nproc)]
     return shlex.join([*words, "--resume"])
@@ -570,9 +586,9 @@ def _torchrun(spec: RunSpec, pipeline: Path, *, resume: bool, nproc: int, say: C
 
 def run_sweep(sweep: Sweep, registry: Registry, *, rows: Sequence[Row] | None = None, resume: bool = False,
               nproc: int = 1, progress: bool = True, say: Callable[[str], None] = print,
-              runner: Callable[..., Any] | None = None) -> SweepResult:  # fmt: skip
-    """Train and evaluate *rows* (default: all) x seeds, one run at a time. Finished runs are skipped (``resume``),
-    half-finished ones continue from their newest checkpoint; a failing run is recorded (``sweep_error.txt``,
+              runner: Callable[..., Any] | None = None, seeds: Sequence[int] | None = None) -> SweepResult:  # fmt: skip
+    """Train and evaluate *rows* (default: all) x *seeds* (default: the file's; `select_seeds`), one run at a time.
+    Finished runs are skipped (``resume``), half-finished ones continue from their newest checkpoint; a failing run is recorded (``sweep_error.txt``,
     ``sweep_run.json``) and the sweep goes on. Ctrl-C: `SweepInterrupted` (after the trainer's checkpoint)."""
     from tqdm import tqdm
 
@@ -581,7 +597,7 @@ def run_sweep(sweep: Sweep, registry: Registry, *, rows: Sequence[Row] | None = 
 
     runner = runner or run_pipeline
     names = {r.name for r in (rows or sweep.rows)}
-    todo = [s for s in sweep.runs if s.row.name in names]
+    todo = [s for s in sweep.runs if s.row.name in names and (seeds is None or s.seed in seeds)]
     existing = _has_runs(sweep.out_dir)
     if existing and not resume:
         raise ConfigError(
@@ -626,7 +642,7 @@ def run_sweep(sweep: Sweep, registry: Registry, *, rows: Sequence[Row] | None = 
                 _record(folder, status="interrupted")
                 raise SweepInterrupted(
                     f"interrupted during {spec.label} ({folder}); finished runs are kept. Continue with: "
-                    f"{resume_command(sweep, rows, nproc)}"
+                    f"{resume_command(sweep, rows, nproc, seeds)}"
                 ) from None
             except Exception as exc:
                 message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
