@@ -86,3 +86,20 @@ def test_the_lock_is_reentrant_in_a_process_and_released_with_its_last_handle(tm
     gc.collect()
     assert probe(folder).returncode == 0, "the last handle went: another process takes the lock"
 
+
+
+def test_a_run_lets_go_of_its_folder_when_it_ends_not_when_collected(tmp_path, registry, monkeypatch):
+    """run_pipeline releases the run folder's lock as it returns, even while something still holds the trainer (a
+    hook or a callback keeping a bound method, a traceback's frame): a sweep trains many runs in one process."""
+    from segcore.config import load_pipeline
+    from segcore.engine.run import run_pipeline
+    from segcore.engine.trainer import Trainer
+
+    kept = []
+    fit = Trainer.fit
+    monkeypatch.setattr(Trainer, "fit", lambda self: kept.append(self) or fit(self))
+    out = tmp_path / "run"
+    text = PIPELINE.replace("iters = 4", "iters = 1").replace("[run]\n", f'[run]\nout_dir = "{out}"\n')
+    short = write(tmp_path / "short.toml", text)
+    run_pipeline(load_pipeline(short, registry=registry), registry, progress=False)
+    assert len(kept) == 1 and probe(out).returncode == 0, "the ended run still holds its folder"

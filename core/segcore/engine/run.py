@@ -64,7 +64,11 @@ def run_pipeline(cfg: PipelineConfig, registry: Registry, *, progress: bool = Tr
                  overwrite: bool = False) -> EvalResult | list[Path]:  # fmt: skip
     check_pipeline(cfg, registry)  # every contract `segcore check` verifies (meta device), before any work
     if cfg.run.task == "train":
-        return Trainer.from_config(cfg, registry, progress=progress, resume=resume, overwrite=overwrite).fit()
+        trainer = Trainer.from_config(cfg, registry, progress=progress, resume=resume, overwrite=overwrite)
+        try:
+            return trainer.fit()
+        finally:  # the folder is free when the run ends, not when the trainer is collected (a sweep's runs, say)
+            trainer.run.release()
     info = init_distributed("cpu")
     device = resolve_device(cfg.run.device, info.local_rank)
     meta = dataset_meta(cfg.data.dataset, registry)
