@@ -87,19 +87,43 @@ def test_the_lock_is_reentrant_in_a_process_and_released_with_its_last_handle(tm
     assert probe(folder).returncode == 0, "the last handle went: another process takes the lock"
 
 
-
-def test_a_run_lets_go_of_its_folder_when_it_ends_not_when_collected(tmp_path, registry, monkeypatch):
-    """run_pipeline releases the run folder's lock as it returns, even while something still holds the trainer (a
-    hook or a callback keeping a bound method, a traceback's frame): a sweep trains many runs in one process."""
+@pytest.mark.parametrize("end", ["returns", "interrupted", "fails to start"])
+def test_a_run_lets_go_of_its_folder_when_it_ends_not_when_collected(tmp_path, registry, monkeypatch, end):
+    """run_pipeline releases the run folder's lock as the run ends, however it ends, while something still holds the
+    trainer (a hook keeping a bound method, the traceback of the exception): a sweep trains many runs in one
+    process, and the next command in the folder must not be refused."""
     from segcore.config import load_pipeline
     from segcore.engine.run import run_pipeline
-    from segcore.engine.trainer import Trainer
+    from segcore.engine.trainer import Interrupted, Trainer
+    from segcore.errors import ConfigError
 
     kept = []
-    fit = Trainer.fit
-    monkeypatch.setattr(Trainer, "fit", lambda self: kept.append(self) or fit(self))
+    fit, init = Trainer.fit, Trainer.__init__
+
+    def keeping_fit(self):
+        kept.append(self)
+        result = fit(self)
+        if end == "interrupted":
+            raise Interrupted("interrupted at the end (this test)")
+        return result
+
+    def failing_init(self, *args, **kw):
+        init(self, *args, **kw)
+        kept.append(self)
+        raise ConfigError("train.start_iter: out of range (this test)")
+
+    monkeypatch.setattr(Trainer, "fit", keeping_fit)
+    if end == "fails to start":
+        monkeypatch.setattr(Trainer, "__init__", failing_init)
     out = tmp_path / "run"
     text = PIPELINE.replace("iters = 4", "iters = 1").replace("[run]\n", f'[run]\nout_dir = "{out}"\n')
-    short = write(tmp_path / "short.toml", text)
-    run_pipeline(load_pipeline(short, registry=registry), registry, progress=False)
-    assert len(kept) == 1 and probe(out).returncode == 0, "the ended run still holds its folder"
+    cfg = load_pipeline(write(tmp_path / "short.toml", text), registry=registry)
+    if end == "returns":
+        run_pipeline(cfg, registry, progress=False)
+        assert (out / "metrics.json").is_file()
+    else:
+        with pytest.raises((Interrupted, ConfigError)) as caught:  # the traceback keeps the frames and the trainer
+            run_pipeline(cfg, registry, progress=False)
+        assert "(this test)" in str(caught.value)
+    assert (out / LOCK).is_file() and len(kept) == 1
+    assert probe(out).returncode == 0, "the ended run still holds its folder"

@@ -297,8 +297,20 @@ def test_seeds_runs_some_of_the_file_s_seeds_and_the_table_lists_all(tmp_path, c
     table = json.loads((root / "table.json").read_text())
     assert [(r["failed_seeds"], r["missing_seeds"]) for r in table["rows"]] == [([0, 2], [1]), ([0, 2], [1])]
     code, _, err = sweep(capsys, path, "-q", "--resume", "--seeds", "3")
-    assert code == 2 and "--seeds: " in err and "has no seed 3 ([sweep] seeds = [0, 1, 2])" in err
+    assert code == 2 and "--seeds: " in err and "has no seed 3 ([sweep] seeds = [0, 1, 2]); add it there" in err
+    code, _, err = sweep(capsys, path, "-q", "--resume", "--seeds", "-1")
+    assert code == 2 and "has no seed -1 ([sweep] seeds = [0, 1, 2]); seeds are whole numbers >= 0" in err
     assert len(calls) == 4
+
+    def interrupted(cfg, registry, **kw):
+        calls.append(cfg.run.out_dir)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(segcore.engine.run, "run_pipeline", interrupted)  # Ctrl-C: the command to continue, too
+    code, _, err = sweep(capsys, path, "-q", "--resume", "--rows", "+wide", "--seeds", "1")
+    again = shlex.join(["segcore", "sweep", str(path), "--out-dir", str(root), "--rows", "+wide", "--seeds", "1",
+                        "--resume"])  # fmt: skip
+    assert code == 130 and calls[4:] == [str(root / "plus-wide/seed1")] and f"Continue with: {again}" in err, err
 
 
 MALFORMED = {
@@ -389,6 +401,9 @@ def test_the_command_to_continue_names_the_folder_rows_and_processes(tmp_path, r
         [*head, "--rows", sweep.rows[0].name, "--nproc-per-node", "2", "--resume"])
     assert resume_command(sweep, seeds=[1]) == shlex.join([*head, "--seeds", "1", "--resume"])
     assert resume_command(sweep, seeds=[0, 1]) == resume_command(sweep)  # all the file's seeds: none named
+    assert resume_command(sweep, seeds=[0, 0]) == shlex.join([*head, "--seeds", "0", "0", "--resume"])  # not all
+    assert resume_command(sweep, sweep.rows[1:], seeds=[0]) == shlex.join(
+        [*head, "--rows", sweep.rows[1].name, "--seeds", "0", "--resume"])
 
 
 def test_a_set_may_add_a_key_and_unset_removes_one(tmp_path, capsys):

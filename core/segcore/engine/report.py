@@ -101,8 +101,10 @@ class RunLog:
         self._logged = {(r["kind"], r["step"]) for r in kept}
 
     def close(self) -> None:
+        """Flush and close the TensorBoard writer (if any); again is a no-op."""
         if self._tb is not None:
             self._tb.close()
+            self._tb = None
 
 
 def _pyplot():

@@ -68,7 +68,7 @@ def run_pipeline(cfg: PipelineConfig, registry: Registry, *, progress: bool = Tr
         try:
             return trainer.fit()
         finally:  # the folder is free when the run ends, not when the trainer is collected (a sweep's runs, say)
-            trainer.run.release()
+            trainer.close()
     info = init_distributed("cpu")
     device = resolve_device(cfg.run.device, info.local_rank)
     meta = dataset_meta(cfg.data.dataset, registry)

@@ -209,11 +209,22 @@ class Trainer:
         run = RunFolder(cfg.run.out_dir)
         if dist.main:
             run.prepare(cfg, resume=resume, overwrite=overwrite, registry=registry)
-        trainer = cls(cfg, model=model, criterion=criterion, train_set=train_set, val_set=val_set, run=run,
-                      device=device, dist=dist, progress=progress)  # fmt: skip
-        if resume:
-            trainer.resume()
+        try:
+            trainer = cls(cfg, model=model, criterion=criterion, train_set=train_set, val_set=val_set, run=run,
+                          device=device, dist=dist, progress=progress)  # fmt: skip
+            if resume:
+                trainer.resume()
+        except BaseException:  # a bad start_iter, a damaged checkpoint: the folder is free again, not at collection
+            run.release()
+            raise
         return trainer
+
+    def close(self) -> None:
+        """Close the run's log (its TensorBoard writer) and let go of the run folder's lock: the folder is another
+        process's to take from here on. `segcore.engine.run.run_pipeline` calls it when `fit` ends, however it
+        ends; again is a no-op."""
+        self.log.close()
+        self.run.release()
 
     def __init__(self, cfg: PipelineConfig, *, model: SegModel, criterion: nn.Module, train_set: Dataset,
                  val_set: Dataset, run: RunFolder | str | Path, device: torch.device | str = "cpu",

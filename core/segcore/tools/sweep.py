@@ -420,26 +420,27 @@ def select_rows(sweep: Sweep, names: Sequence[str] | None) -> list[Row]:
 
 
 def select_seeds(sweep: Sweep, seeds: Sequence[int] | None) -> list[int] | None:
-    """The seeds ``--seeds`` names (None: all the file's); a ConfigError for a seed ``[sweep] seeds`` does not list
-    (a seed outside the file would be a run its table never shows)."""
+    """The seeds ``--seeds`` names, in the file's order (None: all the file's); a ConfigError for a seed ``[sweep]
+    seeds`` does not list (a seed outside the file would be a run its table never shows)."""
     if not seeds:
         return None
     bad = [s for s in seeds if s not in sweep.seeds]
     if bad:
-        raise ConfigError(f"--seeds: {sweep.path} has no seed {bad[0]} ([sweep] seeds = {list(sweep.seeds)}); add it "
-                          "there to train it, or pick among those")  # fmt: skip
+        fix = "add it there to train it, or pick among those" if bad[0] >= 0 else "seeds are whole numbers >= 0"
+        raise ConfigError(f"--seeds: {sweep.path} has no seed {bad[0]} ([sweep] seeds = {list(sweep.seeds)}); {fix}")
     return [s for s in sweep.seeds if s in seeds]
 
 
 def resume_command(sweep: Sweep, rows: Sequence[Row] | None = None, nproc: int = 1,
                    seeds: Sequence[int] | None = None) -> str:
     """The command that continues *sweep* where it is: its folder (``--out-dir``, which may not be the file's), the
-    rows run (``--rows``, when not all) and the processes a run trains with (``--nproc-per-node``, when more than
-    one: a run continued in another number would take other batches per process), quoted for a shell."""
+    rows run (``--rows``, when not all), the seeds (``--seeds``, when not all) and the processes a run trains with
+    (``--nproc-per-node``, when more than one: a run continued in another number would take other batches per
+    process), quoted for a shell."""
     words = ["segcore", "sweep", str(sweep.path), "--out-dir", str(sweep.out_dir)]
-    if rows is not None and len(rows) < len(sweep.rows):
+    if rows and {r.name for r in rows} != {r.name for r in sweep.rows}:
         words += ["--rows", *(r.name for r in rows)]
-    if seeds is not None and len(seeds) < len(sweep.seeds):
+    if seeds and set(seeds) != set(sweep.seeds):
         words += ["--seeds", *map(str, seeds)]
     if nproc > 1:
         words += ["--nproc-per-node", str(nproc)]
@@ -588,8 +589,8 @@ def run_sweep(sweep: Sweep, registry: Registry, *, rows: Sequence[Row] | None = 
               nproc: int = 1, progress: bool = True, say: Callable[[str], None] = print,
               runner: Callable[..., Any] | None = None, seeds: Sequence[int] | None = None) -> SweepResult:  # fmt: skip
     """Train and evaluate *rows* (default: all) x *seeds* (default: the file's; `select_seeds`), one run at a time.
-    Finished runs are skipped (``resume``), half-finished ones continue from their newest checkpoint; a failing run is recorded (``sweep_error.txt``,
-    ``sweep_run.json``) and the sweep goes on. Ctrl-C: `SweepInterrupted` (after the trainer's checkpoint)."""
+    Finished runs are skipped (``resume``), half-finished ones continue from their newest checkpoint; a failing run
+    is recorded (``sweep_error.txt``, ``sweep_run.json``) and the sweep goes on. Ctrl-C: `SweepInterrupted` (after the trainer's checkpoint)."""
     from tqdm import tqdm
 
     from segcore.engine.run import run_pipeline
@@ -597,7 +598,7 @@ def run_sweep(sweep: Sweep, registry: Registry, *, rows: Sequence[Row] | None = 
 
     runner = runner or run_pipeline
     names = {r.name for r in (rows or sweep.rows)}
-    todo = [s for s in sweep.runs if s.row.name in names and (seeds is None or s.seed in seeds)]
+    todo = [s for s in sweep.runs if s.row.name in names and (not seeds or s.seed in seeds)]
     existing = _has_runs(sweep.out_dir)
     if existing and not resume:
         raise ConfigError(
