@@ -485,14 +485,16 @@ def test_the_plot_says_which_rows_have_fewer_seeds_than_the_sweep():
     from segcore.tools.sweep import _bar_panel
 
     row = _panel_row
-    rows = [row("full", {"0": 50.0, "1": 51.0, "2": 52.0}, base=True), row("partial", {"0": 48.0}), row("none", {})]
+    rows = [row("full", {"0": 50.0, "1": 51.0, "2": 52.0}, base=True), row("partial", {"0": 48.0}), row("none", {}),
+            row("ContrastiveSeg's weight, 0.1 x 0.1/0.07", {"0": 47.0})]  # a long name: in lines, not across others
     fig, ax = plt.subplots()
     try:
         _bar_panel(ax, rows, "miou", "val mIoU (%)", published=False, n_seeds=3)
         labels = [t.get_text() for t in ax.get_xticklabels()]
     finally:
         plt.close(fig)
-    assert labels == ["full", "partial\n(1 of 3 seeds)", "none\n(0 of 3 seeds)"]
+    assert labels == ["full", "partial\n(1 of 3 seeds)", "none\n(0 of 3 seeds)",
+                      "ContrastiveSeg's\nweight, 0.1 x 0.1/0.07\n(1 of 3 seeds)"]
 
 
 def test_the_plot_draws_no_bar_cut_off_by_a_zoomed_axis():

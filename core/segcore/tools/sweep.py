@@ -51,6 +51,7 @@ import shlex
 import shutil
 import statistics
 import subprocess
+import textwrap
 import sys
 import time
 import tomllib
@@ -888,7 +889,9 @@ def _bar_panel(ax: Any, rows: Sequence[dict[str, Any]], key: str, label: str, pu
     base = next((m for r, m in zip(rows, stats) if r["base"]), None)
     if base is not None and base["mean"] is not None:
         ax.axhline(base["mean"], color="tab:orange", linestyle="--", linewidth=1)
-    names = [r["name"] if len(m["per_seed"]) == n_seeds else f"{r['name']}\n({len(m['per_seed'])} of {n_seeds} seeds)"
+    # a long row name in lines of 22 characters at most, so that neighbouring names do not run into each other
+    names = [textwrap.fill(r["name"], 22) + ("" if len(m["per_seed"]) == n_seeds
+                                             else f"\n({len(m['per_seed'])} of {n_seeds} seeds)")
              for r, m in zip(rows, stats)]  # fmt: skip
     ax.set_xticks(x, names, rotation=30 if len(rows) > 4 else 0, ha="right" if len(rows) > 4 else "center")
     ax.set_xlim(-0.6, len(rows) - 0.4)
