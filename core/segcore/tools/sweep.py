@@ -51,8 +51,8 @@ import shlex
 import shutil
 import statistics
 import subprocess
-import textwrap
 import sys
+import textwrap
 import time
 import tomllib
 import traceback
@@ -591,7 +591,8 @@ def run_sweep(sweep: Sweep, registry: Registry, *, rows: Sequence[Row] | None = 
               runner: Callable[..., Any] | None = None, seeds: Sequence[int] | None = None) -> SweepResult:  # fmt: skip
     """Train and evaluate *rows* (default: all) x *seeds* (default: the file's; `select_seeds`), one run at a time.
     Finished runs are skipped (``resume``), half-finished ones continue from their newest checkpoint; a failing run
-    is recorded (``sweep_error.txt``, ``sweep_run.json``) and the sweep goes on. Ctrl-C: `SweepInterrupted` (after the trainer's checkpoint)."""
+    is recorded (``sweep_error.txt``, ``sweep_run.json``) and the sweep goes on. Ctrl-C: `SweepInterrupted` (after
+    the trainer's checkpoint)."""
     from tqdm import tqdm
 
     from segcore.engine.run import run_pipeline
